@@ -1,0 +1,78 @@
+"""Plain, obviously-correct references and tiny models for the tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class TinyCNN(nn.Module):
+    """conv-bn-relu → maxpool → conv-relu → flatten → linear; any small image size."""
+
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, height: int = 7, width: int = 6, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv2d(in_channels, 6, 3, padding=1)
+        self.bn = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
+        self.pool = nn.MaxPool2d(2, ceil_mode=True)
+        h2, w2 = (height + 1) // 2, (width + 1) // 2
+        self.linear = nn.Linear(8 * h2 * w2, num_classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+            self.bn.running_mean.copy_(torch.randn(6, generator=g) * 0.1)
+            self.bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pool(torch.relu(self.bn(self.conv1(x))))
+        x = torch.relu(self.conv2(x))
+        return self.linear(x.flatten(1))
+
+
+def ref_logodds(z: Tensor, t: int) -> Tensor:
+    others = torch.cat([z[:t], z[t + 1 :]])
+    return z[t] - torch.logsumexp(others, 0)
+
+
+@torch.no_grad()
+def reference_backselect(model, image: Tensor, target: int, baseline: Tensor, groups: Tensor | None = None):
+    """One image, one candidate per forward call. Returns (order, logodds) lists."""
+    c, h, w = image.shape
+    if groups is None:
+        groups = torch.arange(h * w).view(h, w)
+    p = int(groups.max()) + 1
+    base = baseline.expand(c, h, w)
+    cur = image.clone()
+    remaining = list(range(p))
+    order, scores = [], []
+    while remaining:
+        best, best_score = None, None
+        for f in remaining:  # ascending ids: a strict '>' keeps the lowest id on ties
+            cand = cur.clone()
+            m = groups == f
+            cand[:, m] = base[:, m]
+            s = ref_logodds(model(cand.unsqueeze(0))[0], target)
+            if best_score is None or s > best_score:
+                best, best_score = f, s
+        order.append(best)
+        scores.append(float(best_score))
+        remaining.remove(best)
+        m = groups == best
+        cur[:, m] = base[:, m]
+    return order, scores
+
+
+@torch.no_grad()
+def score_removal(model, image: Tensor, target: int, baseline: Tensor, removed: list[int], groups: Tensor | None = None) -> float:
+    """Log-odds of ``image`` with the features ``removed`` masked (float64 model recommended)."""
+    c, h, w = image.shape
+    if groups is None:
+        groups = torch.arange(h * w).view(h, w)
+    base = baseline.expand(c, h, w)
+    cur = image.clone()
+    for f in removed:
+        m = groups == f
+        cur[:, m] = base[:, m]
+    return float(ref_logodds(model(cur.unsqueeze(0))[0], target))
