@@ -9,7 +9,7 @@ from torch import Tensor, nn
 class TinyCNN(nn.Module):
     """conv-bn-relu → maxpool → conv-relu → flatten → linear; any small image size."""
 
-    def __init__(self, num_classes: int = 3, in_channels: int = 3, height: int = 7, width: int = 6, seed: int = 0):
+    def __init__(self, num_classes: int = 3, in_channels: int = 3, height: int = 7, width: int = 6, seed: int = 0, scale: float = 0.5, bias: bool = True):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(in_channels, 6, 3, padding=1)
@@ -20,9 +20,14 @@ class TinyCNN(nn.Module):
         self.linear = nn.Linear(8 * h2 * w2, num_classes)
         with torch.no_grad():
             for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
             self.bn.running_mean.copy_(torch.randn(6, generator=g) * 0.1)
             self.bn.running_var.copy_(torch.rand(6, generator=g) + 0.5)
+            if not bias:  # an all-zero image then gets all-zero logits (uniform p)
+                for m in (self.conv1, self.conv2, self.linear):
+                    m.bias.zero_()
+                self.bn.bias.zero_()
+                self.bn.running_mean.zero_()
         self.eval()
 
     def forward(self, x: Tensor) -> Tensor:

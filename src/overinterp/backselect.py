@@ -30,7 +30,7 @@ def _software_meta(images: Tensor) -> dict[str, Any]:
 
     return {
         "overinterp": __version__,
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
         "dtype": str(images.dtype).replace("torch.", ""),
         "device": str(images.device),

@@ -190,6 +190,7 @@ class BackselectTrace:
         # largest j with a hit; j = -1 when none (the full image is below τ)
         idx = torch.arange(pmax).view(1, -1).expand(n, pmax)
         start = torch.where(hit, idx, torch.full_like(idx, -1)).max(dim=1).values
+        start = torch.where(hit[:, 0], start, torch.full_like(start, -1))  # f(x) < τ: no SIS
         starts = start.tolist()
         stored = values.gather(1, start.clamp(min=0).view(-1, 1)).squeeze(1)
         measured = torch.where(start >= 0, stored, torch.full_like(stored, float("nan")))
