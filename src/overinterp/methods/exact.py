@@ -38,15 +38,17 @@ class Exact(Method):
         rank_by: ``"logodds"`` (default, the project's contract) or
             ``"probability"`` (the original pipeline's ranking by softmax ``p``,
             kept for comparison; it ties once ``p`` rounds to 1).
-        channels_last: build candidates in channels-last memory layout (faster
-            for many CNNs on CPU and GPU).
+        channels_last: build candidates in channels-last memory layout. ``None``
+            (default): on for float32/16 models that contain a 2-D convolution
+            (bench/backselect.py measured it faster for CIFAR ResNets on CPU),
+            off for float64. The choice made is recorded in ``trace.meta``.
         autocast: ``None`` (default, full precision) or ``"bfloat16"`` /
             ``"float16"``: run the forward under ``torch.autocast``; scores are
             then approximate.
     """
 
     rank_by: Literal["logodds", "probability"] = "logodds"
-    channels_last: bool = False
+    channels_last: bool | None = None
     autocast: str | None = None
 
     name: ClassVar[str] = "exact"
@@ -74,7 +76,7 @@ def run_exact(
     batch_size: int,
     progress: bool,
     rank_by: str = "logodds",
-    channels_last: bool = False,
+    channels_last: bool | None = None,
     autocast: torch.dtype | None = None,
 ) -> MethodOutput:
     """Run exact backward selection on ``problem``; see :class:`Exact`."""
@@ -97,6 +99,8 @@ def run_exact(
     col = torch.arange(pmax, device=device)
     steps = [0] * n
 
+    if channels_last is None:
+        channels_last = images.dtype != torch.float64 and _has_conv2d(problem.forward)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     buf = torch.empty((batch_size, c, h, w), dtype=images.dtype, device=device, memory_format=memory_format)
     amp = (
@@ -178,4 +182,9 @@ def run_exact(
         bar.close()
     if bool(bad):
         raise FloatingPointError("the model returned NaN or inf logits for some masked images")
-    return MethodOutput(order, logodds, evaluated, torch.tensor(steps, dtype=torch.int64, device=device))
+    stats = {"channels_last": bool(channels_last), "evaluations": total}
+    return MethodOutput(order, logodds, evaluated, torch.tensor(steps, dtype=torch.int64, device=device), stats)
+
+
+def _has_conv2d(model: object) -> bool:
+    return isinstance(model, torch.nn.Module) and any(isinstance(m, torch.nn.Conv2d) for m in model.modules())
