@@ -173,3 +173,11 @@ def test_classifier_takes_pixels_and_carries_baseline():
         order, _ = reference_backselect(clf, x[i], int(trace.target[i]), base)
         assert trace.order[i].tolist() == order
     assert torch.allclose(trace.baseline[:, 0, 0], base.flatten().float())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_cpu_and_cuda_agree(model64, images64):
+    cpu = backselect(model64, images64, batch_size=9, progress=False)
+    gpu = backselect(copy.deepcopy(model64).cuda(), images64.cuda(), batch_size=9, progress=False)
+    assert torch.equal(cpu.order, gpu.order)
+    torch.testing.assert_close(cpu.logodds, gpu.logodds, rtol=0, atol=1e-5)
