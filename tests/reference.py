@@ -81,3 +81,61 @@ def score_removal(model, image: Tensor, target: int, baseline: Tensor, removed: 
         m = groups == f
         cur[:, m] = base[:, m]
     return float(ref_logodds(model(cur.unsqueeze(0))[0], target))
+
+
+def _masked(image: Tensor, baseline: Tensor, groups: Tensor, removed: list[int]) -> Tensor:
+    c, h, w = image.shape
+    base = baseline.expand(c, h, w)
+    cur = image.clone()
+    for f in removed:
+        m = groups == f
+        cur[:, m] = base[:, m]
+    return cur
+
+
+def reference_kstep(model, image: Tensor, target: int, baseline: Tensor, step_sizes, groups: Tensor | None = None):
+    """One image, one candidate per forward call; ``step_sizes(remaining, total)`` features
+    removed per step, best first (ties: lowest id). Returns the order."""
+    c, h, w = image.shape
+    if groups is None:
+        groups = torch.arange(h * w).view(h, w)
+    p = int(groups.max()) + 1
+    removed: list[int] = []
+    with torch.no_grad():
+        while len(removed) < p:
+            remaining = [f for f in range(p) if f not in removed]
+            scored = []
+            for f in remaining:
+                x = _masked(image, baseline, groups, removed + [f])
+                scored.append((-float(ref_logodds(model(x.unsqueeze(0))[0], target)), f))
+            scored.sort()  # best first, ties by id
+            r = max(1, min(step_sizes(len(remaining), p), len(remaining)))
+            removed += [f for _, f in scored[:r]]
+    return removed
+
+
+def reference_gradient(model, image: Tensor, target: int, baseline: Tensor, k: int, groups: Tensor | None = None):
+    """One image: Batched Gradient BackSelect with a plain loop. Returns (order, block-end log-odds)."""
+    c, h, w = image.shape
+    if groups is None:
+        groups = torch.arange(h * w).view(h, w)
+    p = int(groups.max()) + 1
+    base = baseline.expand(c, h, w)
+    mask = torch.zeros(p, dtype=image.dtype)
+    order: list[int] = []
+    ends: list[float] = []
+    while True:
+        m = mask.clone().requires_grad_(True)
+        pix = m[groups]  # (H, W)
+        x = image * (1 - pix) + base * pix
+        lo = ref_logodds(model(x.unsqueeze(0))[0], target)
+        if order:
+            ends.append(float(lo.detach()))
+        if len(order) == p:
+            break
+        (g,) = torch.autograd.grad(lo, m)
+        cand = sorted((-float(g[f]), f) for f in range(p) if mask[f] == 0)
+        block = [f for _, f in cand[:k]]
+        order += block
+        mask[block] = 1.0
+    return order, ends

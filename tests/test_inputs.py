@@ -1,4 +1,4 @@
-"""Clear errors on bad input."""
+"""Clear errors on bad input, for every backward-selection method."""
 
 from __future__ import annotations
 
@@ -21,11 +21,26 @@ def x():
     return torch.rand(2, 3, 4, 4)
 
 
-def run(model, x, **kw):
-    return backselect(model, x, progress=False, **kw)
+METHODS = [
+    overinterp.Exact(),
+    overinterp.KStep(2),
+    overinterp.Adaptive(step_fraction=0.5, tail=0.25),
+    overinterp.Adaptive(step_fraction=0.5, tail=0.25, head="gradient"),
+    overinterp.BatchedGradient(2),
+    overinterp.Screened(rescore_top=2),
+]
 
 
-def test_training_mode_refused(model, x):
+@pytest.fixture(params=METHODS, ids=[f"{m.name}-{i}" for i, m in enumerate(METHODS)])
+def run(request):
+    def call(model, x, **kw):
+        kw.setdefault("method", request.param)
+        return backselect(model, x, progress=False, **kw)
+
+    return call
+
+
+def test_training_mode_refused(model, x, run):
     model.train()
     with pytest.raises(ValueError, match="training mode"):
         run(model, x)
@@ -45,12 +60,12 @@ def test_training_mode_refused(model, x):
         ("not a tensor", TypeError, "Tensor"),
     ],
 )
-def test_bad_images(model, images, err, match):
+def test_bad_images(model, images, err, match, run):
     with pytest.raises(err, match=match):
         run(model, images)
 
 
-def test_nan_and_inf_images(model, x):
+def test_nan_and_inf_images(model, x, run):
     for v in (float("nan"), float("inf")):
         y = x.clone()
         y[0, 0, 0, 0] = v
@@ -58,7 +73,7 @@ def test_nan_and_inf_images(model, x):
             run(model, y)
 
 
-def test_model_output_checked(x):
+def test_model_output_checked(x, run):
     class Flat(nn.Module):
         def forward(self, x):
             return x.sum((1, 2, 3))
@@ -80,7 +95,7 @@ def test_model_output_checked(x):
             run(m.eval(), x)
 
 
-def test_bad_targets(model, x):
+def test_bad_targets(model, x, run):
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         run(model, x, target=[0, 3])
     with pytest.raises(ValueError, match="shape"):
@@ -89,7 +104,7 @@ def test_bad_targets(model, x):
         run(model, x, target=torch.tensor([0.5, 1.0]))
 
 
-def test_bad_mask_values(model, x):
+def test_bad_mask_values(model, x, run):
     with pytest.raises(ValueError, match="mask_value"):
         run(model, x, mask_value=torch.zeros(2))
     with pytest.raises(ValueError, match="mask_value"):
@@ -98,7 +113,7 @@ def test_bad_mask_values(model, x):
         run(model, x, mask_value=float("nan"))
 
 
-def test_malformed_group_maps(model, x):
+def test_malformed_group_maps(model, x, run):
     with pytest.raises(ValueError, match="start at 0"):
         run(model, x, features=torch.ones(4, 4, dtype=torch.long))
     gap = torch.zeros(4, 4, dtype=torch.long)
@@ -113,7 +128,7 @@ def test_malformed_group_maps(model, x):
         run(model, x, features=torch.zeros(4, 4))
 
 
-def test_batch_size_and_method_checked(model, x):
+def test_batch_size_and_method_checked(model, x, run):
     with pytest.raises(ValueError, match="batch_size"):
         run(model, x, batch_size=0)
     with pytest.raises(TypeError, match="method"):
@@ -122,12 +137,12 @@ def test_batch_size_and_method_checked(model, x):
         overinterp.Exact(rank_by="p")
 
 
-def test_classifier_refuses_unnormalised_pixels(model):
+def test_classifier_refuses_unnormalised_pixels(model, run):
     clf = overinterp.Classifier(model, preprocessing="cifar10").eval()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         run(clf, torch.randn(1, 3, 4, 4) * 3)
 
 
-def test_single_image_without_batch_dim(model):
+def test_single_image_without_batch_dim(model, run):
     t = run(model, torch.rand(3, 4, 4))
     assert len(t) == 1 and t.order.shape == (1, 16)

@@ -10,9 +10,23 @@ __version__ = "0.1.0"
 from .backselect import DEFAULT_BATCH_SIZE, SISCollection, backselect, sis_collection
 from .classifier import Classifier, Normalize, make_preprocessing
 from .features import patch_features, pixel_features
-from .methods import Exact, Method
+from .methods import Adaptive, BatchedGradient, Exact, KStep, Method, Screened
 from .scoring import logit, target_logodds, target_probability
 from .trace import TRACE_VERSION, BackselectTrace, SISResult
+from .data import LabeledImages, load_dataset
+from .evaluation import evaluate_accuracy, evaluate_datasets
+from .models import (
+    Ensemble,
+    create_model,
+    list_models,
+    load_ensemble,
+    load_model,
+    register_model,
+    save_checkpoint,
+    save_ensemble,
+)
+from .results import append_results, model_fingerprint, read_results, render_table
+from .trainer import RECIPES, TrainConfig, make_config, train_classifier
 
 __all__ = [
     "__version__",
@@ -27,10 +41,34 @@ __all__ = [
     "Normalize",
     "make_preprocessing",
     "Exact",
+    "BatchedGradient",
+    "KStep",
+    "Adaptive",
+    "Screened",
     "Method",
     "patch_features",
     "pixel_features",
     "logit",
     "target_logodds",
     "target_probability",
+    "create_model",
+    "list_models",
+    "register_model",
+    "load_model",
+    "save_checkpoint",
+    "Ensemble",
+    "load_ensemble",
+    "save_ensemble",
+    "LabeledImages",
+    "load_dataset",
+    "evaluate_accuracy",
+    "evaluate_datasets",
+    "append_results",
+    "read_results",
+    "render_table",
+    "model_fingerprint",
+    "TrainConfig",
+    "RECIPES",
+    "make_config",
+    "train_classifier",
 ]

@@ -15,20 +15,30 @@ from pathlib import Path
 
 import torch
 
+from . import cli_experiments
+
 __all__ = ["main", "build_parser"]
 
 
 def _add_backselect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("backselect", help="exact backward selection on images; writes a trace file")
-    p.add_argument("--model", required=True, help="registry name (see `overinterp models`)")
+    p.add_argument("--model", required=True, help="registry name (see `overinterp models`) or an ensemble .json")
     p.add_argument("--checkpoint", type=Path, help="weights file (public CIFAR ResNet checkpoints or overinterp's own)")
     p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
     p.add_argument("--num-classes", type=int)
     p.add_argument("--images", type=Path, required=True, help=".npy/.npz/.pt file, an image file, or a folder")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--out", type=Path, required=True, help="trace file to write (atomically)")
-    p.add_argument("--method", default="exact", choices=["exact"])
-    p.add_argument("--rank-by", default="logodds", choices=["logodds", "probability"])
+    p.add_argument("--method", default="exact", choices=["exact", "gradient", "kstep", "adaptive", "screened"],
+                   help="exact (default); gradient: Batched Gradient (--k per block); kstep: exact scores, "
+                   "--k removals per step; adaptive: large steps then an exact --tail; screened: exact "
+                   "steps chosen by a bf16 screen + float32 re-scoring of the --rescore-top best")
+    p.add_argument("--rank-by", default="logodds", choices=["logodds", "probability"], help="exact only")
+    p.add_argument("--k", type=int, help="features per block/step for gradient (default 1) and kstep (default 16)")
+    p.add_argument("--step-fraction", type=float, default=0.05, help="adaptive: head step = this × remaining")
+    p.add_argument("--tail", type=float, default=0.15, help="adaptive: fraction removed by exact single steps")
+    p.add_argument("--head", default="kstep", choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen")
+    p.add_argument("--rescore-top", type=int, default=16, help="screened: candidates re-scored in full precision")
     p.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -40,17 +50,18 @@ def _add_backselect(sub: argparse._SubParsersAction) -> None:
 def _cmd_backselect(args: argparse.Namespace) -> int:
     import overinterp
     from overinterp.data import load_images
-    from overinterp.models import create_model
+    from overinterp.models import load_model
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    model = create_model(args.model, num_classes=args.num_classes, checkpoint=args.checkpoint, preprocessing=args.preprocessing)
+    # load_model: a registry name, or an ensemble .json (an Ensemble is a Classifier like any other)
+    model = load_model(args.model, num_classes=args.num_classes, checkpoint=args.checkpoint, preprocessing=args.preprocessing)
     model = model.to(device)
     data = load_images(args.images, limit=args.limit)
     images = data.images.to(device)
     features = None if args.patch == 1 else overinterp.patch_features(images.shape[2], images.shape[3], args.patch)
-    method = overinterp.Exact(rank_by=args.rank_by)
+    method = _make_method(args)
     bs = args.batch_size or overinterp.DEFAULT_BATCH_SIZE
     print(f"backselect: {len(images)} images {tuple(images.shape[1:])} from {args.images}, model {args.model}, "
           f"method {method.describe()}, batch {bs}, device {device}", file=sys.stderr)
@@ -65,6 +76,24 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     if args.threshold is not None:
         _print_sis(trace, args.threshold, model, images)
     return 0
+
+
+def _make_method(args: argparse.Namespace):
+    import overinterp
+
+    if args.method != "exact" and args.rank_by != "logodds":
+        raise ValueError("--rank-by applies to --method exact only")
+    if args.k is not None and args.method not in ("gradient", "kstep"):
+        raise ValueError("--k applies to --method gradient or kstep only")
+    if args.method == "gradient":
+        return overinterp.BatchedGradient(args.k if args.k is not None else 1)
+    if args.method == "kstep":
+        return overinterp.KStep(args.k if args.k is not None else 16)
+    if args.method == "adaptive":
+        return overinterp.Adaptive(step_fraction=args.step_fraction, tail=args.tail, head=args.head)
+    if args.method == "screened":
+        return overinterp.Screened(rescore_top=args.rescore_top)
+    return overinterp.Exact(rank_by=args.rank_by)
 
 
 def _print_sis(trace, threshold: float, model=None, images=None) -> None:
@@ -122,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--no-progress", action="store_true")
+    cli_experiments.add_parsers(sub)  # train, evaluate, table, ensemble
     return ap
 
 
@@ -134,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print(overinterp.__version__)
         return 0
     handlers = {"backselect": _cmd_backselect, "inspect": _cmd_inspect, "models": _cmd_models, "demo": _cmd_demo}
+    handlers.update(cli_experiments.HANDLERS)
     if args.command is None:
         ap.print_help()
         return 2

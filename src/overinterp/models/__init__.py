@@ -1,7 +1,9 @@
 """Model zoo: ``create_model(name, …)`` returns a :class:`~overinterp.Classifier` in eval mode.
 
-Registered architectures: ``smallcnn`` (tests, demo) and the CIFAR ResNets
-``resnet20``/``resnet32``/``resnet44``/``resnet56`` (He et al. 2016).
+Registered architectures: ``smallcnn`` (tests, demo), the CIFAR ResNets
+``resnet20``/``resnet32``/``resnet44``/``resnet56`` (He et al. 2016), the
+pre-activation ``resnet18`` and ``vgg16_bn`` (the paper's three CIFAR-10
+architectures are resnet20, resnet18 and vgg16_bn).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from torch import Tensor
 
 from ..classifier import Classifier, make_preprocessing
-from . import resnet_cifar, small_cnn  # noqa: F401  (register the architectures)
+from . import preact_resnet, resnet_cifar, small_cnn, vgg  # noqa: F401  (register the architectures)
 from .checkpoint import (
     _validate_checkpoint,
     is_own_checkpoint,
@@ -23,11 +25,16 @@ from .checkpoint import (
     save_checkpoint,
     strip_key_prefixes,
 )
+from .ensemble import Ensemble, load_ensemble, save_ensemble
 from .registry import build_network, get_model_entry, list_models, register_model
 
 __all__ = [
     "create_model",
+    "load_model",
     "list_models",
+    "Ensemble",
+    "load_ensemble",
+    "save_ensemble",
     "register_model",
     "save_checkpoint",
     "load_checkpoint_file",
@@ -91,6 +98,28 @@ def create_model(
     if is_own_checkpoint(ckpt):
         return _from_own_checkpoint(ckpt, source, name, num_classes, preprocessing, baseline, arch_kwargs)
     return _from_third_party(ckpt, source, name, num_classes, preprocessing, baseline, arch_kwargs)
+
+
+def load_model(
+    name: str | os.PathLike[str] | None,
+    checkpoint: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    preprocessing: Any = None,
+    num_classes: int | None = None,
+    **kwargs: Any,
+) -> Classifier:
+    """A registry model (:func:`create_model`) or, when ``name`` is a ``.json`` file,
+    the :class:`Ensemble` it defines (:func:`load_ensemble`) — what the command
+    line's ``--model`` takes.
+    """
+    if name is not None and os.fspath(name).lower().endswith(".json"):
+        if checkpoint is not None or preprocessing is not None or num_classes is not None or kwargs:
+            raise ValueError(
+                f"{name} is an ensemble file: its members' checkpoints and preprocessing are in it; "
+                "do not pass checkpoint, preprocessing, num_classes or architecture options"
+            )
+        return load_ensemble(name)
+    return create_model(None if name is None else os.fspath(name), num_classes=num_classes,
+                        checkpoint=checkpoint, preprocessing=preprocessing, **kwargs)
 
 
 def _from_own_checkpoint(
