@@ -100,7 +100,7 @@ def test_fit_learns_and_is_deterministic() -> None:
     x, y = _toy()
     a, b = _net(), _net()
     ha = fit(a, x, y, epochs=5, batch_size=32, lr=0.1, progress=False)
-    hb = fit(b, x, y, epochs=5, batch_size=32, lr=0.1, progress=False)
+    fit(b, x, y, epochs=5, batch_size=32, lr=0.1, progress=False)
     assert [h["epoch"] for h in ha] == [1, 2, 3, 4, 5]
     assert set(ha[0]) >= {"epoch", "loss", "accuracy", "lr", "seconds"}
     assert ha[-1]["loss"] < ha[0]["loss"]

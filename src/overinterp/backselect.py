@@ -15,7 +15,7 @@ from .features import resolve_features
 from .inputs import batched_logits, check_images, check_target, prepare_model
 from .methods.base import Method, Problem
 from .methods.exact import Exact
-from .scoring import check_threshold, logit, target_logodds
+from .scoring import check_threshold, target_logodds
 from .trace import BackselectTrace
 
 __all__ = ["backselect", "sis_collection", "SISCollection", "DEFAULT_BATCH_SIZE"]

@@ -208,12 +208,12 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_table(args: argparse.Namespace) -> int:
     from .results import read_results, render_table
-    from .trainer import _atomic_write_text
+    from .atomic import atomic_write_text
 
     text = render_table(read_results(args.results), args.format, metric=args.metric, datasets=args.dataset)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(args.out, text)
+        atomic_write_text(args.out, text)
         print(f"wrote {args.out}")
     else:
         print(text, end="")

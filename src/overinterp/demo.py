@@ -26,7 +26,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .atomic import atomic_write_bytes
 from .classifier import Classifier
 from .models.small_cnn import SmallCNN
 from .synthetic import ShortcutData, make_shortcut_dataset
@@ -66,23 +66,6 @@ _MASK_GREY = 0.5
 
 # ---------------------------------------------------------------------------
 # files
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _jsonable(x: Any) -> Any:
@@ -465,12 +448,12 @@ def run_demo(
     # 6. files and report
     t = time.perf_counter()
     png = _render_figure(freq, test, test.images[chosen], records, summary, cfg["n_examples"])
-    _atomic_write_bytes(out / "sis_heatmap.png", png)
+    atomic_write_bytes(out / "sis_heatmap.png", png)
     timing["figure_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start
     summary["timing"] = timing
     summary = _jsonable(summary)
-    _atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
     if verbose:
         print(format_report(summary), flush=True)
     return summary

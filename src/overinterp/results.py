@@ -42,7 +42,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,6 +49,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
+
+from .atomic import atomic_write_bytes
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
@@ -203,19 +204,7 @@ def append_results(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any
         if not existing:
             writer.writeheader()
         writer.writerows(new)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(existing + buffer.getvalue().encode("utf-8"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(target, existing + buffer.getvalue().encode("utf-8"))
     return len(new)
 
 

@@ -40,7 +40,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from .atomic import atomic_write_text
 from .classifier import Classifier
 from .data.base import LabeledImages, to_pixels
 from .evaluation import evaluate_accuracy
@@ -223,22 +223,6 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[
     mean = total / count
     std = (squares / count - mean * mean).clamp_min(1e-12).sqrt()
     return mean.tolist(), std.tolist()
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _append_line(path: Path, record: Mapping[str, Any]) -> None:
@@ -441,12 +425,12 @@ def train_classifier(
             scaler.load_state_dict(state["scaler"])
         start_epoch = int(state["epoch"])
         history = _read_metrics(out / METRICS_NAME, start_epoch)
-        _atomic_write_text(out / METRICS_NAME, "".join(json.dumps(h) + "\n" for h in history))
+        atomic_write_text(out / METRICS_NAME, "".join(json.dumps(h) + "\n" for h in history))
         if changes:
             _append_line(out / METRICS_NAME, {"event": "forced_resume", "after_epoch": start_epoch,
                                               "changes": changes})
     if out is not None:
-        _atomic_write_text(out / CONFIG_NAME, json.dumps({
+        atomic_write_text(out / CONFIG_NAME, json.dumps({
             "config": cfg_dict, "data": fingerprint, "num_train": int(images.shape[0]),
             "num_classes": n_classes, "classes": classes, "device": str(dev), "amp": use_amp,
             "channels_last": use_cl, "torch": torch.__version__, "python": platform.python_version(),

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_torch_save
 from ..classifier import Classifier
 from .registry import build_network, get_model_entry
 
@@ -413,47 +413,5 @@ def save_checkpoint(
         "extra": extra,
     }
     target = Path(path)
-    _atomic_torch_save(payload, target)
+    atomic_torch_save(payload, target, make_parents=False)
     return target
-
-
-def _atomic_torch_save(payload: Any, target: Path) -> None:
-    directory = target.parent
-    if not directory.is_dir():
-        raise FileNotFoundError(f"cannot save checkpoint {target}: directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, _default_file_mode())
-        os.replace(tmp_name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_directory(directory)
-
-
-def _default_file_mode() -> int:
-    # mkstemp creates 0600 files; give the file the mode a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename durable where the platform allows it (best effort)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

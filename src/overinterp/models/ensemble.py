@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_write_text
 from ..classifier import Classifier
 
 __all__ = ["Ensemble", "MeanLogits", "load_ensemble", "save_ensemble", "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
@@ -257,14 +257,5 @@ def save_ensemble(
             "name": name or target.stem, "combine": "mean_logits", "members": out_members}
     if baseline is not None:
         spec["baseline"] = baseline
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(spec, handle, indent=2)
-            handle.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(target, json.dumps(spec, indent=2) + "\n")
     return target
