@@ -11,6 +11,10 @@ backward selection and is compared with it:
   all remaining candidates in float32); after it, the fraction of those
   positions where the method's order equals exact's order;
 * wall time per image and speed-up over exact (same process, same threads);
+  on a shared machine wall times drift with the load, so the cost is also
+  *modelled*: passes per image divided by the model's forward (float32, bf16
+  autocast) and forward+backward rates at full batches, measured interleaved
+  at the end of the run;
 * overlap of the 5% kept sets with exact's (|K ∩ K_exact| / |K_exact|);
 * mean SIS size at τ (re-verified with the model; over images with f(x) ≥ τ);
 * the model's accuracy on the 5% subsets (kept pixels only, the rest at the
@@ -52,12 +56,18 @@ SPECS: dict[str, Method] = {
     "gradient-1": BatchedGradient(1),
     "gradient-8": BatchedGradient(8),
     "gradient-64": BatchedGradient(64),
+    # not run by default: exact again with another batch size and memory layout, to show
+    # how far float32 layout noise alone moves the figures (measured: not at all)
+    "exact-rerun": Exact(channels_last=False),
 }
+DEFAULT = [name for name in SPECS if name != "exact-rerun"]
 
 
 def single_step_positions(method: Method, p: int) -> list[int]:
     """Order positions the method fills by a single-removal step (excluding the trivial last one)."""
-    if isinstance(method, (Exact, Screened)) or (isinstance(method, (KStep, BatchedGradient)) and method.k == 1):
+    if isinstance(method, Exact):
+        return []  # exact's own steps: agreement 1 by definition, nothing to audit
+    if isinstance(method, Screened) or (isinstance(method, (KStep, BatchedGradient)) and method.k == 1):
         return list(range(p - 1))
     if isinstance(method, Adaptive):
         out, rem = [], p
@@ -123,6 +133,38 @@ def subset_accuracy(model, images, labels, trace, fraction: float) -> float:
     return float((model(x).argmax(1) == labels).float().mean())
 
 
+def measure_rates(model, batch: int, seconds: float = 1.5, rounds: int = 2) -> dict[str, float]:
+    """Images/s of the forward in float32 and under bf16 autocast (channels-last), and of
+    forward+backward to the input; interleaved ``rounds`` times, best kept."""
+    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+
+    def timed(fn) -> float:
+        fn()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            fn()
+            n += batch
+        return n / (time.perf_counter() - t0)
+
+    def fwd():
+        with torch.inference_mode():
+            model(x)
+
+    def bf16():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            model(x)
+
+    def fwd_bwd():
+        xg = x.clone().requires_grad_(True)
+        torch.autograd.grad(model(xg)[:, 0].sum(), xg)
+
+    rates = {"fp32": 0.0, "bf16": 0.0, "fwd_bwd": 0.0}
+    for _ in range(rounds):
+        for key, fn in (("fp32", fwd), ("bf16", bf16), ("fwd_bwd", fwd_bwd)):
+            rates[key] = max(rates[key], timed(fn))
+    return rates
+
+
 def fmt_k(v: float) -> str:
     return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
 
@@ -133,7 +175,7 @@ def main() -> int:
     ap.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--batch-size", type=int, default=overinterp.DEFAULT_BATCH_SIZE)
-    ap.add_argument("--methods", default=",".join(SPECS), help=f"comma-separated subset of {','.join(SPECS)}")
+    ap.add_argument("--methods", default=",".join(DEFAULT), help=f"comma-separated subset of {','.join(SPECS)}")
     ap.add_argument("--tau", type=float, default=0.99, help="SIS threshold")
     ap.add_argument("--fraction", type=float, default=0.05, help="kept fraction for overlap and accuracy")
     ap.add_argument("--audit-steps", type=int, default=32, help="single steps audited per image (0: all)")
@@ -169,8 +211,9 @@ def main() -> int:
     traces, walls = {}, {}
     for name in names:
         t0 = time.perf_counter()
+        bs = args.batch_size - 1 if name == "exact-rerun" and args.batch_size > 1 else args.batch_size
         traces[name] = backselect(model, images, method=SPECS[name], features=features,
-                                  batch_size=args.batch_size, progress=False, labels=labels)
+                                  batch_size=bs, progress=False, labels=labels)
         walls[name] = (time.perf_counter() - t0) / n
         print(f"  {name}: {walls[name]:.2f} s/image", file=sys.stderr, flush=True)
 
@@ -209,11 +252,21 @@ def main() -> int:
         row["subset_accuracy"] = subset_accuracy(model, images, labels, tr, args.fraction)
         rows.append(row)
 
+    rates = measure_rates(model, args.batch_size)
+    print(f"  rates (images/s): fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f}, "
+          f"fwd+bwd {rates['fwd_bwd']:.0f}", file=sys.stderr, flush=True)
+    for r in rows:
+        fp32 = r["forward_per_image"] - r.get("screened_per_image", 0.0)
+        r["modelled_s_per_image"] = (fp32 / rates["fp32"] + r.get("screened_per_image", 0.0) / rates["bf16"]
+                                     + r["fwd_bwd_per_image"] / rates["fwd_bwd"])
+    for r in rows:
+        r["modelled_speedup"] = rows[0]["modelled_s_per_image"] / r["modelled_s_per_image"]
+
     pct = f"{100 * args.fraction:g}%"
     print(f"\nCommand: `{cmd}`\n")
     print(f"| method | forward passes/img | fwd+bwd passes/img | single-step agreement (same state / same position) "
-          f"| wall s/img | speed-up | {pct} kept overlap | mean SIS size τ={args.tau:g} (images) "
-          f"| accuracy on {pct} subsets |")
+          f"| wall s/img (speed-up) | modelled s/img (speed-up) | {pct} kept overlap "
+          f"| mean SIS size τ={args.tau:g} (images) | accuracy on {pct} subsets |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "screened_per_image" in r:
@@ -223,17 +276,24 @@ def main() -> int:
         fb = fmt_k(r["fwd_bwd_per_image"]) if r["fwd_bwd_per_image"] else "—"
         if r["method"] == "exact":
             agree = "1 (reference)"
+        elif r["params"]["name"] == "exact":
+            agree = "exact steps"
         elif "step_agreement" in r:
             agree = f"{r['step_agreement']:.3f} / {r['same_position_as_exact']:.3f}"
         else:
             agree = "n/a (no single steps)"
         sis = f"{r['sis_mean_size']:.1f} ({r['sis_images']}/{n})"
-        print(f"| {r['method']} | {fwd} | {fb} | {agree} | {r['wall_s_per_image']:.2f} | {r['speedup']:.1f}× "
+        print(f"| {r['method']} | {fwd} | {fb} | {agree} | {r['wall_s_per_image']:.2f} ({r['speedup']:.1f}×) "
+              f"| {r['modelled_s_per_image']:.2f} ({r['modelled_speedup']:.1f}×) "
               f"| {r['kept_overlap']:.3f} | {sis} | {r['subset_accuracy']:.2f} |")
+    print(f"\nModelled: passes ÷ rates measured at the end of this run at batch {args.batch_size} "
+          f"(fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f}, fwd+bwd {rates['fwd_bwd']:.0f} images/s); "
+          f"wall times include the load of anything else running on the machine.")
     if args.json:
         args.json.write_text(json.dumps({
             "command": cmd, "images": n, "P": p, "patch": args.patch, "threads": torch.get_num_threads(),
             "batch_size": args.batch_size, "tau": args.tau, "fraction": args.fraction, "full_accuracy": full_acc,
+            "rates": rates,
             "torch": str(torch.__version__), "rows": rows,
         }, indent=2))
     return 0
