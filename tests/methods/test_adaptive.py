@@ -15,13 +15,15 @@ H, W = 6, 5  # P = 30
 
 
 @pytest.fixture(scope="module")
-def model64():
+def model64():  # overrides conftest's: this module uses 6×5 images
     return TinyCNN(num_classes=3, height=H, width=W, seed=1).double()
 
 
 @pytest.fixture(scope="module")
 def images64():
     return torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+
+
 
 
 @pytest.mark.parametrize("head", ["kstep", "gradient"])

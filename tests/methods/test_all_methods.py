@@ -39,14 +39,6 @@ METHODS: list[Method] = [
 IDS = [f"{m.name}-{i}" for i, m in enumerate(METHODS)]
 
 
-@pytest.fixture(scope="module")
-def model64():
-    return TinyCNN(num_classes=3, height=H, width=W, seed=1).double()
-
-
-@pytest.fixture(scope="module")
-def images64():
-    return torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
 
 def same(a, b):

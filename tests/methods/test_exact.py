@@ -15,15 +15,6 @@ from reference import TinyCNN, reference_backselect, score_removal
 H, W = 5, 4  # non-square on purpose: catches row/column mix-ups; P = 20
 
 
-@pytest.fixture(scope="module")
-def model64():
-    return TinyCNN(num_classes=3, height=H, width=W, seed=1).double()
-
-
-@pytest.fixture(scope="module")
-def images64():
-    g = torch.Generator().manual_seed(2)
-    return torch.rand(3, 3, H, W, generator=g, dtype=torch.float64)
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,11 @@ import torch
 
 from overinterp import Exact, KStep, backselect, patch_features
 from overinterp.methods.engine import plan_evaluations
-from reference import TinyCNN, reference_kstep
+from reference import reference_kstep
 
 H, W = 5, 4
 
 
-@pytest.fixture(scope="module")
-def model64():
-    return TinyCNN(num_classes=3, height=H, width=W, seed=1).double()
-
-
-@pytest.fixture(scope="module")
-def images64():
-    return torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
 
 def test_k1_is_exact(model64, images64):

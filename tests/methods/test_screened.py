@@ -14,14 +14,6 @@ from reference import TinyCNN, score_removal
 H, W = 5, 4
 
 
-@pytest.fixture(scope="module")
-def model64():
-    return TinyCNN(num_classes=3, height=H, width=W, seed=1).double()
-
-
-@pytest.fixture(scope="module")
-def images64():
-    return torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
 
 def test_float64_is_exact(model64, images64):
