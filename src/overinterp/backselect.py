@@ -20,9 +20,10 @@ from .trace import BackselectTrace
 
 __all__ = ["backselect", "sis_collection", "SISCollection", "DEFAULT_BATCH_SIZE"]
 
-#: Candidates per forward call. 256 is near the best CPU throughput of CIFAR ResNets
-#: (see bench/backselect.py); raise it on a GPU.
-DEFAULT_BATCH_SIZE = 256
+#: Candidates per forward call. 64 gave the best CPU throughput of ResNet20 here
+#: (bench/backselect.py: 3,396 images/s at 64 vs 1,924 at 256, channels_last, 2 threads);
+#: raise it on a GPU.
+DEFAULT_BATCH_SIZE = 64
 
 
 def _software_meta(images: Tensor) -> dict[str, Any]:
