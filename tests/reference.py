@@ -139,3 +139,16 @@ def reference_gradient(model, image: Tensor, target: int, baseline: Tensor, k: i
         order += block
         mask[block] = 1.0
     return order, ends
+
+
+class TwoClassLinear(nn.Module):
+    """Logits ``[0, w·x + b]``: an additive model whose greedy order is known by hand."""
+
+    def __init__(self, weight: torch.Tensor, bias: float = 0.0):
+        super().__init__()
+        self.weight = nn.Parameter(weight)  # (C, H, W): class-1 minus class-0 weights
+        self.bias = bias
+
+    def forward(self, x):
+        margin = (x * self.weight).flatten(1).sum(1) + self.bias
+        return torch.stack([torch.zeros_like(margin), margin], 1)

@@ -10,7 +10,7 @@ from torch import nn
 
 import overinterp
 from overinterp import Exact, backselect, patch_features
-from reference import TinyCNN, reference_backselect, score_removal
+from reference import TwoClassLinear, TinyCNN, reference_backselect, score_removal
 
 H, W = 5, 4  # non-square on purpose: catches row/column mix-ups; P = 20
 
@@ -92,17 +92,6 @@ def test_float32_same_order_up_to_first_near_tie(model64, images64):
         a = score_removal(model64, images64[i], t, base, got[:k] + [ref[k]])
         b = score_removal(model64, images64[i], t, base, got[:k] + [got[k]])
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (i, k, a, b)
-
-
-class TwoClassLinear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: float):
-        super().__init__()
-        self.weight = nn.Parameter(weight)  # (C, H, W): class-1 minus class-0 weights
-        self.bias = bias
-
-    def forward(self, x):
-        margin = (x * self.weight).flatten(1).sum(1) + self.bias
-        return torch.stack([torch.zeros_like(margin), margin], 1)
 
 
 def test_saturation_linear_model_order_known_by_hand():

@@ -7,22 +7,11 @@ import torch
 from torch import nn
 
 from overinterp import BatchedGradient, Exact, backselect, patch_features
-from reference import TinyCNN, reference_gradient, score_removal
+from reference import TwoClassLinear, TinyCNN, reference_gradient, score_removal
 
 H, W = 5, 4
 
 
-
-
-class TwoClassLinear(nn.Module):
-    def __init__(self, weight: torch.Tensor, bias: float = 0.0):
-        super().__init__()
-        self.weight = nn.Parameter(weight)  # (C, H, W): class-1 minus class-0 weights
-        self.bias = bias
-
-    def forward(self, x):
-        margin = (x * self.weight).flatten(1).sum(1) + self.bias
-        return torch.stack([torch.zeros_like(margin), margin], 1)
 
 
 @pytest.mark.parametrize("k", [1, 3, 7, 20, 50])
