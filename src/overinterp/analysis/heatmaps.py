@@ -1,0 +1,91 @@
+"""Pixel-location frequency maps (paper Figures 2 and 4): how often each pixel
+belongs to a kept subset or an SIS, over many images."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..atomic import atomic_write_bytes
+
+__all__ = ["location_frequency", "plot_heatmap", "save_figure", "save_heatmap"]
+
+
+def location_frequency(masks: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Fraction of images whose mask contains each pixel.
+
+    Args:
+        masks: ``(N, 1, H, W)`` or ``(N, H, W)`` bool.
+        valid: optional ``(N,)`` bool; only these images count (e.g. those with an SIS).
+    Returns:
+        ``(H, W)`` float64 in ``[0, 1]`` (zeros when no image counts).
+    """
+    m = masks.cpu().bool()
+    m = m[:, 0] if m.dim() == 4 else m
+    if m.dim() != 3:
+        raise ValueError(f"masks must be (N, 1, H, W) or (N, H, W), got {tuple(masks.shape)}")
+    if valid is not None:
+        m = m[valid.cpu().bool()]
+    if m.shape[0] == 0:
+        return torch.zeros(m.shape[1:], dtype=torch.float64)
+    return m.double().mean(dim=0)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_heatmap(freq: Tensor, ax: Any = None, title: str | None = None, vmax: float | None = None,
+                 colorbar: bool = True, cmap: str = "viridis") -> Any:
+    """Draw an ``(H, W)`` frequency map on ``ax`` (a new figure if None); returns the axes.
+
+    ``viridis`` is perceptually uniform and monotone in lightness, so it stays
+    readable in greyscale print.
+    """
+    plt = _pyplot()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.2, 3.0))
+    f = freq.detach().cpu().double()
+    top = float(vmax) if vmax is not None else max(float(f.max()), 1e-12)
+    im = ax.imshow(f.numpy(), cmap=cmap, vmin=0.0, vmax=top, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+    if colorbar:
+        cb = ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        cb.set_label("fraction of images", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    return ax
+
+
+def save_figure(fig: Any, path: str | os.PathLike[str], formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
+    """Save ``fig`` atomically as ``path`` with each suffix in ``formats``; closes it; returns the paths."""
+    plt = _pyplot()
+    out = []
+    base = Path(path)
+    for fmt in formats:
+        target = base.with_suffix("." + fmt)
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=dpi, bbox_inches="tight")
+        atomic_write_bytes(target, buf.getvalue())
+        out.append(target)
+    plt.close(fig)
+    return out
+
+
+def save_heatmap(freq: Tensor, path: str | os.PathLike[str], title: str | None = None,
+                 formats: tuple[str, ...] = ("png",), **kwargs: Any) -> list[Path]:
+    """:func:`plot_heatmap` on a new figure, saved with :func:`save_figure`."""
+    ax = plot_heatmap(freq, title=title, **kwargs)
+    return save_figure(ax.figure, path, formats)
