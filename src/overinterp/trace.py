@@ -33,7 +33,7 @@ from .features import FeatureMap, resolve_features
 from .inputs import batched_logodds, check_images, prepare_model
 from .scoring import logit
 
-__all__ = ["BackselectTrace", "SISResult", "TRACE_FORMAT", "TRACE_VERSION", "atomic_save"]
+__all__ = ["BackselectTrace", "SISResult", "TRACE_FORMAT", "TRACE_VERSION", "atomic_save", "concat_traces"]
 
 TRACE_FORMAT = "overinterp-backselect-trace"
 TRACE_VERSION = 1
@@ -326,3 +326,54 @@ class BackselectTrace:
     def to_cpu(self) -> "BackselectTrace":
         d = self.to_dict()
         return BackselectTrace.from_dict(d)
+
+
+def concat_traces(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None = None) -> BackselectTrace:
+    """One trace over the images of ``traces`` in order (e.g. a dataset job's shards).
+
+    All must share the method, image shape and baseline; padded arrays are
+    re-padded to the largest ``P``. Per-image group maps are stacked; a shared
+    ``(H, W)`` map must be the same in all.
+    """
+    if not traces:
+        raise ValueError("no traces to concatenate")
+    first = traces[0]
+    for i, t in enumerate(traces[1:], 1):
+        if t.method != first.method or tuple(t.image_shape) != tuple(first.image_shape):
+            raise ValueError(f"trace {i} has another method or image shape than trace 0; refusing to mix them")
+        if not torch.equal(t.baseline.float(), first.baseline.float()):
+            raise ValueError(f"trace {i} has another masking baseline than trace 0; refusing to mix them")
+    pmax = max(int(t.order_padded.shape[1]) for t in traces)
+
+    def pad(x: Tensor, value: Any) -> Tensor:
+        extra = pmax - x.shape[1]
+        return x if extra == 0 else torch.cat([x, x.new_full((x.shape[0], extra), value)], 1)
+
+    shared = [t.features for t in traces if t.features is not None and t.features.dim() == 2]
+    if any(t.features is None for t in traces) and any(t.features is not None for t in traces):
+        raise ValueError("some traces use pixel features and others group maps; refusing to mix them")
+    if first.features is None:
+        features = None
+    elif len(shared) == len(traces) and all(torch.equal(f, shared[0]) for f in shared):
+        features = shared[0]
+    else:
+        c, h, w = first.image_shape
+        features = torch.cat([t.features.expand(len(t), h, w) if t.features.dim() == 2 else t.features
+                              for t in traces])  # type: ignore[union-attr]
+    labels = None
+    if all(t.labels is not None for t in traces):
+        labels = torch.cat([t.labels for t in traces])  # type: ignore[misc]
+    return BackselectTrace(
+        order_padded=torch.cat([pad(t.order_padded, -1) for t in traces]),
+        logodds_padded=torch.cat([pad(t.logodds_padded, float("nan")) for t in traces]),
+        evaluated=torch.cat([pad(t.evaluated, False) for t in traces]),
+        num_features=torch.cat([t.num_features for t in traces]),
+        target=torch.cat([t.target for t in traces]),
+        full_logodds=torch.cat([t.full_logodds for t in traces]),
+        method=first.method,
+        image_shape=first.image_shape,
+        baseline=first.baseline,
+        features=features,
+        labels=labels,
+        meta=dict(meta if meta is not None else first.meta),
+    )

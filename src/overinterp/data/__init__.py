@@ -14,6 +14,7 @@ from .download import ChecksumError, DatasetNotFoundError, download_file, verify
 from .files import IMAGE_SUFFIXES, ImageSet, load_images
 from .folder import load_image_folder
 from .registry import dataset_key, list_datasets, load_dataset, parse_dataset_spec
+from .specs import open_dataset
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -26,6 +27,7 @@ __all__ = [
     "default_root",
     "to_pixels",
     "load_dataset",
+    "open_dataset",
     "list_datasets",
     "parse_dataset_spec",
     "dataset_key",

@@ -1,0 +1,14 @@
+"""Dataset-scale jobs: sharded, resumable backward selection over a whole dataset,
+scheduled through an :class:`Executor` (local here; Ray with ``overinterp[ray]``)."""
+
+from .executors import Executor, LocalExecutor, get_executor, list_executors, register_executor
+from .job import JobMismatchError, JobOutput, job_status, load_job, run_job, select_positions
+from .shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
+from .spec import JobSpec, ModelSpec, images_fingerprint
+
+__all__ = [
+    "Executor", "LocalExecutor", "get_executor", "list_executors", "register_executor",
+    "JobMismatchError", "JobOutput", "job_status", "load_job", "run_job", "select_positions",
+    "ShardResult", "ShardTask", "run_shard", "shard_complete", "shard_paths",
+    "JobSpec", "ModelSpec", "images_fingerprint",
+]

@@ -1,0 +1,281 @@
+"""Dataset-scale backward selection: sharded, resumable, executor-agnostic.
+
+``run_job(spec, out_dir)`` writes into ``out_dir``:
+
+* ``manifest.json`` — format and version, the job's identity (model spec and
+  fingerprint: a hash of its weights, preprocessing and baseline; dataset spec,
+  positions and an images+labels fingerprint; method and parameters; feature
+  grouping; baseline; dtype; shard size), the shard plan, and per run the
+  runtime (device, threads, batch size, executor, software versions);
+* ``shards/shard-NNNNN.pt`` + ``.json`` — see :mod:`overinterp.jobs.shard`.
+
+A rerun skips complete shards; a job killed at any moment (SIGKILL included)
+and rerun ends with shard files byte-identical to an uninterrupted run's (same
+device and thread count). A manifest from another model or other settings is
+refused, never overwritten. :func:`load_job` reads the result back as one trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from ..atomic import atomic_write_text
+from ..trace import BackselectTrace, concat_traces
+from .executors import Executor, LocalExecutor
+from .shard import ShardResult, ShardTask, load_job_inputs, shard_complete, shard_paths
+from .spec import JobSpec, ModelSpec, images_fingerprint
+
+__all__ = ["run_job", "load_job", "JobOutput", "JobMismatchError", "select_positions", "job_status", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+JOB_FORMAT = "overinterp-backselect-job"
+JOB_VERSION = 1
+
+
+class JobMismatchError(ValueError):
+    """The output folder holds a job with another identity."""
+
+
+def select_positions(n: int, *, offset: int = 0, limit: int | None = None, sample: int | None = None,
+                     seed: int = 0) -> list[int]:
+    """Dataset positions to process: ``[offset, offset+limit)``, or a seeded random
+    ``sample`` of that range (sorted)."""
+    if offset < 0 or offset >= n:
+        raise ValueError(f"offset {offset} outside the dataset's {n} images")
+    stop = n if limit is None else min(n, offset + limit)
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+    positions = list(range(offset, stop))
+    if sample is not None:
+        if not 1 <= sample <= len(positions):
+            raise ValueError(f"sample must be in 1..{len(positions)}, got {sample}")
+        g = torch.Generator().manual_seed(seed)
+        pick = torch.randperm(len(positions), generator=g)[:sample].sort().values
+        positions = [positions[i] for i in pick.tolist()]
+    return positions
+
+
+def _software() -> dict[str, Any]:
+    from .. import __version__
+
+    return {"overinterp": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
+
+
+def _describe_identity(spec: JobSpec, model: Any, data: Any) -> dict[str, Any]:
+    from ..results import model_fingerprint
+
+    idx = torch.tensor(spec.positions)
+    if int(idx.max()) >= len(data) or int(idx.min()) < 0:
+        raise ValueError(f"positions reach {int(idx.max())} but {spec.dataset} has {len(data)} images")
+    shard_fps = [images_fingerprint(data.images[torch.tensor(spec.shard_positions(s))],
+                                    data.labels[torch.tensor(spec.shard_positions(s))])
+                 for s in range(spec.num_shards)]
+    baseline = getattr(model, "baseline", None)
+    return {
+        "spec": spec.identity(),
+        "model_fingerprint": model_fingerprint(model),
+        "model_name": getattr(model, "name", type(model).__name__),
+        "data_fingerprint": images_fingerprint(data.images[idx], data.labels[idx]),
+        "shard_data_fingerprints": shard_fps,
+        "image_shape": list(data.images.shape[1:]),
+        "classes": data.classes,
+        "baseline": None if spec.mask_value is not None or baseline is None else baseline.flatten().tolist(),
+        "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
+        "num_images": len(spec.positions),
+        "num_shards": spec.num_shards,
+    }
+
+
+def _read_manifest(out: Path) -> dict[str, Any] | None:
+    path = out / MANIFEST
+    if not path.exists():
+        return None
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise JobMismatchError(f"{path} is not readable JSON ({exc}); move it away or choose another folder") from exc
+    if m.get("format") != JOB_FORMAT:
+        raise JobMismatchError(f"{path} is not an overinterp backselect-job manifest")
+    if not isinstance(m.get("version"), int) or m["version"] > JOB_VERSION:
+        raise JobMismatchError(f"{path} has job format version {m.get('version')!r}; this overinterp reads 1..{JOB_VERSION}")
+    return m
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    if a != b:
+        show = lambda v: (f"[{len(v)} items]" if isinstance(v, list) and len(v) > 6 else repr(v))  # noqa: E731
+        return [f"{prefix[:-1]}: {show(a)} (in the folder) vs {show(b)} (now)"]
+    return []
+
+
+def job_status(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"shards", "complete", "missing": [...]}`` of the job in ``out_dir``."""
+    out = Path(out_dir)
+    m = _read_manifest(out)
+    if m is None:
+        raise FileNotFoundError(f"no job in {out} (no {MANIFEST})")
+    n = m["identity"]["num_shards"]
+    missing = [s for s in range(n) if shard_complete(out, s) is None]
+    return {"shards": n, "complete": n - len(missing), "missing": missing}
+
+
+def run_job(
+    spec: JobSpec,
+    out_dir: str | os.PathLike[str],
+    executor: Executor | None = None,
+    *,
+    progress: bool = True,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Run (or resume) the job; returns a summary dict (shards done/skipped, seconds, images/s).
+
+    Raises:
+        JobMismatchError: ``out_dir`` holds a job with another identity (nothing
+            is overwritten; the message lists the differences).
+    """
+    executor = executor or LocalExecutor()
+    out = Path(out_dir)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    model, data = load_job_inputs(spec)
+    identity = _describe_identity(spec, model, data)
+    existing = _read_manifest(out)
+    runtime = {"device": spec.device, "threads": spec.threads or torch.get_num_threads(),
+               "batch_size": spec.batch_size, "executor": executor.describe(), **_software(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    if existing is not None:
+        diffs = _differences(existing["identity"], identity)
+        if diffs:
+            raise JobMismatchError(
+                f"{out} holds a job with other settings; refusing to mix shards. Differences: "
+                + "; ".join(diffs[:8]) + (" …" if len(diffs) > 8 else "")
+                + ". Use another --out folder, or the settings recorded in " + str(out / MANIFEST)
+            )
+        manifest = existing
+    else:
+        manifest = {"format": JOB_FORMAT, "version": JOB_VERSION, "identity": identity,
+                    "shards": [{"shard": s, "file": str(shard_paths(".", s)[0]),
+                                "positions": [spec.shard_size * s, spec.shard_size * s + len(spec.shard_positions(s))]}
+                               for s in range(spec.num_shards)],
+                    "spec": spec.to_dict(), "runs": []}
+    manifest["runs"] = list(manifest.get("runs", [])) + [runtime]
+    manifest["spec"] = spec.to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+
+    pending = [s for s in range(spec.num_shards) if shard_complete(out, s) is None]
+    done_images = len(spec.positions) - sum(len(spec.shard_positions(s)) for s in pending)
+    inner = progress and executor.shows_shard_progress
+    tasks = [ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"],
+                       identity["shard_data_fingerprints"][s], progress=inner) for s in pending]
+    say = log or (lambda msg: print(msg, file=sys.stderr))
+    say(f"backselect-dataset: {len(spec.positions)} images of {spec.dataset} in {spec.num_shards} shards "
+        f"({spec.num_shards - len(pending)} complete), model {identity['model_name']} "
+        f"[{identity['model_fingerprint']}], method {spec.method['name']}, executor {executor.name} → {out}")
+    bar = tqdm(total=len(spec.positions), initial=done_images, desc="images", unit="img", disable=not progress,
+               dynamic_ncols=True, position=0, smoothing=0.1)
+    computed: list[ShardResult] = []
+    t0 = time.perf_counter()
+
+    def on_result(r: ShardResult) -> None:
+        computed.append(r)
+        bar.update(r.images)
+
+    try:
+        executor.run(tasks, on_result)
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    new_images = sum(r.images for r in computed if not r.skipped)
+    status = job_status(out)
+    return {"out": str(out), "shards": spec.num_shards, "computed": sum(not r.skipped for r in computed),
+            "skipped": spec.num_shards - len(pending) + sum(r.skipped for r in computed),
+            "complete": status["complete"], "seconds": round(seconds, 3),
+            "images_per_second": round(new_images / seconds, 3) if seconds > 0 and new_images else None}
+
+
+@dataclass
+class JobOutput:
+    """A finished (or partial) job read back."""
+
+    out_dir: Path
+    manifest: dict[str, Any]
+    spec: JobSpec
+    trace: BackselectTrace
+    positions: Tensor  # (N,) dataset positions, in trace order
+    shards: list[int]
+
+    @property
+    def labels(self) -> Tensor:
+        return self.trace.labels  # type: ignore[return-value]
+
+    @property
+    def model_name(self) -> str:
+        return self.manifest["identity"]["model_name"]
+
+    @property
+    def classes(self) -> list[str] | None:
+        return self.manifest["identity"].get("classes")
+
+    def load_images(self) -> Tensor:
+        """``(N, C, H, W)`` uint8 images of the trace, checked against the manifest's fingerprint."""
+        from ..data import open_dataset
+
+        data = open_dataset(self.spec.dataset)
+        images, labels = data.images[self.positions], data.labels[self.positions]
+        if not torch.equal(labels, self.labels):
+            raise ValueError(f"{self.spec.dataset} now has other labels at the job's positions than {self.out_dir}")
+        if len(self.shards) == self.spec.num_shards:
+            fp = images_fingerprint(images, labels)
+            if fp != self.manifest["identity"]["data_fingerprint"]:
+                raise ValueError(f"the images of {self.spec.dataset} changed since the job in {self.out_dir} ran")
+        return images
+
+    def load_model(self) -> torch.nn.Module:
+        from ..results import model_fingerprint
+
+        model = self.spec.model.load()
+        if model_fingerprint(model) != self.manifest["identity"]["model_fingerprint"]:
+            raise ValueError(f"the model {self.spec.model} is not the one the job in {self.out_dir} used")
+        return model
+
+
+def load_job(out_dir: str | os.PathLike[str], *, allow_partial: bool = False) -> JobOutput:
+    """Read the job in ``out_dir`` as one trace over its images (shards in order).
+
+    Raises ``ValueError`` when shards are missing, unless ``allow_partial``.
+    """
+    out = Path(out_dir)
+    manifest = _read_manifest(out)
+    if manifest is None:
+        raise FileNotFoundError(f"no backselect job in {out} (no {MANIFEST}); run `overinterp backselect-dataset` first")
+    spec = JobSpec.from_dict(manifest["spec"])
+    status = job_status(out)
+    if status["missing"] and not allow_partial:
+        raise ValueError(f"{out}: {len(status['missing'])} of {status['shards']} shards are missing "
+                         f"(e.g. {status['missing'][:5]}); rerun the same command to finish the job")
+    shards = [s for s in range(status["shards"]) if s not in set(status["missing"])]
+    if not shards:
+        raise ValueError(f"{out}: no complete shard yet")
+    traces = [BackselectTrace.load(shard_paths(out, s)[0]) for s in shards]
+    positions = torch.tensor([p for s in shards for p in spec.shard_positions(s)])
+    meta = {k: v for k, v in traces[0].meta.items() if k not in ("positions", "shard")}
+    meta.update({"job": str(out), "shards": shards})
+    trace = concat_traces(traces, meta=meta)
+    return JobOutput(out, manifest, spec, trace, positions, shards)

@@ -1,0 +1,131 @@
+"""What a dataset job computes, as plain data that pickles and goes into JSON.
+
+A :class:`JobSpec` holds *specs* (a model's registry name and checkpoint path, a
+dataset's spec string, a method's description), not live objects, so that any
+worker process — local or on a Ray cluster — rebuilds the same model and images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["ModelSpec", "JobSpec", "images_fingerprint"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build the model: ``load_model(name, checkpoint, preprocessing, num_classes)``.
+
+    ``name``: a registry name, an ensemble ``.json``, or ``None`` with an
+    overinterp checkpoint (which records its architecture).
+    """
+
+    name: str | None = None
+    checkpoint: str | None = None
+    preprocessing: str | None = None
+    num_classes: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.checkpoint is None:
+            raise ValueError("a model needs a registry name, an ensemble .json or a checkpoint")
+        for attr in ("name", "checkpoint"):
+            v = getattr(self, attr)
+            # absolute paths, so that workers started elsewhere find the same files
+            if v is not None and (attr == "checkpoint" or str(v).lower().endswith(".json")) and Path(v).exists():
+                object.__setattr__(self, attr, str(Path(v).resolve()))
+
+    def load(self) -> nn.Module:
+        """The model, in eval mode on the CPU."""
+        from ..models import load_model
+
+        model = load_model(self.name, checkpoint=self.checkpoint, preprocessing=self.preprocessing,
+                           num_classes=self.num_classes)
+        return model.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def images_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """sha256 (16 hex) of uint8 images ``(N, C, H, W)`` and labels ``(N,)``."""
+    h = hashlib.sha256()
+    h.update(f"{tuple(images.shape)}|{images.dtype}|".encode())
+    h.update(images.contiguous().numpy().tobytes())
+    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that decides a job's shard files.
+
+    Identity (must match to resume or add shards): the model's *fingerprint*
+    and the images' fingerprint (checked by the job, so a job may move between
+    machines where paths differ), positions, method, ``patch``, ``mask_value``,
+    ``dtype``, ``shard_size``. Runtime (may differ between runs and workers;
+    recorded per shard): the model and dataset paths, ``device``, ``threads``,
+    ``batch_size``.
+    """
+
+    model: ModelSpec
+    dataset: str
+    positions: tuple[int, ...]
+    method: dict[str, Any]
+    patch: int = 1
+    mask_value: tuple[float, ...] | None = None
+    dtype: str = "float32"
+    shard_size: int = 100
+    device: str = "cpu"
+    threads: int | None = None
+    batch_size: int | None = None
+    identity_extra: dict[str, Any] = field(default_factory=dict)
+
+    IDENTITY = ("positions", "method", "patch", "mask_value", "dtype", "shard_size")
+
+    def __post_init__(self) -> None:
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+        if self.patch < 1:
+            raise ValueError(f"patch must be >= 1, got {self.patch}")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64 (never float16: it rounds p > 0.9998 to 1), got {self.dtype!r}")
+        if not self.positions:
+            raise ValueError("a job needs at least one image")
+        if len(set(self.positions)) != len(self.positions):
+            raise ValueError("image positions repeat")
+        object.__setattr__(self, "positions", tuple(int(p) for p in self.positions))
+
+    @property
+    def num_shards(self) -> int:
+        return -(-len(self.positions) // self.shard_size)
+
+    def shard_positions(self, shard: int) -> tuple[int, ...]:
+        if not 0 <= shard < self.num_shards:
+            raise IndexError(f"shard {shard} out of range 0..{self.num_shards - 1}")
+        return self.positions[shard * self.shard_size:(shard + 1) * self.shard_size]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["positions"] = list(self.positions)
+        d["mask_value"] = None if self.mask_value is None else list(self.mask_value)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
+        d = dict(d)
+        d["model"] = ModelSpec(**d["model"])
+        d["positions"] = tuple(d["positions"])
+        if d.get("mask_value") is not None:
+            d["mask_value"] = tuple(d["mask_value"])
+        return cls(**d)
+
+    def identity(self) -> dict[str, Any]:
+        d = self.to_dict()
+        return {k: d[k] for k in self.IDENTITY} | {"extra": self.identity_extra}
