@@ -15,7 +15,7 @@ image out), so :func:`~overinterp.backselect` and ``find_sis`` take it as is:
   ``log max(p, eps)``. The engine's ranking score, the target's log-odds
   ``z_t − logsumexp_{j≠t} z_j``, then equals ``log p_t − log Σ_{j≠t} p_j``, and
   the confidence it thresholds is ``p_t / Σ_j p_j`` (``p_t`` itself when the row
-  sums to 1; quantised rows often sum to 0.85–1).
+  sums to 1; quantised rows lose mass to rounding: sums of 0.6–1 are seen).
 * ``outputs="logits"``: rows are used as they are.
 
 **Ties.** Quantised scores move in steps (1/256 for uint8 outputs), so many
@@ -71,7 +71,7 @@ class _BlackBoxNetwork(nn.Module):
         max_batch: int | None,
         dequantize: tuple[float, float] | None,
         eps: float,
-        sum_tolerance: float,
+        sum_tolerance: float | None,
     ) -> None:
         super().__init__()
         self.fn = fn
@@ -112,7 +112,8 @@ class _BlackBoxNetwork(nn.Module):
             )
         if y.dtype == torch.bool or y.is_complex():
             raise TypeError(f"the black box returned {y.dtype} scores; expected numbers")
-        if not y.is_floating_point():
+        quantised = not y.is_floating_point()
+        if quantised:
             if self.dequantize is None:
                 raise TypeError(
                     f"the black box returned integer scores ({y.dtype}); pass dequantize=(scale, zero_point) "
@@ -127,11 +128,15 @@ class _BlackBoxNetwork(nn.Module):
             lo, hi = float(y.min()), float(y.max())
             sums = y.sum(1)
             worst = float((sums - 1).abs().max())
-            if lo < -1e-6 or hi > 1 + 1e-6 or worst > self.sum_tolerance:
+            tol = self.sum_tolerance
+            if tol is None:  # rounding each of K quantised scores moves the sum by at most K·scale/2
+                tol = 0.05 if self.dequantize is None or quantised is False else max(
+                    0.05, self.num_classes * float(self.dequantize[0]) / 2)
+            if lo < -1e-6 or hi > 1 + 1e-6 or worst > tol:
                 raise ValueError(
                     f"outputs='probabilities' was declared, but the black box returned values in [{lo:.4g}, "
                     f"{hi:.4g}] with row sums in [{float(sums.min()):.4g}, {float(sums.max()):.4g}] (allowed: "
-                    f"[0, 1], sums within {self.sum_tolerance} of 1). If it returns logits, pass "
+                    f"[0, 1], sums within {tol:.3g} of 1). If it returns logits, pass "
                     "outputs='logits'; if quantised rows legitimately sum further from 1, raise sum_tolerance"
                 )
             return torch.log(y.clamp(min=self.eps))
@@ -176,7 +181,9 @@ class BlackBoxClassifier(Classifier):
         dequantize: ``(scale, zero_point)`` for integer outputs.
         baseline: masking value in pixel space (scalar, ``(C,)`` or ``(C, H, W)``).
         eps: floor of ``p`` before the log (keeps log-odds finite).
-        sum_tolerance: allowed ``|Σ_j p_j − 1|`` per row.
+        sum_tolerance: allowed ``|Σ_j p_j − 1|`` per row; default 0.05 for float
+            outputs and ``K·scale/2`` (the most rounding can move the sum) for
+            quantised ones, so for quantised outputs mainly the range is checked.
         name, class_names: recorded in traces / used in figures.
     """
 
@@ -194,7 +201,7 @@ class BlackBoxClassifier(Classifier):
         dequantize: tuple[float, float] | None = None,
         baseline: float | Sequence[float] | Tensor = 0.0,
         eps: float = 1e-12,
-        sum_tolerance: float = 0.05,
+        sum_tolerance: float | None = None,
         name: str | None = None,
         class_names: Sequence[str] | None = None,
     ) -> None:
@@ -213,7 +220,8 @@ class BlackBoxClassifier(Classifier):
         network = _BlackBoxNetwork(
             fn, num_classes=num_classes, outputs=outputs, input_format=input_format,
             input_size=None if input_size is None else (int(input_size[0]), int(input_size[1])),
-            max_batch=max_batch, dequantize=dequantize, eps=float(eps), sum_tolerance=float(sum_tolerance),
+            max_batch=max_batch, dequantize=dequantize, eps=float(eps),
+            sum_tolerance=None if sum_tolerance is None else float(sum_tolerance),
         )
         super().__init__(network, None, baseline, name=name or getattr(fn, "__name__", "blackbox"),
                          class_names=class_names)
@@ -241,7 +249,6 @@ def tflite_classifier(
     labels: str | os.PathLike[str] | Sequence[str] | None = None,
     num_threads: int = 1,
     baseline: float | Sequence[float] | Tensor | None = None,
-    sum_tolerance: float = 0.25,
 ) -> BlackBoxClassifier:
     """A TFLite image classifier (e.g. a quantised MobileNet) as a :class:`BlackBoxClassifier`.
 
@@ -257,8 +264,6 @@ def tflite_classifier(
         baseline: masking value in pixels; default: the pixel the network sees
             as 0 (``zero_point / 255`` for uint8 inputs, i.e. mid-grey for the
             MobileNets), the analogue of the paper's mean-pixel masking.
-        sum_tolerance: uint8 softmax rows lose mass to rounding (sums of 0.85
-            seen), hence the loose default.
     """
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -307,7 +312,7 @@ def tflite_classifier(
         run, num_classes=num_classes, outputs="probabilities",
         input_format=f"numpy:nhwc:{'uint8' if in_dtype == np.uint8 else 'float32'}",
         input_size=(shape[1], shape[2]), max_batch=1, dequantize=dequant, baseline=baseline,
-        sum_tolerance=sum_tolerance, name=p.stem, class_names=names,
+        name=p.stem, class_names=names,
     )
     model.source = str(p)
     return model

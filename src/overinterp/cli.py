@@ -15,9 +15,23 @@ from pathlib import Path
 
 import torch
 
-from . import cli_experiments
+from . import cli_experiments, cli_jobs
 
 __all__ = ["main", "build_parser"]
+
+
+def add_method_options(p: argparse.ArgumentParser) -> None:
+    """--method and its parameters (shared by backselect and backselect-dataset)."""
+    p.add_argument("--method", default="exact", choices=["exact", "gradient", "kstep", "adaptive", "screened"],
+                   help="exact (default); gradient: Batched Gradient (--k per block); kstep: exact scores, "
+                   "--k removals per step; adaptive: large steps then an exact --tail; screened: exact "
+                   "steps chosen by a bf16 screen + float32 re-scoring of the --rescore-top best")
+    p.add_argument("--rank-by", default="logodds", choices=["logodds", "probability"], help="exact only")
+    p.add_argument("--k", type=int, help="features per block/step for gradient (default 1) and kstep (default 16)")
+    p.add_argument("--step-fraction", type=float, default=0.05, help="adaptive: head step = this × remaining")
+    p.add_argument("--tail", type=float, default=0.15, help="adaptive: fraction removed by exact single steps")
+    p.add_argument("--head", default="kstep", choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen")
+    p.add_argument("--rescore-top", type=int, default=16, help="screened: candidates re-scored in full precision")
 
 
 def _add_backselect(sub: argparse._SubParsersAction) -> None:
@@ -29,16 +43,7 @@ def _add_backselect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", type=Path, required=True, help=".npy/.npz/.pt file, an image file, or a folder")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--out", type=Path, required=True, help="trace file to write (atomically)")
-    p.add_argument("--method", default="exact", choices=["exact", "gradient", "kstep", "adaptive", "screened"],
-                   help="exact (default); gradient: Batched Gradient (--k per block); kstep: exact scores, "
-                   "--k removals per step; adaptive: large steps then an exact --tail; screened: exact "
-                   "steps chosen by a bf16 screen + float32 re-scoring of the --rescore-top best")
-    p.add_argument("--rank-by", default="logodds", choices=["logodds", "probability"], help="exact only")
-    p.add_argument("--k", type=int, help="features per block/step for gradient (default 1) and kstep (default 16)")
-    p.add_argument("--step-fraction", type=float, default=0.05, help="adaptive: head step = this × remaining")
-    p.add_argument("--tail", type=float, default=0.15, help="adaptive: fraction removed by exact single steps")
-    p.add_argument("--head", default="kstep", choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen")
-    p.add_argument("--rescore-top", type=int, default=16, help="screened: candidates re-scored in full precision")
+    add_method_options(p)
     p.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -61,7 +66,7 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     data = load_images(args.images, limit=args.limit)
     images = data.images.to(device)
     features = None if args.patch == 1 else overinterp.patch_features(images.shape[2], images.shape[3], args.patch)
-    method = _make_method(args)
+    method = make_method(args)
     bs = args.batch_size or overinterp.DEFAULT_BATCH_SIZE
     print(f"backselect: {len(images)} images {tuple(images.shape[1:])} from {args.images}, model {args.model}, "
           f"method {method.describe()}, batch {bs}, device {device}", file=sys.stderr)
@@ -78,7 +83,7 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _make_method(args: argparse.Namespace):
+def make_method(args: argparse.Namespace):
     import overinterp
 
     if args.method != "exact" and args.rank_by != "logodds":
@@ -152,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int)
     p.add_argument("--no-progress", action="store_true")
     cli_experiments.add_parsers(sub)  # train, evaluate, table, ensemble
+    cli_jobs.add_parsers(sub)  # backselect-dataset, job-status, pixel-subset experiments
     return ap
 
 
@@ -169,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.print_help()
         return 2
     try:
-        return handlers[args.command](args)
+        # sub-command modules may register their handler with set_defaults(func=…)
+        return (getattr(args, "func", None) or handlers[args.command])(args)
     except KeyboardInterrupt:
         print("\ninterrupted: no partial output was written", file=sys.stderr)
         return 130

@@ -281,7 +281,13 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _as_data(data: LabeledImages | tuple[Tensor, Tensor], what: str) -> tuple[Tensor, Tensor, list[str] | None]:
+def _as_data(data: Any, what: str) -> tuple[Tensor, Tensor, list[str] | None]:
+    from .data.subsets import PixelSubsets
+
+    if isinstance(data, PixelSubsets):
+        if what == "test":
+            return data.pixels(), data.labels, data.classes
+        return data.stacked(), data.labels, data.classes
     if isinstance(data, LabeledImages):
         return data.images, data.labels, data.classes
     if isinstance(data, (tuple, list)) and len(data) == 2:
@@ -300,8 +306,8 @@ def _hyperparameter_changes(saved: Mapping[str, Any], current: Mapping[str, Any]
 
 def train_classifier(
     config: TrainConfig,
-    train: LabeledImages | tuple[Tensor, Tensor],
-    test: LabeledImages | tuple[Tensor, Tensor] | None = None,
+    train: Any,
+    test: Any = None,
     out_dir: str | os.PathLike[str] | None = None,
     *,
     resume: bool = True,
@@ -320,8 +326,10 @@ def train_classifier(
 
     Args:
         config: hyperparameters (see :data:`RECIPES`, :func:`make_config`).
-        train: labelled training images, uint8 (0–255) or float pixels in ``[0, 1]``.
-        test: optional labelled images for per-epoch test accuracy.
+        train: labelled training images, uint8 (0–255) or float pixels in ``[0, 1]``,
+            or :class:`~overinterp.data.subsets.PixelSubsets` (with ``augment`` the
+            image and its keep-mask are cropped and flipped together, then masked).
+        test: optional labelled images (or pixel subsets) for per-epoch test accuracy.
         out_dir: run folder (created); ``None`` trains without files (no resume).
         resume: continue from ``out_dir/checkpoint.pt`` if there is one.
         force: resume even if the hyperparameters or training data differ from
@@ -345,7 +353,11 @@ def train_classifier(
     """
     from .models import create_model, save_checkpoint  # late: models import classifier only
 
+    from .data.subsets import PixelSubsets, apply_stacked
+
     images, labels, classes = _as_data(train, "train")
+    # pixel subsets: image + keep-mask channels, cropped/flipped together, then masked
+    subset_fill = train.fill if isinstance(train, PixelSubsets) else None
     test_data = None if test is None else _as_data(test, "test")
     if images.shape[0] == 0:
         raise ValueError("no training images")
@@ -390,7 +402,7 @@ def train_classifier(
     # ---- model, optimizer, generators
     torch.manual_seed(config.seed)
     if config.preprocessing == "auto" and saved is None:
-        mean, std = channel_stats(images)
+        mean, std = channel_stats(images[:, :-1] if subset_fill is not None else images)
         preprocessing: Any = {"type": "normalize", "mean": mean, "std": std}
     else:
         preprocessing = config.preprocessing
@@ -474,6 +486,8 @@ def train_classifier(
                 y = y_store[idx].to(dev, non_blocking=True)
                 if config.augment:
                     x = random_crop_flip(x, augment_gen, config.crop_padding, config.flip)
+                if subset_fill is not None:
+                    x = apply_stacked(x, subset_fill)
                 if use_cl:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):

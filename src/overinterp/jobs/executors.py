@@ -30,6 +30,14 @@ class Executor(ABC):
     def run(self, tasks: Sequence[ShardTask], on_result: Callable[[ShardResult], None]) -> None:
         """Run every task; call ``on_result`` once per finished task."""
 
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], on_result: Callable[[Any], None]) -> None:
+        """Run ``fn(item)`` for every item and call ``on_result`` with each return
+        value as it finishes (for other work than shards, e.g. training replicates).
+        ``fn`` must be a module-level function and the items plain data, so that
+        remote executors can ship them. Default: one after another, here."""
+        for item in items:
+            on_result(fn(item))
+
     def describe(self) -> dict[str, Any]:
         return {"name": self.name}
 

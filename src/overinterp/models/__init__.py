@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 from torch import Tensor
 
 from ..classifier import Classifier, make_preprocessing
-from . import preact_resnet, resnet_cifar, small_cnn, vgg  # noqa: F401  (register the architectures)
+from . import preact_resnet, resnet_cifar, small_cnn, vgg, wideresnet  # noqa: F401  (register the architectures)
 from .checkpoint import (
     _validate_checkpoint,
     is_own_checkpoint,

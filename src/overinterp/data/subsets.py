@@ -1,0 +1,142 @@
+"""Pixel-subset datasets (paper §4.2): images with only a few pixels kept.
+
+* ``bs``: the last ``ceil(fraction·P)`` features removed by backward selection
+  (the trace's :meth:`~overinterp.BackselectTrace.keep_mask`);
+* ``random``: the same number of features, drawn uniformly at random with a
+  generator seeded by ``(seed, dataset position)`` — identical for every model
+  and independent of which other images are in the set;
+* ``mask``: the mask-only control — the binary keep-mask itself (1 where kept,
+  0 elsewhere, in every channel), no pixel values, to measure how much the
+  *shape* of a subset leaks the class.
+
+Masked pixels take ``fill`` (the model's baseline: the dataset mean in pixel
+space). With ``augment`` the image and its keep-mask are cropped and flipped
+*together*; pixels that a crop brings in from outside the image are masked.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .base import LabeledImages
+
+__all__ = ["PixelSubsets", "random_keep_masks", "SUBSET_KINDS", "subset_label"]
+
+SUBSET_KINDS = ("bs", "random", "mask")
+
+
+def subset_label(kind: str, fraction: float, rank_by: str = "logodds") -> str:
+    """The results-file label of a subset kind: ``bs5``, ``random5``, ``mask5``, ``bs5-prob``."""
+    pct = fraction * 100
+    num = f"{pct:g}"
+    suffix = "-prob" if kind in ("bs", "mask") and rank_by == "probability" else ""
+    return f"{kind}{num}{suffix}"
+
+
+def random_keep_masks(positions: Tensor, image_shape: tuple[int, int, int], fraction: float, seed: int = 0,
+                      features: Tensor | None = None) -> Tensor:
+    """``(N, 1, H, W)`` bool random keep-masks of ``ceil(fraction·P)`` features each.
+
+    Args:
+        positions: ``(N,)`` dataset positions; image ``i``'s draw depends only on
+            ``(seed, positions[i])``.
+        features: optional shared ``(H, W)`` group map (ids ``0..P−1``); default pixels.
+    """
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+    _, h, w = image_shape
+    groups = torch.arange(h * w).view(h, w) if features is None else features.cpu().long()
+    p = int(groups.max()) + 1
+    k = min(p, math.ceil(fraction * p - 1e-9))
+    out = torch.zeros(len(positions), 1, h, w, dtype=torch.bool)
+    for i, pos in enumerate(torch.as_tensor(positions).tolist()):
+        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(pos)) % (2**63))
+        chosen = torch.zeros(p, dtype=torch.bool)
+        chosen[torch.randperm(p, generator=g)[:k]] = True
+        out[i, 0] = chosen[groups]
+    return out
+
+
+@dataclass
+class PixelSubsets:
+    """Labelled images with a keep-mask: what pixel-subset training and evaluation take.
+
+    Attributes:
+        images: ``(N, C, H, W)`` uint8 originals.
+        labels: ``(N,)`` int64 true labels.
+        keep: ``(N, 1, H, W)`` bool, True = kept.
+        fill: ``(C,)`` or ``(C, H, W)`` float pixels in [0, 1] for masked pixels.
+        kind: ``bs``, ``random`` or ``mask`` (``mask``: pixel values are dropped).
+    """
+
+    images: Tensor
+    labels: Tensor
+    keep: Tensor
+    fill: Tensor
+    kind: str = "bs"
+    fraction: float = 0.05
+    classes: list[str] | None = None
+    name: str = "subsets"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n, c, h, w = self.images.shape
+        if self.kind not in SUBSET_KINDS:
+            raise ValueError(f"kind must be one of {SUBSET_KINDS}, got {self.kind!r}")
+        if self.images.dtype != torch.uint8:
+            raise TypeError(f"images must be uint8, got {self.images.dtype}")
+        if tuple(self.keep.shape) != (n, 1, h, w) or self.keep.dtype != torch.bool:
+            raise ValueError(f"keep must be bool ({n}, 1, {h}, {w}), got {self.keep.dtype} {tuple(self.keep.shape)}")
+        if self.labels.shape != (n,):
+            raise ValueError(f"labels must be ({n},), got {tuple(self.labels.shape)}")
+        fill = torch.as_tensor(self.fill, dtype=torch.float32).cpu()
+        fill = fill.view(-1, 1, 1).expand(c, h, w) if fill.dim() <= 1 else fill
+        if tuple(fill.shape) != (c, h, w):
+            raise ValueError(f"fill must be a scalar, ({c},) or ({c}, {h}, {w}); got {tuple(self.fill.shape)}")
+        self.fill = fill.contiguous()
+        if self.kind == "mask":
+            self.fill = torch.zeros(c, h, w)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def label(self) -> str:
+        return subset_label(self.kind, self.fraction, self.meta.get("rank_by", "logodds"))
+
+    def kept_counts(self) -> Tensor:
+        """``(N,)`` kept pixels per image."""
+        return self.keep.flatten(1).sum(1)
+
+    def pixels(self, index: Any = slice(None)) -> Tensor:
+        """Masked images ``(n, C, H, W)`` float in [0, 1] (no augmentation)."""
+        keep = self.keep[index]
+        x = torch.ones_like(self.images[index], dtype=torch.float32) if self.kind == "mask" \
+            else self.images[index].float() / 255.0
+        return torch.where(keep, x, self.fill.unsqueeze(0))
+
+    def stacked(self) -> Tensor:
+        """``(N, C+1, H, W)`` uint8: image channels and the keep-mask (255 = kept) —
+        the layout :func:`~overinterp.train_classifier` crops and flips jointly."""
+        imgs = torch.full_like(self.images, 255) if self.kind == "mask" else self.images
+        return torch.cat([imgs, self.keep.to(torch.uint8) * 255], dim=1)
+
+    def to_labeled(self) -> LabeledImages:
+        """Masked float images as :class:`LabeledImages` (for evaluation)."""
+        return LabeledImages(self.pixels(), self.labels, self.classes, name=f"{self.name}:{self.label}",
+                             source=self.meta.get("source", self.name), meta={"key": self.meta.get("key", self.name)})
+
+    def subset(self, index: Any) -> "PixelSubsets":
+        return PixelSubsets(self.images[index], self.labels[index], self.keep[index], self.fill, self.kind,
+                            self.fraction, self.classes, self.name, dict(self.meta))
+
+
+def apply_stacked(x: Tensor, fill: Tensor) -> Tensor:
+    """``(B, C+1, H, W)`` float (image channels, keep channel in [0, 1]) → masked ``(B, C, H, W)``."""
+    keep = x[:, -1:] > 0.5
+    return torch.where(keep, x[:, :-1], fill.to(x.device, x.dtype).unsqueeze(0))

@@ -1,0 +1,21 @@
+"""The paper's experiments as library functions; each appends to the results file."""
+
+from .pixel_subsets import (
+    compare_rankings,
+    confidence_drop,
+    evaluate_subsets,
+    make_subsets,
+    retrain_on_subsets,
+    subset_predictions,
+    transfer,
+)
+
+__all__ = [
+    "compare_rankings",
+    "confidence_drop",
+    "evaluate_subsets",
+    "make_subsets",
+    "retrain_on_subsets",
+    "subset_predictions",
+    "transfer",
+]

@@ -1,0 +1,316 @@
+"""Pixel-subset experiments (paper §4.1–4.2, Tables 1 and S1) from dataset jobs.
+
+Every function reads finished :mod:`overinterp.jobs` folders (traces + the images
+they name) and returns plain dicts; with ``results=PATH`` it also appends rows to
+the long-format results file (:mod:`overinterp.results`), labelled
+``train_on``/``evaluate_on`` = ``full``, ``bs5``, ``random5``, ``mask5`` and
+``bs5-prob`` (subsets from probability ranking, the ranking-artefact control).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.subsets import PixelSubsets, random_keep_masks, subset_label
+from ..jobs import JobOutput, load_job
+from ..results import append_results, make_row, model_fingerprint
+
+__all__ = [
+    "make_subsets",
+    "subset_predictions",
+    "evaluate_subsets",
+    "confidence_drop",
+    "retrain_on_subsets",
+    "transfer",
+    "compare_rankings",
+]
+
+
+def _job(job: JobOutput | str | os.PathLike[str]) -> JobOutput:
+    return job if isinstance(job, JobOutput) else load_job(job)
+
+
+def _rank_by(job: JobOutput) -> str:
+    return str(job.trace.method.get("params", {}).get("rank_by", "logodds"))
+
+
+def make_subsets(job: JobOutput | str | os.PathLike[str], kind: str = "bs", fraction: float = 0.05, *,
+                 seed: int = 0, images: Tensor | None = None) -> PixelSubsets:
+    """The job's images as pixel subsets of ``kind`` (``bs``, ``random``, ``mask``).
+
+    ``bs`` keeps the last-removed ``ceil(fraction·P)`` features of the job's
+    trace; ``random`` the same count at random (seeded by ``seed`` and dataset
+    position); ``mask`` is the binary ``bs`` keep-mask without pixel values.
+    Masked pixels take the trace's baseline (pixel space for a Classifier).
+    """
+    if not 0.0 < float(fraction) <= 1.0:
+        raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
+    j = _job(job)
+    imgs = j.load_images() if images is None else images
+    if imgs.shape[0] != len(j.trace) or tuple(imgs.shape[1:]) != tuple(j.trace.image_shape):
+        raise ValueError(f"{j.out_dir}: the trace covers {len(j.trace)} images of shape {tuple(j.trace.image_shape)}, "
+                         f"but {imgs.shape[0]} images of shape {tuple(imgs.shape[1:])} were given")
+    if kind in ("bs", "mask"):
+        keep = j.trace.keep_mask(fraction)
+    elif kind == "random":
+        features = j.trace.features if j.trace.features is not None and j.trace.features.dim() == 2 else None
+        keep = random_keep_masks(j.positions, j.trace.image_shape, fraction, seed, features)
+    else:
+        raise ValueError(f"kind must be bs, random or mask, got {kind!r}")
+    return PixelSubsets(imgs, j.labels, keep, j.trace.baseline.float(), kind, float(fraction), j.classes,
+                        name=j.model_name, meta={"rank_by": _rank_by(j), "job": str(j.out_dir),
+                                                 "key": j.spec.dataset, "seed": seed})
+
+
+@torch.no_grad()
+def subset_predictions(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Softmax probabilities ``(N, K)`` float64 of ``model`` on float pixels ``(N, C, H, W)``."""
+    model.eval()
+    device = next(iter(model.parameters()), torch.zeros(())).device
+    out = []
+    for start in range(0, images.shape[0], batch_size):
+        x = images[start:start + batch_size].to(device)
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        out.append(F.softmax(model(x).double(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def _summary(probs: Tensor, labels: Tensor) -> dict[str, Any]:
+    pred = probs.argmax(1)
+    conf = probs.max(1).values
+    return {"accuracy": float((pred == labels).double().mean()), "correct": int((pred == labels).sum()),
+            "n": int(labels.shape[0]), "mean_confidence": float(conf.mean()),
+            "loss": float(F.nll_loss(probs.clamp_min(1e-300).log(), labels))}
+
+
+def confidence_drop(full_probs: Tensor, subset_probs: Tensor) -> dict[str, float]:
+    """Mean and std (unbiased) of full-image confidence − subset confidence for the
+    class predicted on the full image. ``(N, K)`` probabilities each."""
+    pred = full_probs.argmax(1, keepdim=True)
+    drop = (full_probs.gather(1, pred) - subset_probs.gather(1, pred)).squeeze(1)
+    std = float(drop.std()) if drop.numel() > 1 else 0.0
+    return {"mean": float(drop.mean()), "std": std, "n": int(drop.numel())}
+
+
+def _rows(common: dict[str, Any], metrics: dict[str, float], n: int, **fields: Any) -> list[dict[str, str]]:
+    return [make_row(**common, **fields, metric=k, value=v, n=n) for k, v in metrics.items()]
+
+
+def evaluate_subsets(
+    job: JobOutput | str | os.PathLike[str],
+    model: nn.Module | None = None,
+    *,
+    kinds: Sequence[str] = ("full", "bs", "random"),
+    fraction: float = 0.05,
+    seed: int = 0,
+    model_name: str | None = None,
+    train_on: str = "full",
+    model_seed: int | None = None,
+    dataset_key: str | None = None,
+    results: str | os.PathLike[str] | None = None,
+    experiment: str = "pixel-subsets",
+    notes: str = "",
+    batch_size: int = 500,
+) -> dict[str, dict[str, Any]]:
+    """Accuracy and mean confidence of ``model`` (default: the job's own model) on
+    the job's full images and its pixel subsets; with the job's own model also the
+    confidence drop from full image to each subset kind.
+
+    Returns ``{label: {"accuracy", "mean_confidence", "n", …}}`` with labels
+    ``full``, ``bs5``, ``random5``, ``mask5`` (``bs5-prob`` for a probability-ranked trace).
+    """
+    j = _job(job)
+    own = model is None
+    model = j.load_model() if own else model
+    images = j.load_images()
+    name = model_name or getattr(model, "name", None) or j.model_name
+    key = dataset_key or j.spec.dataset
+    out: dict[str, dict[str, Any]] = {}
+    full_probs = subset_predictions(model, images, batch_size)
+    for kind in kinds:
+        if kind == "full":
+            probs, label = full_probs, "full"
+        else:
+            subsets = make_subsets(j, kind, fraction, seed=seed, images=images)
+            probs, label = subset_predictions(model, subsets.pixels(), batch_size), subsets.label
+        res = _summary(probs, j.labels)
+        if own and kind != "full":
+            res["confidence_drop"] = confidence_drop(full_probs, probs)
+        out[label] = res
+    if results is not None:
+        common = {"experiment": experiment, "model": name, "arch": getattr(model, "name", ""),
+                  "fingerprint": model_fingerprint(model), "checkpoint": str(j.spec.model.checkpoint or ""),
+                  "train_on": train_on, "dataset": key, "seed": "" if model_seed is None else model_seed,
+                  "notes": notes or f"subsets of job {j.out_dir.name}"}
+        rows: list[dict[str, str]] = []
+        for label, res in out.items():
+            metrics = {"accuracy": res["accuracy"], "loss": res["loss"], "subset_confidence": res["mean_confidence"]}
+            if "confidence_drop" in res:
+                metrics["confidence_drop_mean"] = res["confidence_drop"]["mean"]
+                metrics["confidence_drop_std"] = res["confidence_drop"]["std"]
+            rows += _rows(common, metrics, res["n"], evaluate_on=label)
+        append_results(results, rows)
+    return out
+
+
+def retrain_on_subsets(
+    train_job: JobOutput | str | os.PathLike[str],
+    test_job: JobOutput | str | os.PathLike[str],
+    *,
+    kind: str = "bs",
+    fraction: float = 0.05,
+    arch: str = "resnet20",
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    recipe: str = "paper",
+    augment: bool = False,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | os.PathLike[str] = "runs/retrain",
+    subset_seed: int = 0,
+    dataset_key: str | None = None,
+    results: str | os.PathLike[str] | None = None,
+    experiment: str | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train ``arch`` from scratch on the train job's pixel subsets (one model per
+    seed, each in its own resumable run folder) and test on the test job's subsets
+    of the same kind — Table 1 (``augment=False``) and Table S1 (``augment=True``).
+
+    Returns one dict per seed: ``seed``, ``accuracy``, ``run_dir``.
+    """
+    from ..trainer import make_config, train_classifier
+
+    tr, te = _job(train_job), _job(test_job)
+    train_sub = make_subsets(tr, kind, fraction, seed=subset_seed)
+    test_sub = make_subsets(te, kind, fraction, seed=subset_seed)
+    label = train_sub.label
+    out: list[dict[str, Any]] = []
+    for seed in seeds:
+        config = make_config(recipe, arch=arch, seed=int(seed), augment=augment, **(overrides or {}))
+        run_dir = Path(out_dir) / f"{arch}-{label}-{'aug' if augment else 'noaug'}-seed{seed}"
+        res = train_classifier(config, train_sub, test_sub, run_dir, device=device, progress=progress)
+        probs = subset_predictions(res.model.cpu(), test_sub.pixels())
+        summary = _summary(probs, test_sub.labels)
+        summary.update({"seed": int(seed), "run_dir": str(run_dir), "train_on": label, "evaluate_on": label})
+        out.append(summary)
+        if results is not None:
+            common = {"experiment": experiment or ("table-s1" if augment else "table1"), "model": arch,
+                      "arch": arch, "fingerprint": model_fingerprint(res.model),
+                      "checkpoint": str(res.final_path or ""), "train_on": label, "evaluate_on": label,
+                      "dataset": dataset_key or te.spec.dataset, "seed": int(seed),
+                      "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
+                               f"{len(train_sub)} training subsets from {tr.out_dir.name}"}
+            append_results(results, _rows(common, {"accuracy": summary["accuracy"],
+                                                   "subset_confidence": summary["mean_confidence"]}, summary["n"]))
+    return out
+
+
+@torch.no_grad()
+def transfer(
+    jobs: Sequence[JobOutput | str | os.PathLike[str]],
+    *,
+    threshold: float = 0.99,
+    fraction: float = 0.05,
+    results: str | os.PathLike[str] | None = None,
+    experiment: str = "transfer",
+    dataset_key: str | None = None,
+) -> list[dict[str, Any]]:
+    """For every ordered pair (A, B) of jobs over the same images: B's accuracy on
+    A's ``fraction`` BS subsets, and the fraction of A's SIS (at ``threshold``,
+    found from A's trace and re-verified under A) on which B's probability of A's
+    class still reaches ``threshold``.
+    """
+    js = [_job(j) for j in jobs]
+    if len(js) < 2:
+        raise ValueError("transfer needs at least two jobs")
+    for j in js[1:]:
+        if not torch.equal(j.positions, js[0].positions) or \
+                j.manifest["identity"]["data_fingerprint"] != js[0].manifest["identity"]["data_fingerprint"]:
+            raise ValueError(f"{j.out_dir} covers other images than {js[0].out_dir}; transfer needs the same images")
+    images = js[0].load_images()
+    models = [j.load_model() for j in js]
+    pixels = images.float() / 255.0
+    out = []
+    for a, ja in enumerate(js):
+        subsets = make_subsets(ja, "bs", fraction, images=images)
+        sis = ja.trace.find_sis(threshold, models[a], pixels)
+        sis_keep = ja.trace.sis_mask(sis)
+        has = torch.tensor([s is not None for s in sis])
+        base = ja.trace.baseline.float()
+        base = base.view(-1, 1, 1) if base.dim() <= 1 else base
+        sis_images = torch.where(sis_keep, pixels, base.unsqueeze(0))
+        for b, jb in enumerate(js):
+            probs = subset_predictions(models[b], subsets.pixels())
+            acc = float((probs.argmax(1) == ja.labels).double().mean())
+            if has.any():
+                pb = subset_predictions(models[b], sis_images[has])
+                tgt = ja.trace.target[has].view(-1, 1)
+                frac = float((pb.gather(1, tgt).squeeze(1) >= threshold).double().mean())
+            else:
+                frac = float("nan")
+            rec = {"from": ja.model_name, "to": jb.model_name, "from_job": str(ja.out_dir), "to_job": str(jb.out_dir),
+                   "subset_accuracy": acc, "sis_transfer": frac, "n_sis": int(has.sum()), "n": len(ja.trace)}
+            out.append(rec)
+            if results is not None:
+                common = {"experiment": experiment, "model": jb.model_name, "arch": getattr(models[b], "name", ""),
+                          "fingerprint": model_fingerprint(models[b]), "train_on": "full",
+                          "evaluate_on": f"{subset_label('bs', fraction)}:{ja.model_name}",
+                          "dataset": dataset_key or ja.spec.dataset,
+                          "notes": f"{jb.model_name} on subsets/SIS of {ja.model_name} (τ={threshold})"}
+                append_results(results, [make_row(**common, metric="accuracy", value=acc, n=rec["n"]),
+                                         make_row(**common, metric="sis_transfer", value=frac, n=rec["n_sis"])])
+    return out
+
+
+def compare_rankings(
+    job_a: JobOutput | str | os.PathLike[str],
+    job_b: JobOutput | str | os.PathLike[str],
+    *,
+    fraction: float = 0.05,
+    out_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Overlap of two jobs' kept sets on the same images (e.g. log-odds vs
+    probability ranking): mean |A∩B| / |A| per image, mean Jaccard, and the two
+    pixel-location frequency maps (saved as a side-by-side PNG/SVG in ``out_dir``)."""
+    from ..analysis import location_frequency, plot_heatmap, save_figure
+
+    ja, jb = _job(job_a), _job(job_b)
+    if not torch.equal(ja.positions, jb.positions):
+        raise ValueError(f"{ja.out_dir} and {jb.out_dir} cover different images")
+    ka, kb = ja.trace.keep_mask(fraction), jb.trace.keep_mask(fraction)
+    inter = (ka & kb).flatten(1).sum(1).double()
+    union = (ka | kb).flatten(1).sum(1).double()
+    size = ka.flatten(1).sum(1).double()
+    fa, fb = location_frequency(ka), location_frequency(kb)
+    res = {"a": str(ja.out_dir), "b": str(jb.out_dir), "rank_by_a": _rank_by(ja), "rank_by_b": _rank_by(jb),
+           "n": len(ja.trace), "kept_per_image": float(size.mean()),
+           "overlap_mean": float((inter / size.clamp_min(1)).mean()), "jaccard_mean": float((inter / union.clamp_min(1)).mean()),
+           "shared_pixels_mean": float(inter.mean()),
+           "bottom_rows_share_a": float(ka[:, :, -ka.shape[2] // 4:].sum() / ka.sum().clamp_min(1)),
+           "bottom_rows_share_b": float(kb[:, :, -kb.shape[2] // 4:].sum() / kb.sum().clamp_min(1))}
+    if out_dir is not None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=True)
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.0))
+        top = max(float(fa.max()), float(fb.max()), 1e-12)
+        plot_heatmap(fa, axes[0], f"{ja.model_name}: rank by {res['rank_by_a']}", vmax=top)
+        plot_heatmap(fb, axes[1], f"{jb.model_name}: rank by {res['rank_by_b']}", vmax=top)
+        fig.suptitle(f"{subset_label('bs', fraction)} kept pixels, n = {res['n']}; mean overlap "
+                     f"{100 * res['overlap_mean']:.1f}%", fontsize=9)
+        paths = save_figure(fig, Path(out_dir) / "ranking_heatmaps", ("png", "svg"))
+        res["figures"] = [str(p) for p in paths]
+        from ..atomic import atomic_write_text
+
+        atomic_write_text(Path(out_dir) / "ranking_comparison.json", json.dumps(res, indent=1) + "\n")
+    return res

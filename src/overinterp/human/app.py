@@ -1,0 +1,360 @@
+"""The study web app: ``create_app(study_dir, database_url, admin_token)`` → FastAPI.
+
+Participant routes (the participant id in the URL is their only credential):
+
+================================ ====================================================
+``GET /``                        instructions, consent, start (or continue) button
+``POST /api/participants``       ``{"consent": true}`` → new participant (or the one in
+                                 this browser's cookie); ``{"participant", "url"}``
+``GET /p/{participant}``         the question page
+``GET /api/p/{p}/state``         progress and the current question (no labels)
+``POST /api/p/{p}/answers``      ``{"stimulus", "position", "choice", "response_ms"}``;
+                                 a repeat of a stored answer is a no-op
+``GET /api/p/{p}/image/{s}``     PNG of a stimulus the participant has reached
+================================ ====================================================
+
+Admin (token in an HttpOnly cookie after ``POST /api/admin/login``, or
+``Authorization: Bearer <token>``): ``GET /admin``, ``GET /api/admin/participants``,
+``GET /admin/answers.csv``.
+
+Images are served by opaque id looked up in the database, never by a path from
+the request; request bodies over ``max_body`` bytes get 413; malformed and
+out-of-order requests get 4xx with a ``detail`` message.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from . import db as dbm
+from .pages import STATIC, admin_page, landing_page, message_page, question_page
+from .study import load_manifest
+
+__all__ = ["create_app", "PARTICIPANT_COOKIE", "ADMIN_COOKIE"]
+
+PARTICIPANT_COOKIE = "overinterp_participant"
+ADMIN_COOKIE = "overinterp_admin"
+PID = r"^[A-Za-z0-9_-]{16,64}$"
+SID = r"^[0-9a-f]{32}$"
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class BodyLimit:
+    """ASGI middleware: read request bodies up to ``limit`` bytes; larger ones get 413."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_big = False
+        if declared is not None:
+            try:
+                too_big = int(declared) > self.limit
+            except ValueError:
+                await _plain(send, 400, "invalid Content-Length")
+                return
+        chunks, size, more = [], 0, True
+        while more and not too_big:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            too_big = size > self.limit
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if too_big:
+            await _plain(send, 413, f"request body larger than {self.limit} bytes")
+            return
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _plain(send: Send, status: int, detail: str) -> None:
+    payload = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    consent: bool
+
+
+class AnswerBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    stimulus: str = Field(pattern=SID)
+    position: int = Field(ge=0, le=100_000)
+    choice: int = Field(ge=0, le=1000)
+    response_ms: int | None = Field(default=None, ge=0, le=86_400_000)
+
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    token: str = Field(min_length=1, max_length=512)
+
+
+async def _json_body(request: Request, model: type[BaseModel]) -> Any:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/json":
+        raise HTTPException(415, "send a JSON body with Content-Type: application/json")
+    raw = await request.body()
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise HTTPException(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise HTTPException(422, "the body must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise HTTPException(422, problems) from None
+
+
+def create_app(
+    study_dir: str | Path,
+    database_url: str | None = None,
+    admin_token: str | None = None,
+    *,
+    max_body: int = 4096,
+    secure_cookies: bool = False,
+) -> FastAPI:
+    """The web app for the study in ``study_dir``.
+
+    Args:
+        database_url: SQLAlchemy URL (default: ``sqlite:///<study_dir>/study.sqlite``);
+            the study is recorded there if it is not yet.
+        admin_token: required for the admin view and export; ``None`` disables them.
+        max_body: largest accepted request body in bytes.
+        secure_cookies: mark cookies ``Secure`` (serve behind HTTPS).
+    """
+    root = Path(study_dir).resolve()
+    manifest = load_manifest(root)
+    engine = dbm.make_engine(database_url or dbm.default_database_url(root))
+    dbm.register_study(engine, manifest)
+    study_id: str = manifest["study_id"]
+    classes: list[str] = list(manifest["classes"])
+    fractions: list[float] = list(manifest["fractions"])
+    stimuli = {st["id"]: st for st in manifest["stimuli"]}
+    batch_sizes = [sum(1 for st in manifest["stimuli"] if st["batch"] == b) for b in range(len(fractions))]
+    total = len(stimuli)
+    percents = [f"{100 * f:g}%" for f in fractions]
+
+    app = FastAPI(title="overinterp human study", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.engine = engine
+    app.state.manifest = manifest
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["X-Frame-Options"] = "DENY"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.exception_handler(OperationalError)
+    async def busy(_request: Request, exc: OperationalError) -> JSONResponse:
+        return JSONResponse({"detail": "the database is busy; try again"}, status_code=503)
+
+    def cookie(response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict" if name == ADMIN_COOKIE
+                            else "lax", secure=secure_cookies, path="/")
+
+    def participant(pid: str, s: Session) -> dbm.Participant:
+        p = s.get(dbm.Participant, pid)
+        if p is None or p.study_id != study_id:
+            raise HTTPException(404, "unknown participant link")
+        return p
+
+    def state(pid: str) -> dict[str, Any]:
+        with Session(engine) as s:
+            p = participant(pid, s)
+            order = json.loads(p.order_json)
+            answered = s.scalar(select(func.count()).select_from(dbm.Answer).where(dbm.Answer.participant_id == pid)) or 0
+            out: dict[str, Any] = {"participant": pid, "total": len(order), "answered": answered,
+                                   "done": answered >= len(order), "classes": classes, "batch": None, "question": None}
+            if answered < len(order):
+                sid = order[answered]
+                b = stimuli[sid]["batch"]
+                out["batch"] = {"index": b, "count": len(fractions), "fraction": fractions[b],
+                                "percent": round(100 * fractions[b], 2), "size": batch_sizes[b],
+                                "answered": answered - sum(batch_sizes[:b])}
+                out["question"] = {"stimulus": sid, "position": answered, "image": f"/api/p/{pid}/image/{sid}"}
+            return out
+
+    def admin_ok(request: Request) -> bool:
+        if not admin_token:
+            return False
+        supplied = request.cookies.get(ADMIN_COOKIE, "")
+        auth = request.headers.get("authorization", "")
+        if auth.lower().startswith("bearer "):
+            supplied = auth[7:].strip()
+        return bool(supplied) and hmac.compare_digest(supplied.encode(), admin_token.encode())
+
+    def require_admin(request: Request) -> None:
+        if not admin_token:
+            raise HTTPException(403, "the admin view is disabled: start the server with an admin token")
+        if not admin_ok(request):
+            raise HTTPException(401, "admin token required")
+
+    # ---- participant pages and API ------------------------------------------------
+    @app.get("/", response_class=HTMLResponse)
+    def landing(request: Request) -> HTMLResponse:
+        resume = None
+        pid = request.cookies.get(PARTICIPANT_COOKIE, "")
+        if pid and len(pid) <= 64:
+            with Session(engine) as s:
+                p = s.get(dbm.Participant, pid)
+                if p is not None and p.study_id == study_id:
+                    resume = f"/p/{pid}"
+        return HTMLResponse(landing_page(total, classes, percents, resume))
+
+    @app.post("/api/participants")
+    async def start(request: Request) -> JSONResponse:
+        body = await _json_body(request, StartBody)
+        if not body.consent:
+            raise HTTPException(422, "consent is required to take part")
+        pid = request.cookies.get(PARTICIPANT_COOKIE, "")
+        existing = False
+        if pid and len(pid) <= 64:
+            with Session(engine) as s:
+                p = s.get(dbm.Participant, pid)
+                existing = p is not None and p.study_id == study_id
+        if not existing:
+            pid = dbm.create_participant(engine, study_id).id
+        response = JSONResponse({"participant": pid, "url": f"/p/{pid}", "resumed": existing},
+                                status_code=200 if existing else 201)
+        cookie(response, PARTICIPANT_COOKIE, pid, 60 * 60 * 24 * 60)
+        return response
+
+    @app.get("/p/{pid}", response_class=HTMLResponse)
+    def question(request: Request, pid: str = PathParam(pattern=PID)) -> HTMLResponse:
+        with Session(engine) as s:
+            p = s.get(dbm.Participant, pid)
+            if p is None or p.study_id != study_id:
+                return HTMLResponse(message_page("Unknown link", "This participant link is not valid."), 404)
+        response = HTMLResponse(question_page(pid, classes, str(request.url_for("question", pid=pid))))
+        cookie(response, PARTICIPANT_COOKIE, pid, 60 * 60 * 24 * 60)
+        return response
+
+    @app.get("/api/p/{pid}/state")
+    def get_state(pid: str = PathParam(pattern=PID)) -> dict[str, Any]:
+        return state(pid)
+
+    @app.post("/api/p/{pid}/answers")
+    async def answer(request: Request, pid: str = PathParam(pattern=PID)) -> JSONResponse:
+        body = await _json_body(request, AnswerBody)
+        if body.stimulus not in stimuli:
+            raise HTTPException(404, "unknown image")
+        try:
+            a, repeat = dbm.record_answer(engine, pid, body.stimulus, body.choice, body.position, len(classes),
+                                          body.response_ms)
+        except dbm.AnswerError as exc:
+            raise HTTPException(exc.status, exc.message) from None
+        return JSONResponse({"stored": True, "repeat": repeat, "answered_at": dbm._iso(a.answered_at),
+                             "state": state(pid)}, status_code=200 if repeat else 201)
+
+    @app.get("/api/p/{pid}/image/{sid}")
+    def image(pid: str = PathParam(pattern=PID), sid: str = PathParam(pattern=SID)) -> Response:
+        with Session(engine) as s:
+            p = participant(pid, s)
+            order = json.loads(p.order_json)
+            answered = s.scalar(select(func.count()).select_from(dbm.Answer).where(dbm.Answer.participant_id == pid)) or 0
+            row = s.get(dbm.Stimulus, sid)
+        # only the current question's image, or one already answered: no peeking ahead at larger subsets
+        if row is None or row.study_id != study_id or sid not in order[: answered + 1]:
+            raise HTTPException(404, "no such image for this participant")
+        path = (root / row.file).resolve()
+        if root not in path.parents or path.suffix != ".png" or not path.is_file():
+            raise HTTPException(404, "image file missing")
+        return Response(path.read_bytes(), media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/static/{name}")
+    def static(name: str) -> Response:
+        if name not in STATIC:
+            raise HTTPException(404, "not found")
+        media, text = STATIC[name]
+        return Response(text, media_type=media, headers={"Cache-Control": "public, max-age=600"})
+
+    @app.get("/healthz")
+    def health() -> dict[str, Any]:
+        with Session(engine) as s:
+            n = s.scalar(select(func.count()).select_from(dbm.Participant).where(dbm.Participant.study_id == study_id))
+        return {"ok": True, "study": study_id, "participants": n}
+
+    # ---- admin -----------------------------------------------------------------------
+    @app.get("/admin", response_class=HTMLResponse)
+    def admin() -> HTMLResponse:
+        return HTMLResponse(admin_page(manifest.get("name", study_id)))
+
+    @app.post("/api/admin/login")
+    async def login(request: Request) -> JSONResponse:
+        body = await _json_body(request, LoginBody)
+        if not admin_token:
+            raise HTTPException(403, "the admin view is disabled: start the server with an admin token")
+        if not hmac.compare_digest(body.token.encode(), admin_token.encode()):
+            raise HTTPException(401, "wrong admin token")
+        response = JSONResponse({"ok": True})
+        cookie(response, ADMIN_COOKIE, admin_token, 60 * 60 * 12)
+        return response
+
+    @app.post("/api/admin/logout")
+    def logout() -> JSONResponse:
+        response = JSONResponse({"ok": True})
+        response.delete_cookie(ADMIN_COOKIE, path="/")
+        return response
+
+    @app.get("/api/admin/participants")
+    def participants(request: Request) -> dict[str, Any]:
+        require_admin(request)
+        with Session(engine) as s:
+            counts = dict(s.execute(select(dbm.Answer.participant_id, func.count()).group_by(dbm.Answer.participant_id)).all())
+            rows = s.scalars(select(dbm.Participant).where(dbm.Participant.study_id == study_id)
+                             .order_by(dbm.Participant.number)).all()
+            out = [{"number": p.number, "answered": counts.get(p.id, 0), "started_at": dbm._iso(p.created_at),
+                    "completed_at": dbm._iso(p.completed_at) or None} for p in rows]
+        return {"study": study_id, "total": total, "participants": out,
+                "completed": sum(1 for p in out if p["completed_at"]), "answers": sum(p["answered"] for p in out)}
+
+    @app.get("/admin/answers.csv")
+    def export(request: Request) -> Response:
+        require_admin(request)
+        return Response(dbm.export_csv(engine, study_id), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="answers-{study_id}.csv"'})
+
+    app.add_middleware(BodyLimit, limit=max_body)
+    return app
