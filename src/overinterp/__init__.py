@@ -27,6 +27,13 @@ from .models import (
 )
 from .results import append_results, model_fingerprint, read_results, render_table
 from .trainer import RECIPES, TrainConfig, make_config, train_classifier
+from .blackbox import BlackBoxClassifier, tflite_classifier
+from .relative import find_sis_relative, relative_thresholds
+from .superpixels import superpixel_features
+from .models.external import imagenet_classifier, robustbench_classifier, user_model
+from .data.imagenet import load_imagenet_val, open_imagenet_val
+from .imagenet_sis import ImageNetSISConfig, run_imagenet_sis
+from .robust_sis import load_model_spec, run_robust_sis
 
 __all__ = [
     "__version__",
@@ -71,4 +78,18 @@ __all__ = [
     "RECIPES",
     "make_config",
     "train_classifier",
+    "BlackBoxClassifier",
+    "tflite_classifier",
+    "find_sis_relative",
+    "relative_thresholds",
+    "superpixel_features",
+    "imagenet_classifier",
+    "robustbench_classifier",
+    "user_model",
+    "open_imagenet_val",
+    "load_imagenet_val",
+    "ImageNetSISConfig",
+    "run_imagenet_sis",
+    "load_model_spec",
+    "run_robust_sis",
 ]

@@ -265,10 +265,12 @@ def tflite_classifier(
             as 0 (``zero_point / 255`` for uint8 inputs, i.e. mid-grey for the
             MobileNets), the analogue of the paper's mean-pixel masking.
     """
+    from .models.external import MissingDependencyError
+
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
-        raise ImportError(
+        raise MissingDependencyError(
             "TFLite models need the ai-edge-litert package: pip install 'overinterp[blackbox]' "
             "(or pip install ai-edge-litert==2.3.0)"
         ) from None

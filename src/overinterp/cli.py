@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from . import cli_experiments, cli_jobs
+from . import cli_experiments, cli_imagenet, cli_jobs
 
 __all__ = ["main", "build_parser"]
 
@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     cli_experiments.add_parsers(sub)  # train, evaluate, table, ensemble
     cli_jobs.add_parsers(sub)  # backselect-dataset, job-status, pixel-subset experiments
+    cli_imagenet.add_parsers(sub)  # imagenet-sis, robust-sis, blackbox-sis
+    from .human import cli as human_cli  # no web dependency until a human command runs
+
+    human_cli.add_parsers(sub)  # human build, serve, export, score
     return ap
 
 

@@ -5,6 +5,8 @@
         --out runs/resnet20-s0 --seed 0                       # the paper's recipe
     overinterp train --arch resnet20 --recipe fast --data folder:train@cifar10-jpeg.zip \\
         --test-data folder:test@cifar10-jpeg.zip --out runs/fast
+    overinterp train --arch resnet20,vgg16_bn --replicates 5 --executor ray --data cifar10:train@/shared/data \\
+        --out runs/replicates                                 # runs/resnet20-seed0 … vgg16_bn-seed4, in parallel
     overinterp ensemble --out runs/resnet20x5.json runs/resnet20-s*/model.pt
     overinterp evaluate --model runs/resnet20-s0/model.pt --dataset cifar10:test --dataset cifar10.1 \\
         --dataset cifar10c --results results.csv
@@ -71,6 +73,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="model name in the results file (default: the architecture)")
     p.add_argument("--experiment", default="")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("replicates and executors")
+    g.add_argument("--replicates", type=int, metavar="N",
+                   help="train seeds SEED..SEED+N-1 (of each --arch, comma-separated) into OUT/<arch>-seed<k>")
+    g.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help="local: runs one after another here; ray: parallel Ray tasks (pip install 'overinterp[ray]')")
+    g.add_argument("--address", help="Ray cluster: auto, ray://HOST:10001 (default: $RAY_ADDRESS or a local one)")
+    g.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per Ray task (torch threads: --threads or this)")
+    g.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task, fractions allowed (e.g. 0.5)")
+    g.add_argument("--max-retries", type=int, default=3, help="retries of a failed Ray task (it resumes its checkpoint)")
 
 
 def _load(spec: str, root: Path | None, download: bool, progress: bool):
@@ -79,15 +90,12 @@ def _load(spec: str, root: Path | None, download: bool, progress: bool):
     return load_dataset(spec, root=root, download=download, progress=progress)
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from .evaluation import result_rows
-    from .results import append_results
-    from .trainer import make_config, train_classifier
+def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int | None = None):
+    from .trainer import make_config
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    config = make_config(
-        args.recipe, arch=args.arch, seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    return make_config(
+        args.recipe, arch=arch or args.arch, seed=args.seed if seed is None else seed, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, gamma=args.gamma, warmup_epochs=args.warmup_epochs,
         label_smoothing=args.label_smoothing, crop_padding=args.crop_padding, schedule=args.schedule,
         milestones=args.milestones, preprocessing=args.preprocessing,
@@ -95,6 +103,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         flip=False if args.no_flip else None,
         decay_norm_and_bias=False if args.no_decay_norm_and_bias else None,
     )
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .evaluation import result_rows
+    from .results import append_results
+    from .trainer import train_classifier
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.replicates is not None or args.executor != "local" or "," in args.arch:
+        return _cmd_train_replicates(args)
+    config = _train_config(args)
     progress = not args.no_progress
     t0 = time.perf_counter()
     train = _load(args.data, args.root, args.download, progress)
@@ -127,6 +147,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
                                                  seed=config.seed, experiment=args.experiment,
                                                  checkpoint=result.checkpoint))
         print(f"appended to {args.results}")
+    return 0
+
+
+def _cmd_train_replicates(args: argparse.Namespace) -> int:
+    """``train`` with --replicates, several architectures or --executor ray: one task per run."""
+    from .data import open_dataset
+    from .evaluation import result_rows
+    from .jobs import get_executor
+    from .jobs.replicates import TrainTask, portable_dataset_spec, replicate_tasks, train_replicates
+    from .models import load_model
+    from .results import append_results
+
+    archs = [a.strip() for a in args.arch.split(",") if a.strip()]
+    if args.replicates is not None and args.replicates < 1:
+        raise ValueError(f"--replicates must be >= 1, got {args.replicates}")
+    train = portable_dataset_spec(args.data, args.root)
+    test = portable_dataset_spec(args.test_data, args.root) if args.test_data else None
+    if args.download:  # fetch once here, not in every task
+        for spec in filter(None, (train, test)):
+            open_dataset(spec, download=True, progress=not args.no_progress)
+    runtime = dict(train=train, test=test, subset=args.subset, subset_seed=args.subset_seed,
+                   test_limit=args.test_limit, device=args.device, threads=args.threads,
+                   amp=False if args.no_amp else None, channels_last=False if args.no_channels_last else None,
+                   eval_every=args.eval_every, resume=not args.no_resume, force=args.force)
+    first = _train_config(args).seed
+    if args.replicates is None and len(archs) == 1:  # one run, into --out itself
+        tasks = [TrainTask(config=_train_config(args, archs[0]).to_dict(), out_dir=str(args.out.resolve()), **runtime)]
+    else:
+        tasks = replicate_tasks(_train_config(args, archs[0]), archs, range(first, first + (args.replicates or 1)),
+                                out_dir=args.out, **runtime)
+    executor = get_executor("local") if args.executor == "local" else get_executor(
+        "ray", address=args.address, num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
+        max_retries=args.max_retries)
+    summaries = train_replicates(tasks, executor, progress=not args.no_progress)
+    for s in summaries:
+        print(f"model: {s['checkpoint']}" + (f" (test accuracy {100 * s['test_accuracy']:.2f}% on {s['test_n']} images)"
+                                              if s.get("test_accuracy") is not None else ""))
+    if args.results and test is not None:
+        for s in summaries:
+            ev = {"dataset": args.test_data, "accuracy": s["test_accuracy"], "loss": s["test_loss"], "n": s["test_n"]}
+            model = load_model(None, checkpoint=s["checkpoint"])
+            name = args.name or s["arch"]
+            append_results(args.results, result_rows([ev], model, model_name=name, seed=s["seed"],
+                                                     experiment=args.experiment, checkpoint=Path(s["checkpoint"])))
+        print(f"appended {len(summaries)} rows to {args.results}")
     return 0
 
 

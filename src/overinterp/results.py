@@ -110,7 +110,7 @@ def model_fingerprint(model: nn.Module, length: int = 16) -> str:
                 continue
             t = tensor.detach().to("cpu").contiguous()
             h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # reshape: 0-dim buffers
     baseline = getattr(model, "baseline", None)
     if isinstance(baseline, torch.Tensor):
         h.update(b"baseline:" + json.dumps(baseline.detach().cpu().tolist()).encode())

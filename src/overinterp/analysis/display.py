@@ -52,16 +52,18 @@ def _fill(style: str, shape: tuple[int, ...], baseline: Tensor | None) -> Tensor
     raise ValueError(f"unknown mask style {style!r}; choose one of {', '.join(MASK_STYLES)}")
 
 
-def masked_images(images: Tensor, keep: Tensor, style: str = "grey", baseline: Tensor | None = None) -> Tensor:
+def masked_images(images: Tensor, keep: Tensor, style: str = "grey", baseline: Tensor | None = None,
+                  normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> Tensor:
     """Keep only ``keep`` pixels; the rest drawn in ``style``.
 
     Args:
-        images: ``(N, C, H, W)`` pixels (uint8 or float in [0, 1]).
+        images: ``(N, C, H, W)`` pixels (uint8 or float in [0, 1]), or a plain module's
+            normalised inputs with ``normalization=(mean, std)`` (see :func:`to_display`).
         keep: ``(N, 1, H, W)`` or ``(N, H, W)`` bool, True = shown.
     Returns:
         ``(N, C, H, W)`` float in ``[0, 1]``.
     """
-    x = to_display(images)
+    x = to_display(images, normalization)
     if x.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W), got {tuple(x.shape)}")
     k = keep.cpu().bool()

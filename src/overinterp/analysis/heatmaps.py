@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..atomic import atomic_write_bytes
 
-__all__ = ["location_frequency", "plot_heatmap", "save_figure", "save_heatmap"]
+__all__ = ["location_frequency", "plot_heatmap", "plot_heatmap_grid", "save_figure", "save_heatmap"]
 
 
 def location_frequency(masks: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -89,3 +89,36 @@ def save_heatmap(freq: Tensor, path: str | os.PathLike[str], title: str | None =
     """:func:`plot_heatmap` on a new figure, saved with :func:`save_figure`."""
     ax = plot_heatmap(freq, title=title, **kwargs)
     return save_figure(ax.figure, path, formats)
+
+
+def plot_heatmap_grid(freqs: "list[Tensor]", titles: "list[str]", subtitles: "list[str] | None" = None,
+                      suptitle: str | None = None, shared_scale: bool = True, cmap: str = "viridis") -> Any:
+    """One :func:`plot_heatmap` panel per ``(H, W)`` map, side by side; ``subtitles``
+    go under each panel (e.g. the mean confidence on the subsets). Returns the figure.
+
+    ``shared_scale``: one colour scale (the largest value over all maps) and one
+    colour bar, so panels compare directly.
+    """
+    plt = _pyplot()
+    n = max(1, len(freqs))
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + (0.8 if shared_scale else 0), 3.1 * rows),
+                             squeeze=False)
+    top = max((float(f.max()) for f in freqs), default=1.0) if shared_scale else None
+    im = None
+    for k, ax in enumerate(axes.flat):
+        if k >= len(freqs):
+            ax.axis("off")
+            continue
+        plot_heatmap(freqs[k], ax=ax, title=titles[k], vmax=top, colorbar=not shared_scale, cmap=cmap)
+        im = ax.images[0]
+        if subtitles and subtitles[k]:
+            ax.set_xlabel(subtitles[k], fontsize=8)
+    if shared_scale and im is not None:
+        cb = fig.colorbar(im, ax=list(axes.flat), fraction=0.03, pad=0.02)
+        cb.set_label("fraction of images", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig

@@ -204,7 +204,7 @@ def retrain_on_subsets(
         if results is not None:
             common = {"experiment": experiment or ("table-s1" if augment else "table1"), "model": arch,
                       "arch": arch, "fingerprint": model_fingerprint(res.model),
-                      "checkpoint": str(res.final_path or ""), "train_on": label, "evaluate_on": label,
+                      "checkpoint": str(res.checkpoint or ""), "train_on": label, "evaluate_on": label,
                       "dataset": dataset_key or te.spec.dataset, "seed": int(seed),
                       "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
                                f"{len(train_sub)} training subsets from {tr.out_dir.name}"}

@@ -106,7 +106,7 @@ async def _plain(send: Send, status: int, detail: str) -> None:
 
 
 class StartBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     consent: bool
 
 
@@ -130,8 +130,8 @@ async def _json_body(request: Request, model: type[BaseModel]) -> Any:
     raw = await request.body()
     try:
         data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise HTTPException(400, "the body is not valid JSON") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise HTTPException(400, "the body is not valid JSON (or nested too deeply)") from None
     if not isinstance(data, dict):
         raise HTTPException(422, "the body must be a JSON object")
     try:

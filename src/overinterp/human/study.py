@@ -185,18 +185,20 @@ def source_from_files(
 
 def source_from_job(name: str, job_dir: str | Path, *, classes: Sequence[str] | None = None) -> ModelSource:
     """A :class:`ModelSource` from an ``overinterp backselect-dataset`` output folder
-    (read with ``overinterp.jobs.load_job``: ``.trace``, ``.indices``, ``.load_images()``)."""
+    (read with ``overinterp.jobs.load_job``: ``.trace``, ``.positions``, ``.load_images()``)."""
     try:
         from ..jobs import load_job  # type: ignore[attr-defined]
     except ImportError as exc:  # the jobs module is optional in older installs
         raise ValueError(f"cannot read job folder {job_dir}: overinterp.jobs is not available ({exc})") from exc
     job = load_job(job_dir)
     trace = job.trace
-    positions = torch.as_tensor(job.indices).long().view(-1)
+    idx = getattr(job, "indices", None)
+    positions = torch.as_tensor(idx if idx is not None else job.positions).long().view(-1)
     imgs = _to_uint8(torch.as_tensor(job.load_images()))
     labels = _merge_labels(name, trace, getattr(job, "labels", None))
     names = list(classes) if classes else list(getattr(job, "classes", None) or _default_classes(labels, trace))
-    dataset = str(getattr(job, "dataset", None) or trace.meta.get("dataset") or job_dir)
+    spec = getattr(job, "spec", None)
+    dataset = str(getattr(spec, "dataset", None) or trace.meta.get("dataset") or job_dir)
     return ModelSource(name, trace, imgs, labels, names, dataset, positions, source=str(job_dir))
 
 

@@ -16,6 +16,7 @@ retried (or a command that is rerun) resumes from that folder's
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,8 @@ from tqdm.auto import tqdm
 
 from .executors import Executor, LocalExecutor
 
-__all__ = ["TrainTask", "replicate_tasks", "run_train_task", "train_replicates", "run_folder_name"]
+__all__ = ["TrainTask", "replicate_tasks", "run_train_task", "train_replicates", "run_folder_name",
+           "portable_dataset_spec"]
 
 
 @dataclass(frozen=True)
@@ -139,3 +141,25 @@ def train_replicates(tasks: Sequence[TrainTask], executor: Executor | None = Non
     finally:
         bar.close()
     return [results[f] for f in folders]
+
+
+def portable_dataset_spec(spec: str, root: str | os.PathLike[str] | None = None) -> str:
+    """``spec`` with its files as absolute paths, so that workers started in other
+    folders (or on other nodes sharing the filesystem) open the same data.
+
+    ``PATH.npz[:PREFIX]`` → absolute path; ``NAME[:SPLIT][@ROOT]`` → ``@ROOT``
+    made absolute, ``root`` filling in a missing one (without either, each worker
+    uses its own default: ``$OVERINTERP_DATA`` or ``~/.cache/overinterp/data``).
+    """
+    from ..data.registry import parse_dataset_spec
+
+    text = str(spec)
+    head, sep, tail = text.rpartition(":")
+    if sep and head.lower().endswith(".npz"):
+        return f"{Path(head).resolve()}:{tail}"
+    if text.lower().endswith(".npz"):
+        return str(Path(text).resolve())
+    name, split, spec_root = parse_dataset_spec(text)
+    where = spec_root or (str(root) if root is not None else None)
+    out = name + (f":{split}" if split else "")
+    return out + (f"@{Path(where).expanduser().resolve()}" if where else "")

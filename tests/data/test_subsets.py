@@ -1,0 +1,82 @@
+"""Pixel-subset datasets: counts, seeding, joint augmentation, mask-only control."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from overinterp.data.subsets import PixelSubsets, apply_stacked, random_keep_masks, subset_label
+from overinterp.trainer import random_crop_flip
+
+
+def _subsets(kind="bs", n=6, h=8, w=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8)
+    keep = torch.rand(n, 1, h, w, generator=g) < 0.2
+    return PixelSubsets(images, torch.arange(n) % 3, keep, torch.tensor([0.4, 0.5, 0.6]), kind)
+
+
+def test_random_masks_count_seed_and_independence():
+    pos = torch.tensor([3, 7, 11])
+    m = random_keep_masks(pos, (3, 32, 32), 0.05, seed=1)
+    assert m.shape == (3, 1, 32, 32)
+    assert m.flatten(1).sum(1).tolist() == [math.ceil(0.05 * 1024)] * 3 == [52] * 3
+    assert torch.equal(m, random_keep_masks(pos, (3, 32, 32), 0.05, seed=1))
+    # image 7's mask does not depend on which other images are in the set
+    assert torch.equal(m[1], random_keep_masks(torch.tensor([7]), (3, 32, 32), 0.05, seed=1)[0])
+    assert not torch.equal(m, random_keep_masks(pos, (3, 32, 32), 0.05, seed=2))
+    assert not torch.equal(m[0], m[1])
+    groups = torch.arange(16).view(4, 4).repeat_interleave(2, 0).repeat_interleave(2, 1)  # 2×2 patches of 8×8
+    gm = random_keep_masks(pos, (3, 8, 8), 0.25, seed=0, features=groups)
+    assert gm.flatten(1).sum(1).tolist() == [16] * 3  # 4 patches × 4 pixels
+    for frac in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="fraction"):
+            random_keep_masks(pos, (3, 8, 8), frac)
+
+
+def test_pixels_keep_values_and_fill():
+    s = _subsets()
+    x = s.pixels()
+    k = s.keep.expand_as(x)
+    assert torch.equal(x[k], (s.images.float() / 255)[k])
+    fill = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1).expand_as(x)
+    assert torch.equal(x[~k], fill[~k])
+    assert s.label == "bs5" and subset_label("random", 0.05) == "random5" and subset_label("bs", 0.05, "probability") == "bs5-prob"
+    assert torch.equal(s.kept_counts(), s.keep.flatten(1).sum(1))
+
+
+def test_mask_only_has_no_pixel_values():
+    s = _subsets("mask")
+    x = s.pixels()
+    assert torch.equal(x, s.keep.float().expand_as(x))
+
+
+def test_stacked_without_augmentation_equals_pixels():
+    s = _subsets()
+    x = s.stacked().float() / 255
+    assert torch.equal(apply_stacked(x, s.fill), s.pixels())
+
+
+def test_joint_crop_flip_moves_image_and_mask_together():
+    s = _subsets()
+    g1 = torch.Generator().manual_seed(5)
+    g2 = torch.Generator().manual_seed(5)
+    aug = apply_stacked(random_crop_flip(s.stacked().float() / 255, g1, padding=2), s.fill)
+    # reference: crop/flip image and mask separately with the same draws; padding is masked
+    img = random_crop_flip(torch.cat([s.images.float() / 255, s.keep.float()], 1), g2, padding=2)
+    keep = img[:, 3:] > 0.5
+    expected = torch.where(keep, img[:, :3], s.fill.unsqueeze(0))
+    assert torch.equal(aug, expected)
+    assert not torch.equal(aug, s.pixels())  # something moved
+
+
+def test_bad_input():
+    s = _subsets()
+    with pytest.raises(ValueError, match="keep"):
+        PixelSubsets(s.images, s.labels, s.keep[:, :, :4], s.fill)
+    with pytest.raises(TypeError, match="uint8"):
+        PixelSubsets(s.images.float(), s.labels, s.keep, s.fill)
+    with pytest.raises(ValueError, match="kind"):
+        PixelSubsets(s.images, s.labels, s.keep, s.fill, kind="other")

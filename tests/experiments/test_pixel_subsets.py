@@ -1,0 +1,131 @@
+"""Pixel-subset experiments on tiny jobs, checked against direct computations."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import overinterp
+from jobkit import make_spec, write_dataset, write_model
+from overinterp.experiments import (
+    compare_rankings,
+    confidence_drop,
+    evaluate_subsets,
+    make_subsets,
+    retrain_on_subsets,
+    transfer,
+)
+from overinterp.jobs import load_job, run_job
+from overinterp.results import read_results
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("px")
+    m1, m2 = write_model(d / "m1.pt", seed=0), write_model(d / "m2.pt", seed=1)
+    data = write_dataset(d / "d.npz", n=12, size=8)
+    train = write_dataset(d / "train.npz", n=24, size=8, seed=3, prefix="train")
+    out = {}
+    for name, model, extra in [("a", m1, {}), ("b", m2, {}), ("p", m1, {"rank_by": "probability"})]:
+        run_job(make_spec(model, data, method=overinterp.Exact(**extra)), d / name, progress=False)
+        out[name] = d / name
+    run_job(make_spec(m1, train, n=24, prefix="train", shard_size=12), d / "train", progress=False)
+    out["train"] = d / "train"
+    out["dir"] = d
+    return out
+
+
+def test_confidence_drop_by_hand():
+    full = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]], dtype=torch.float64)
+    sub = torch.tensor([[0.5, 0.5], [0.7, 0.3], [0.6, 0.4]], dtype=torch.float64)
+    r = confidence_drop(full, sub)
+    drops = torch.tensor([0.4, 0.5, 0.0], dtype=torch.float64)
+    assert r["mean"] == pytest.approx(0.3) and r["std"] == pytest.approx(float(drops.std())) and r["n"] == 3
+
+
+def test_evaluate_subsets_matches_direct_forward(jobs, tmp_path):
+    res_path = tmp_path / "results.csv"
+    out = evaluate_subsets(jobs["a"], kinds=("full", "bs", "random", "mask"), results=res_path,
+                           dataset_key="toy:test")
+    job = load_job(jobs["a"])
+    model, images = job.load_model(), job.load_images()
+    for kind, label in (("bs", "bs5"), ("random", "random5"), ("mask", "mask5")):
+        sub = make_subsets(job, kind, 0.05)
+        # 5% of 64 pixels → ceil(3.2) = 4 kept
+        assert sub.kept_counts().tolist() == [4] * 12
+        with torch.no_grad():
+            probs = F.softmax(model(sub.pixels()).double(), 1)
+            full = F.softmax(model(images.float() / 255).double(), 1)
+        assert out[label]["accuracy"] == pytest.approx(float((probs.argmax(1) == job.labels).double().mean()))
+        assert out[label]["confidence_drop"]["mean"] == pytest.approx(confidence_drop(full, probs)["mean"])
+    assert out["full"]["accuracy"] == pytest.approx(float((full.argmax(1) == job.labels).double().mean()))
+    # BS subsets are the trace's last-removed pixels
+    assert torch.equal(make_subsets(job, "bs").keep, job.trace.keep_mask(0.05))
+    rows = read_results(res_path)
+    got = {(r["evaluate_on"], r["metric"]) for r in rows}
+    assert ("bs5", "confidence_drop_mean") in got and ("random5", "accuracy") in got and ("full", "accuracy") in got
+    assert {r["dataset"] for r in rows} == {"toy:test"}
+
+
+def test_subset_errors(jobs):
+    job = load_job(jobs["a"])
+    with pytest.raises(ValueError, match="fraction"):
+        make_subsets(job, "bs", 0.0)
+    with pytest.raises(ValueError, match="fraction"):
+        make_subsets(job, "bs", 1.2)
+    with pytest.raises(ValueError, match="covers 12 images"):
+        make_subsets(job, "bs", 0.05, images=job.load_images()[:5])
+    with pytest.raises(ValueError, match="kind"):
+        make_subsets(job, "nope")
+
+
+def test_transfer_pairs(jobs, tmp_path):
+    ja, jb = load_job(jobs["a"]), load_job(jobs["b"])
+    tau = float(torch.sigmoid(ja.trace.full_logodds.double()).median())  # about half the images have an SIS
+    recs = transfer([jobs["a"], jobs["b"]], threshold=tau, results=tmp_path / "r.csv")
+    assert len(recs) == 4
+    mb = jb.load_model()
+    sub = make_subsets(ja, "bs")
+    with torch.no_grad():
+        acc = float((mb(sub.pixels()).argmax(1) == ja.labels).double().mean())
+    ab = [r for r in recs if r["from_job"] == str(ja.out_dir) and r["to_job"] == str(jb.out_dir)][0]
+    assert ab["subset_accuracy"] == pytest.approx(acc)
+    aa = [r for r in recs if r["from_job"] == r["to_job"] == str(ja.out_dir)][0]
+    assert aa["n_sis"] >= 5 and aa["sis_transfer"] == 1.0  # A's verified SIS suffice for A by construction
+    assert 0.0 <= ab["sis_transfer"] <= 1.0
+    assert len(read_results(tmp_path / "r.csv")) == 8
+
+
+def test_compare_rankings(jobs, tmp_path):
+    same = compare_rankings(jobs["a"], jobs["a"])
+    assert same["overlap_mean"] == 1.0 and same["jaccard_mean"] == 1.0
+    r = compare_rankings(jobs["a"], jobs["p"], out_dir=tmp_path)
+    assert r["rank_by_b"] == "probability" and 0.0 <= r["overlap_mean"] <= 1.0
+    ka, kb = load_job(jobs["a"]).trace.keep_mask(0.05), load_job(jobs["p"]).trace.keep_mask(0.05)
+    expected = float(((ka & kb).flatten(1).sum(1).double() / 4).mean())
+    assert r["overlap_mean"] == pytest.approx(expected)
+    assert (tmp_path / "ranking_heatmaps.png").stat().st_size > 0
+    assert json.loads((tmp_path / "ranking_comparison.json").read_text())["n"] == 12
+    assert make_subsets(load_job(jobs["p"]), "bs").label == "bs5-prob"
+
+
+def test_retrain_on_subsets_tiny(jobs, tmp_path):
+    out = retrain_on_subsets(jobs["train"], jobs["a"], kind="random", arch="smallcnn", seeds=(0, 1), recipe="fast",
+                             overrides={"epochs": 1, "batch_size": 8, "arch_kwargs": {"width": 4}},
+                             augment=True, out_dir=tmp_path / "runs", results=tmp_path / "r.csv", progress=False)
+    assert [r["seed"] for r in out] == [0, 1]
+    assert all((tmp_path / "runs" / f"smallcnn-random5-aug-seed{s}" / "model.pt").is_file() for s in (0, 1))
+    rows = read_results(tmp_path / "r.csv")
+    acc = [r for r in rows if r["metric"] == "accuracy"]
+    assert {r["train_on"] for r in acc} == {"random5"} and len(acc) == 2
+    assert {r["experiment"] for r in acc} == {"table-s1"}
+    # the recorded accuracy is the saved model's on the test subsets
+    model = overinterp.load_model(None, checkpoint=tmp_path / "runs" / "smallcnn-random5-aug-seed0" / "model.pt")
+    test = make_subsets(load_job(jobs["a"]), "random")
+    with torch.no_grad():
+        acc0 = float((model(test.pixels()).argmax(1) == test.labels).double().mean())
+    assert out[0]["accuracy"] == pytest.approx(acc0)

@@ -1,0 +1,228 @@
+"""The Ray executor on a local 2-CPU cluster that this module starts (and stops):
+same shard bytes as the local executor, retries after a killed worker, Ctrl-C,
+failures, training replicates; and the message when Ray is not installed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from overinterp import KStep, create_model, save_checkpoint
+from overinterp.jobs import JobSpec, ModelSpec, get_executor, job_status, load_job, run_job, run_shard, shard_paths
+from overinterp.jobs.replicates import replicate_tasks, train_replicates
+from overinterp.jobs.shard import file_sha256
+from overinterp.trainer import make_config
+
+ray = pytest.importorskip("ray", reason="pip install 'overinterp[ray]'")  # installed by the test extra
+
+NUM_IMAGES, SHARD_SIZE = 10, 2
+NUM_SHARDS = NUM_IMAGES // SHARD_SIZE
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    import ray.cloudpickle
+
+    # the fault-injecting task functions below live in this test module, which workers cannot import
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             object_store_memory=80 * 1024 * 1024)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("ray-inputs")
+    torch.manual_seed(0)
+    model = create_model("smallcnn", num_classes=3, preprocessing="cifar10", width=4)
+    with torch.no_grad():  # non-trivial batch-norm statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    ckpt = save_checkpoint(root / "small.pt", model, "smallcnn")
+    rng = np.random.default_rng(0)
+    npz = root / "tiny.npz"
+    np.savez(npz, images=rng.integers(0, 256, (NUM_IMAGES, 8, 8, 3), dtype=np.uint8),
+             labels=rng.integers(0, 3, NUM_IMAGES), train_images=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8),
+             train_labels=rng.integers(0, 3, 48))
+    return {"ckpt": str(ckpt), "npz": str(npz)}
+
+
+def _spec(files: dict[str, str]) -> JobSpec:
+    return JobSpec(model=ModelSpec(checkpoint=files["ckpt"]), dataset=files["npz"], positions=tuple(range(NUM_IMAGES)),
+                   method=KStep(k=8).describe(), shard_size=SHARD_SIZE, threads=1)
+
+
+def _hashes(out: Path) -> dict[str, str]:
+    return {p.name: file_sha256(p) for p in sorted((out / "shards").glob("shard-*.pt"))}
+
+
+def _assert_clean(out: Path, complete: bool) -> None:
+    """Only complete shards: every trace has its valid commit record and vice versa, no temporaries."""
+    names = sorted(p.name for p in (out / "shards").iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    traces = {n[:-3] for n in names if n.endswith(".pt")}
+    records = {n[:-5] for n in names if n.endswith(".json")}
+    assert traces == records, names
+    for stem in traces:
+        record = json.loads((out / "shards" / f"{stem}.json").read_text())
+        assert record["sha256"] == file_sha256(out / "shards" / f"{stem}.pt")
+    if complete:
+        assert traces == {f"shard-{s:05d}" for s in range(NUM_SHARDS)}
+
+
+@pytest.fixture(scope="module")
+def local_job(files, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "job"
+    run_job(_spec(files), out, get_executor("local"), progress=False, log=lambda _: None)
+    return out
+
+
+# --------------------------------------------------------------------------- task functions run by workers
+
+
+def crash_after_trace_once(task):
+    """Shard 1's first attempt: write the trace, lose the commit record, die by SIGKILL."""
+    result = run_shard(task)
+    marker = Path(task.out_dir) / f"killed-{task.shard}.pid"
+    if task.shard == 1 and not marker.exists():
+        marker.write_text(str(os.getpid()))
+        shard_paths(task.out_dir, task.shard)[1].unlink()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+def slow_shard(task):
+    time.sleep(1.5)
+    return run_shard(task)
+
+
+def always_fails(task):
+    (Path(task.out_dir) / f"attempt-{task.shard}-{time.monotonic_ns()}").touch()
+    raise ValueError(f"shard {task.shard} cannot be computed")
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_ray_writes_the_local_executors_bytes(cluster, files, local_job, tmp_path):
+    out = tmp_path / "job"
+    executor = get_executor("ray", num_cpus=1, max_retries=1)
+    summary = run_job(_spec(files), out, executor, progress=False, log=lambda _: None)
+    assert summary["computed"] == NUM_SHARDS and summary["complete"] == NUM_SHARDS
+    assert _hashes(out) == _hashes(local_job) and len(_hashes(out)) == NUM_SHARDS
+    _assert_clean(out, complete=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["runs"][-1]["executor"]["name"] == "ray"
+    assert manifest["runs"][-1]["executor"]["threads_per_task"] == 1
+    records = [json.loads(shard_paths(out, s)[1].read_text()) for s in range(NUM_SHARDS)]
+    assert {r["threads"] for r in records} == {1}
+    assert {r["pid"] for r in records} != {os.getpid()}  # computed in Ray workers, not here
+    # a rerun computes nothing
+    again = run_job(_spec(files), out, executor, progress=False, log=lambda _: None)
+    assert again["computed"] == 0 and again["skipped"] == NUM_SHARDS
+    torch.testing.assert_close(load_job(out).trace.logodds, load_job(local_job).trace.logodds, rtol=0, atol=0,
+                               equal_nan=True)
+
+
+def test_a_shard_written_twice_is_identical(cluster, files, local_job, tmp_path):
+    out = tmp_path / "job"
+    run_job(_spec(files), out, get_executor("local"), progress=False, log=lambda _: None)
+    shard_paths(out, 3)[1].unlink()  # the job must redo shard 3 (its old trace stays until overwritten)
+    summary = run_job(_spec(files), out, get_executor("ray"), progress=False, log=lambda _: None)
+    assert summary["computed"] == 1
+    assert _hashes(out) == _hashes(local_job)
+
+
+def test_a_killed_worker_is_retried_and_every_shard_exists_once(cluster, files, local_job, tmp_path):
+    out = tmp_path / "job"
+    executor = get_executor("ray", num_cpus=1, max_retries=2, task_fn=crash_after_trace_once)
+    summary = run_job(_spec(files), out, executor, progress=False, log=lambda _: None)
+    killed_pid = int((out / "killed-1.pid").read_text())  # the fault did happen
+    assert summary["complete"] == NUM_SHARDS and job_status(out)["missing"] == []
+    assert json.loads(shard_paths(out, 1)[1].read_text())["pid"] != killed_pid  # redone by another worker
+    _assert_clean(out, complete=True)
+    assert _hashes(out) == _hashes(local_job)
+
+
+def test_a_failure_the_retries_cannot_cure_is_raised(cluster, files, tmp_path):
+    out = tmp_path / "job"
+    executor = get_executor("ray", max_retries=1, task_fn=always_fails)
+    with pytest.raises(ValueError, match="cannot be computed"):
+        run_job(_spec(files), out, executor, progress=False, log=lambda _: None)
+    attempts = sorted(p.name for p in out.glob("attempt-*"))
+    assert any(a.startswith("attempt-0-") for a in attempts)
+    assert max(sum(a.startswith(f"attempt-{s}-") for a in attempts) for s in range(NUM_SHARDS)) <= 2  # 1 + 1 retry
+
+
+def test_ctrl_c_cancels_the_tasks_and_leaves_only_complete_shards(cluster, files, local_job, tmp_path):
+    out = tmp_path / "job"
+    executor = get_executor("ray", num_cpus=1, grace=5.0, task_fn=slow_shard)
+    results = []
+
+    def interrupt(result):
+        results.append(result)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        executor.run(_tasks(files, out), interrupt)
+    first = sorted(p.name for p in (out / "shards").glob("shard-*.pt"))
+    time.sleep(2.0)  # cancelled tasks must not finish later
+    assert sorted(p.name for p in (out / "shards").glob("shard-*.pt")) == first
+    assert len(results) == 1 and 1 <= len(first) < NUM_SHARDS, first
+    _assert_clean(out, complete=False)
+    run_job(_spec(files), out, get_executor("ray"), progress=False, log=lambda _: None)  # resume
+    _assert_clean(out, complete=True)
+    assert _hashes(out) == _hashes(local_job)
+
+
+def _tasks(files, out: Path):
+    """The job's shard tasks, as run_job builds them (manifest written by a zero-shard-work local pass)."""
+    from overinterp.jobs import ShardTask
+    from overinterp.jobs.job import _describe_identity
+    from overinterp.jobs.shard import load_job_inputs
+
+    spec = _spec(files)
+    identity = _describe_identity(spec, *load_job_inputs(spec))
+    (out / "shards").mkdir(parents=True)
+    return [ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"],
+                      identity["shard_data_fingerprints"][s]) for s in range(spec.num_shards)]
+
+
+def test_replicates_on_ray_train_the_same_weights_as_locally(cluster, files, tmp_path):
+    base = make_config("fast", epochs=1, batch_size=16, preprocessing="none")
+    kwargs = dict(train=f"{files['npz']}:train", test=files["npz"], threads=1)
+    local = train_replicates(replicate_tasks(base, ["smallcnn"], [0, 1], out_dir=tmp_path / "local", **kwargs),
+                             get_executor("local"), progress=False, log=lambda _: None)
+    remote = train_replicates(replicate_tasks(base, ["smallcnn"], [0, 1], out_dir=tmp_path / "ray", **kwargs),
+                              get_executor("ray", num_cpus=1), progress=False, log=lambda _: None)
+    assert [Path(r["out_dir"]).name for r in remote] == ["smallcnn-seed0", "smallcnn-seed1"]
+    assert [r["test_accuracy"] for r in remote] == [r["test_accuracy"] for r in local]
+    for name in ("smallcnn-seed0", "smallcnn-seed1"):
+        a = torch.load(tmp_path / "local" / name / "model.pt", weights_only=False)["state_dict"]
+        b = torch.load(tmp_path / "ray" / name / "model.pt", weights_only=False)["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_missing_ray_says_how_to_install(monkeypatch):
+    from overinterp.jobs import executors
+
+    monkeypatch.delitem(executors._EXECUTORS, "ray", raising=False)
+    monkeypatch.delitem(sys.modules, "overinterp.jobs.ray_executor", raising=False)
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
+    with pytest.raises(RuntimeError, match=r"pip install 'overinterp\[ray\]'"):
+        get_executor("ray")
+    assert get_executor("local").name == "local"  # the local executor needs no Ray
