@@ -24,7 +24,7 @@ SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "image
 
 @pytest.fixture(scope="module")
 def net():
-    return TinyCNN(num_classes=4, height=8, width=8, seed=3, scale=1.0).double()
+    return TinyCNN(num_classes=4, height=8, width=8, seed=3, scale=0.3).double()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_probabilities_give_the_same_order_as_the_logits(net, images):
     def fn(x):
         calls.append(x.shape[0])
         with torch.no_grad():
-            return torch.softmax(net(x), 1).numpy()
+            return torch.softmax(net(x.double()), 1).numpy()
 
     bb = BlackBoxClassifier(fn, num_classes=4, input_format="torch:nchw:float32", max_batch=5)
     feats = patch_features(8, 8, 2)

@@ -33,6 +33,9 @@ def _model_spec(args: argparse.Namespace):
 
 def _abs_dataset(spec: str) -> str:
     """Make file paths inside a dataset spec absolute (workers may run elsewhere)."""
+    from .data.specs import canonical_spec
+
+    spec = canonical_spec(spec)
     head, sep, tail = spec.rpartition(":")
     if sep and head.lower().endswith(".npz") and Path(head).exists():
         return f"{Path(head).resolve()}:{tail}"
@@ -51,7 +54,8 @@ def _add_backselect_dataset(sub: argparse._SubParsersAction) -> None:
                        help="backward selection over a dataset: sharded, resumable, local or on Ray")
     _add_model_options(p)
     p.add_argument("--dataset", required=True,
-                   help="cifar10:train, cifar10:test, cifar10.1, cifar10c:sample, folder:SPLIT@PATH, PATH.npz[:PREFIX]")
+                   help="cifar10-train, cifar10-test, cifar10.1, cifar10c-sample, folder:PATH (ImageFolder dir/zip), "
+                   "any NAME[:SPLIT][@ROOT] spec, or PATH.npz[:PREFIX]")
     p.add_argument("--offset", type=int, default=0, help="first dataset position")
     p.add_argument("--limit", type=int, help="at most this many images from --offset")
     p.add_argument("--sample", type=int, help="a seeded random sample of this many images of the range")
@@ -122,6 +126,7 @@ def _add_subsets(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--fraction", type=float, default=0.05)
     e.add_argument("--seed", type=int, default=0, help="random-subset seed")
     e.add_argument("--name", help="model name in the results file")
+    e.add_argument("--train-on", default="full", help="what the model was trained on (results label: full, random5, …)")
     e.add_argument("--dataset-key", help="dataset name in the results file (e.g. cifar10:test)")
     e.add_argument("--results", type=Path, help="append rows to this results file")
     e.add_argument("--experiment", default="pixel-subsets")
@@ -172,7 +177,7 @@ def _cmd_subsets_evaluate(args: argparse.Namespace) -> int:
     model = _model_spec(args).load() if args.model else None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     out = evaluate_subsets(args.job, model, kinds=kinds, fraction=args.fraction, seed=args.seed,
-                           model_name=args.name, dataset_key=args.dataset_key, results=args.results,
+                           model_name=args.name, train_on=args.train_on, dataset_key=args.dataset_key, results=args.results,
                            experiment=args.experiment)
     for label, r in out.items():
         drop = r.get("confidence_drop")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
 from overinterp import BackselectTrace
+
+# starlette asks for "httpx2"; the pinned test client is httpx 0.28.1
+warnings.filterwarnings("ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated")
 
 CLASSES = ["plane", "car", "bird", "cat"]
 HW = 8

@@ -226,3 +226,18 @@ def test_missing_ray_says_how_to_install(monkeypatch):
     with pytest.raises(RuntimeError, match=r"pip install 'overinterp\[ray\]'"):
         get_executor("ray")
     assert get_executor("local").name == "local"  # the local executor needs no Ray
+
+
+def test_cli_backselect_dataset_and_train_on_ray(cluster, files, local_job, tmp_path, capsys):
+    from overinterp.cli import main
+
+    out = tmp_path / "job"
+    assert main(["backselect-dataset", "--model", files["ckpt"], "--dataset", files["npz"], "--method", "kstep",
+                 "--k", "8", "--shard-size", str(SHARD_SIZE), "--threads", "1", "--out", str(out),
+                 "--executor", "ray", "--cpus-per-task", "1", "--max-retries", "1", "--no-progress"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["complete"] == NUM_SHARDS
+    assert _hashes(out) == _hashes(local_job)
+    assert main(["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--batch-size", "16",
+                 "--preprocessing", "none", "--data", f"{files['npz']}:train", "--out", str(tmp_path / "runs"),
+                 "--replicates", "2", "--threads", "1", "--executor", "ray", "--no-progress"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["smallcnn-seed0", "smallcnn-seed1"]

@@ -101,8 +101,11 @@ def test_cli_train_replicates(npz, tmp_path, capsys):
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["smallcnn-seed7", "smallcnn-seed8"]
     assert all((tmp_path / "runs" / n / "model.pt").is_file() for n in ("smallcnn-seed7", "smallcnn-seed8"))
     assert capsys.readouterr().out.count("model: ") == 2
-    rows = (tmp_path / "results.csv").read_text().splitlines()
-    assert len(rows) == 3  # header + one row per run
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    acc = [r for r in rows if r["metric"] == "accuracy"]
+    assert sorted(r["seed"] for r in acc) == ["7", "8"] and {r["arch"] for r in acc} == {"smallcnn"}
 
 
 def test_cli_train_without_replicates_is_unchanged(npz, tmp_path, monkeypatch):

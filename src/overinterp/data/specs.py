@@ -2,6 +2,8 @@
 
 * ``NAME[:SPLIT][@ROOT]`` — a registered dataset (:func:`~overinterp.data.load_dataset`),
   e.g. ``cifar10:test``, ``cifar10c:sample``, ``folder:test@data/cifar10-jpeg.zip``;
+* aliases ``cifar10-train``, ``cifar10-test``, ``cifar10.1``, ``cifar10c-sample``,
+  ``folder:PATH`` (an ImageFolder directory or zip);
 * ``PATH.npz[:PREFIX]`` — arrays ``PREFIX_images`` (N, H, W, 3) or (N, 3, H, W) uint8
   and ``PREFIX_labels`` (e.g. ``cifar10-lossless.npz:test``); without ``PREFIX``,
   ``images``/``labels``; optional ``classes``; ``PREFIX_indices`` kept in ``meta``.
@@ -17,7 +19,7 @@ import torch
 from .base import LabeledImages
 from .registry import load_dataset
 
-__all__ = ["open_dataset"]
+__all__ = ["open_dataset", "canonical_spec", "ALIASES"]
 
 
 def _npz(path: Path, prefix: str | None, spec: str) -> LabeledImages:
@@ -45,9 +47,22 @@ def _npz(path: Path, prefix: str | None, spec: str) -> LabeledImages:
     return LabeledImages(images.contiguous(), labels, classes, name=spec, source=str(path), meta=meta)
 
 
+#: Short names the command line also takes.
+ALIASES = {"cifar10-train": "cifar10:train", "cifar10-test": "cifar10:test", "cifar10.1": "cifar10.1:v6",
+           "cifar10c-sample": "cifar10c:sample"}
+
+
+def canonical_spec(spec: str) -> str:
+    """Expand aliases (``cifar10-train`` → ``cifar10:train``, ``folder:PATH`` → ``folder@PATH``)."""
+    text = ALIASES.get(str(spec), str(spec))
+    if text.startswith("folder:") and "@" not in text and Path(text[len("folder:"):]).exists():
+        text = "folder@" + text[len("folder:"):]
+    return text
+
+
 def open_dataset(spec: str, *, download: bool = False, progress: bool = False) -> LabeledImages:
     """The labelled images that ``spec`` names (see the module doc)."""
-    text = str(spec)
+    text = canonical_spec(spec)
     head, sep, tail = text.rpartition(":")
     candidate = Path(head if sep and head.lower().endswith(".npz") else text)
     if candidate.suffix.lower() == ".npz":

@@ -1,0 +1,148 @@
+"""Scoring: Table 2 numbers, the R² fit, results rows shown by render_table, figures, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from conftest import CLASSES, build_tiny_study
+from overinterp import read_results, render_table
+from overinterp.cli import main
+from overinterp.human import db as dbm
+from overinterp.human.scoring import (
+    ParticipantScore,
+    linear_fit,
+    participant_scores,
+    read_answers,
+    result_rows,
+    score_study,
+    table2,
+)
+
+
+def _rows(spec: dict[int, dict[float, list[int]]]) -> list[dict]:
+    """Answers from {participant: {fraction: [1 = correct, 0 = wrong, …]}}."""
+    out = []
+    for p, by in spec.items():
+        for f, marks in by.items():
+            for i, ok in enumerate(marks):
+                out.append({"participant": f"p{p}", "participant_number": p, "fraction": f,
+                            "stimulus": f"s{f}-{i}", "label": 3, "choice": 3 if ok else 0})
+    return out
+
+
+def test_table2_and_fit_by_hand():
+    rows = _rows({1: {0.05: [1, 0, 0, 0], 0.3: [1, 1, 0, 0], 0.5: [1, 1, 1, 0]},
+                  2: {0.05: [0, 0, 0, 0], 0.3: [1, 1, 1, 0], 0.5: [1, 1, 1, 1]},
+                  3: {0.05: [1, 1, 0, 0], 0.3: [1, 0]}})  # participant 3 did not finish 30%
+    scores = participant_scores(rows, {0.05: 4, 0.3: 4, 0.5: 4})
+    assert [(s.number, s.fraction, s.correct, s.answered) for s in scores] == [
+        (1, 0.05, 1, 4), (1, 0.3, 2, 4), (1, 0.5, 3, 4), (2, 0.05, 0, 4), (2, 0.3, 3, 4), (2, 0.5, 4, 4),
+        (3, 0.05, 2, 4)]
+    t = table2(scores)
+    assert [x.fraction for x in t] == [0.05, 0.3, 0.5] and [x.participants for x in t] == [3, 2, 2]
+    assert t[0].mean == pytest.approx(0.25) and t[0].std == pytest.approx(0.25)  # sd of .25, 0, .5 (ddof 1)
+    assert t[1].mean == pytest.approx(0.625) and t[1].std == pytest.approx(math.sqrt(2) * 0.125)
+    assert t[2].mean == pytest.approx(0.875)
+    fit = linear_fit(scores)
+    x = np.array([100 * s.fraction for s in scores])
+    y = np.array([s.accuracy for s in scores])
+    slope, intercept = np.polyfit(x, y, 1)
+    r2 = 1 - ((y - (intercept + slope * x)) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+    assert fit.n == 7 and fit.slope == pytest.approx(slope) and fit.intercept == pytest.approx(intercept)
+    assert fit.r2 == pytest.approx(r2) and 0 < fit.r2 < 1
+    partial = participant_scores(rows, {0.05: 4, 0.3: 4, 0.5: 4}, complete_only=False)
+    assert (3, 0.3, 1, 2) in [(s.number, s.fraction, s.correct, s.answered) for s in partial]
+
+
+def test_fit_edge_cases():
+    same = [ParticipantScore("a", 1, 0.05, 1, 2), ParticipantScore("b", 2, 0.05, 2, 2)]
+    assert math.isnan(linear_fit(same).slope) and math.isnan(linear_fit(same).r2)
+    flat = [ParticipantScore("a", 1, 0.05, 1, 2), ParticipantScore("a", 1, 0.5, 1, 2)]
+    f = linear_fit(flat)
+    assert f.slope == pytest.approx(0) and math.isnan(f.r2)
+    line = [ParticipantScore("a", 1, 0.1, 1, 4), ParticipantScore("a", 1, 0.3, 2, 4), ParticipantScore("a", 1, 0.5, 3, 4)]
+    assert linear_fit(line).r2 == pytest.approx(1.0)
+
+
+def test_results_rows_render_as_table2(tmp_path):
+    scores = participant_scores(_rows({1: {0.05: [1, 0], 0.5: [1, 1]}, 2: {0.05: [0, 0], 0.5: [1, 0]}}))
+    manifest = {"study_id": "abc123", "name": "t", "dataset": "cifar10:test"}
+    from overinterp import append_results
+
+    append_results(tmp_path / "r.csv", result_rows(scores, manifest))
+    rows = read_results(tmp_path / "r.csv")
+    assert {(r["evaluate_on"], r["seed"], r["value"]) for r in rows} == {
+        ("bs5", 1, 0.5), ("bs5", 2, 0.0), ("bs50", 1, 1.0), ("bs50", 2, 0.5)}
+    table = render_table(rows)
+    assert "| human | n/a | bs5 | 25.00 ± 35.36 (n=2) |" in table
+    assert "| human | n/a | bs50 | 75.00 ± 35.36 (n=2) |" in table
+
+
+def test_score_study_and_cli(tmp_path, capsys):
+    study = tmp_path / "study"
+    m = build_tiny_study(study)
+    engine = dbm.make_engine(dbm.default_database_url(study))
+    truth = {st["id"]: next(it["label"] for it in m["items"] if it["item"] == st["item"]) for st in m["stimuli"]}
+    try:
+        for p, correct_from in ((0, 0.0), (1, 0.2)):  # participant 2 misses every 5% image
+            pid = dbm.create_participant(engine, m["study_id"]).id
+            with dbm.Session(engine) as s:
+                order = json.loads(s.get(dbm.Participant, pid).order_json)
+            frac = {st["id"]: st["fraction"] for st in m["stimuli"]}
+            for pos, sid in enumerate(order):
+                ok = frac[sid] >= correct_from and (p == 0 or pos % 2 == 0 or frac[sid] > 0.4)
+                dbm.record_answer(engine, pid, sid, truth[sid] if ok else (truth[sid] + 1) % len(CLASSES), pos, 4)
+    finally:
+        engine.dispose()
+    assert main(["human", "export", "--study", str(study), "--out", str(tmp_path / "a.csv")]) == 0
+    answers = read_answers(tmp_path / "a.csv")
+    assert len(answers) == 2 * len(m["stimuli"])
+    assert main(["human", "score", "--study", str(study), "--answers", str(tmp_path / "a.csv"),
+                 "--out", str(tmp_path / "scores"), "--results", str(tmp_path / "results.csv")]) == 0
+    printed = capsys.readouterr().out
+    assert "R² =" in printed and "5% of pixels: 50.0 ± 70.7%" in printed
+    report = json.loads((tmp_path / "scores" / "scores.json").read_text())
+    t2 = {t["fraction"]: (t["mean"], t["std"]) for t in report["table2"]}
+    assert t2[0.05] == pytest.approx((0.5, math.sqrt(0.5)))
+    assert t2[0.5] == pytest.approx((1.0, 0.0))
+    assert t2[0.3][0] == pytest.approx(0.75)  # participant 2: positions 8–15, even ones right
+    for name in ("accuracy_vs_size.png", "sheet_bs5.png", "sheet_bs30.png", "sheet_bs50.png"):
+        assert (tmp_path / "scores" / name).stat().st_size > 1000
+    rows = read_results(tmp_path / "results.csv")
+    assert len(rows) == 6 and {r["model"] for r in rows} == {"human"} and {r["n"] for r in rows} == {8}
+    # scoring straight from the database gives the same report
+    again = score_study(study, dbm.export_rows(dbm.make_engine(dbm.default_database_url(study)), m["study_id"]),
+                        tmp_path / "scores2", sheets=False)
+    assert again["table2"] == report["table2"] and again["fit"]["r2"] == pytest.approx(report["fit"]["r2"])
+    assert main(["human", "score", "--study", str(study), "--out", str(tmp_path / "scores3"), "--no-sheets"]) == 0
+    with open(tmp_path / "a.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    assert header[:3] == ["study", "participant", "participant_number"]
+
+
+def test_cli_build(tmp_path, capsys):
+    """`overinterp human build` from trace files + an npz, mixing three models 35/35/30."""
+    import numpy as np
+    import torch
+
+    from conftest import make_sources
+
+    sources = make_sources()
+    np.savez(tmp_path / "imgs.npz", images=sources[0].images.numpy(), labels=sources[0].labels.numpy())
+    args = ["human", "build", "--out", str(tmp_path / "s"), "--per-class", "2", "--proportions", "0.35,0.35,0.3",
+            "--classes", ",".join(CLASSES), "--seed", "1"]
+    for s in sources:
+        s.trace.save(tmp_path / f"{s.name}.pt")
+        args += ["--model", s.name, str(tmp_path / f"{s.name}.pt"), str(tmp_path / "imgs.npz")]
+    assert main(args) == 0
+    assert "8 images (resnet20 3, resnet18 3, vgg16_bn 2)" in capsys.readouterr().out
+    m = json.loads((tmp_path / "s" / "study.json").read_text())
+    assert m["classes"] == CLASSES and len(m["stimuli"]) == 24
+    assert main(args) == 2  # the folder already holds a study
+    assert "already holds a study" in capsys.readouterr().err
+    assert torch.equal(sources[0].positions, torch.arange(len(sources[0].images)))
