@@ -25,14 +25,14 @@ step bs-train $PY -m overinterp backselect-dataset "${MODEL[@]}" --dataset $NPZ:
 step original $PY -m overinterp subsets evaluate --job $RUN/jobs/resnet20-test --kinds full,bs,random,mask \
   --results $RES "${KEY[@]}" --experiment original --threads $T
 for kind in bs random mask; do
-  step retrain-$kind $PY -m overinterp subsets train --train-job $RUN/jobs/resnet20-train --test-job $RUN/jobs/resnet20-test \
-    --kind $kind --arch resnet20 --recipe fast --epochs $EPOCHS --seeds $SEEDS --out $RUN/models --results $RES "${KEY[@]}" \
+  step retrain-$kind $PY -m overinterp subsets train --train-job $RUN/jobs/resnet20-train --test-job $RUN/jobs/resnet20-test=cifar10:test \
+    --kind $kind --arch resnet20 --recipe fast --epochs $EPOCHS --seeds $SEEDS --out $RUN/models --results $RES \
     --threads $T --no-progress
 done
 for kind in bs random; do
-  step retrain-$kind-aug $PY -m overinterp subsets train --train-job $RUN/jobs/resnet20-train --test-job $RUN/jobs/resnet20-test \
+  step retrain-$kind-aug $PY -m overinterp subsets train --train-job $RUN/jobs/resnet20-train --test-job $RUN/jobs/resnet20-test=cifar10:test \
     --kind $kind --arch resnet20 --recipe fast --epochs $EPOCHS --seeds $SEEDS --augment --out $RUN/models --results $RES \
-    "${KEY[@]}" --threads $T --no-progress
+    --threads $T --no-progress
 done
 # ranking-artefact control: exact backward selection over 2x2-pixel patches, log-odds vs probability ranking
 for rank in logodds probability; do

@@ -43,6 +43,12 @@ def test_cli_chain(tmp_path, capsys):
     assert {r["evaluate_on"] for r in read_results(res)} == {"full", "bs5", "random5"}
     assert main(["subsets", "evaluate", "--job", str(job), "--fraction", "1.5"]) == 2
     assert "fraction" in capsys.readouterr().err
+    assert main(["subsets", "train", "--train-job", str(job), "--test-job", f"{job}=toy:x", "--test-job", str(job),
+                 "--kind", "random", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--seeds", "0",
+                 "--out", str(tmp_path / "models"), "--results", str(res), "--no-progress"]) == 0
+    assert "mean ± std over 1 seeds" in capsys.readouterr().out
+    trained = [r for r in read_results(res) if r["train_on"] == "random5" and r["metric"] == "accuracy"]
+    assert sorted(r["dataset"] for r in trained) == sorted(["toy:x", f"{data}:test"])
     assert main(["subsets", "compare", str(job), str(job), "--out", str(tmp_path / "cmp")]) == 0
     assert json.loads(capsys.readouterr().out)["overlap_mean"] == 1.0
 

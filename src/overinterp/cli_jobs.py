@@ -135,7 +135,9 @@ def _add_subsets(sub: argparse._SubParsersAction) -> None:
 
     t = ss.add_parser("train", help="retrain an architecture on a job's pixel subsets (Table 1 / S1)")
     t.add_argument("--train-job", type=Path, required=True)
-    t.add_argument("--test-job", type=Path, required=True)
+    t.add_argument("--test-job", action="append", required=True, metavar="DIR[=KEY]",
+                   help="job(s) whose subsets of the same kind test the models; KEY names the dataset in the "
+                   "results (e.g. DIR=cifar10:test); repeat for CIFAR-10.1 and the CIFAR-10-C sample")
     t.add_argument("--kind", default="bs", choices=["bs", "random", "mask"])
     t.add_argument("--fraction", type=float, default=0.05)
     t.add_argument("--arch", default="resnet20")
@@ -144,7 +146,6 @@ def _add_subsets(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int)
     t.add_argument("--augment", action="store_true", help="crop+flip image and keep-mask together (Table S1)")
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--dataset-key")
     t.add_argument("--results", type=Path)
     t.add_argument("--experiment")
     t.add_argument("--device")
@@ -196,9 +197,10 @@ def _cmd_subsets_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     overrides = {"epochs": args.epochs} if args.epochs else None
-    out = retrain_on_subsets(args.train_job, args.test_job, kind=args.kind, fraction=args.fraction, arch=args.arch,
+    tests = [t.partition("=") for t in args.test_job]
+    out = retrain_on_subsets(args.train_job, [Path(d) for d, _, _ in tests], kind=args.kind, fraction=args.fraction, arch=args.arch,
                              seeds=seeds, recipe=args.recipe, augment=args.augment, overrides=overrides,
-                             out_dir=args.out, dataset_key=args.dataset_key, results=args.results,
+                             out_dir=args.out, dataset_keys=[k or None for _, _, k in tests], results=args.results,
                              experiment=args.experiment, device=args.device, progress=not args.no_progress)
     accs = torch.tensor([r["accuracy"] for r in out], dtype=torch.float64)
     std = float(accs.std()) if len(accs) > 1 else 0.0

@@ -114,14 +114,15 @@ def test_compare_rankings(jobs, tmp_path):
 
 
 def test_retrain_on_subsets_tiny(jobs, tmp_path):
-    out = retrain_on_subsets(jobs["train"], jobs["a"], kind="random", arch="smallcnn", seeds=(0, 1), recipe="fast",
+    out = retrain_on_subsets(jobs["train"], [jobs["a"], jobs["b"]], kind="random", dataset_keys=["toy:a", None], arch="smallcnn", seeds=(0, 1), recipe="fast",
                              overrides={"epochs": 1, "batch_size": 8, "arch_kwargs": {"width": 4}},
                              augment=True, out_dir=tmp_path / "runs", results=tmp_path / "r.csv", progress=False)
     assert [r["seed"] for r in out] == [0, 1]
     assert all((tmp_path / "runs" / f"smallcnn-random5-aug-seed{s}" / "model.pt").is_file() for s in (0, 1))
     rows = read_results(tmp_path / "r.csv")
     acc = [r for r in rows if r["metric"] == "accuracy"]
-    assert {r["train_on"] for r in acc} == {"random5"} and len(acc) == 2
+    assert {r["train_on"] for r in acc} == {"random5"} and len(acc) == 4
+    assert {r["dataset"] for r in acc} == {"toy:a", str(jobs["dir"] / "d.npz") + ":test"}
     assert {r["experiment"] for r in acc} == {"table-s1"}
     # the recorded accuracy is the saved model's on the test subsets
     model = overinterp.load_model(None, checkpoint=tmp_path / "runs" / "smallcnn-random5-aug-seed0" / "model.pt")

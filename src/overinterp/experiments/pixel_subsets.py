@@ -163,7 +163,7 @@ def evaluate_subsets(
 
 def retrain_on_subsets(
     train_job: JobOutput | str | os.PathLike[str],
-    test_job: JobOutput | str | os.PathLike[str],
+    test_jobs: JobOutput | str | os.PathLike[str] | Sequence[JobOutput | str | os.PathLike[str]],
     *,
     kind: str = "bs",
     fraction: float = 0.05,
@@ -174,42 +174,58 @@ def retrain_on_subsets(
     overrides: dict[str, Any] | None = None,
     out_dir: str | os.PathLike[str] = "runs/retrain",
     subset_seed: int = 0,
-    dataset_key: str | None = None,
+    dataset_keys: str | Sequence[str | None] | None = None,
     results: str | os.PathLike[str] | None = None,
     experiment: str | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> list[dict[str, Any]]:
     """Train ``arch`` from scratch on the train job's pixel subsets (one model per
-    seed, each in its own resumable run folder) and test on the test job's subsets
-    of the same kind — Table 1 (``augment=False``) and Table S1 (``augment=True``).
+    seed, each in its own resumable run folder) and test on the subsets of the same
+    kind of each test job (e.g. CIFAR-10 test, CIFAR-10.1, the CIFAR-10-C sample,
+    each backward-selected by the original model) — Table 1 (``augment=False``)
+    and Table S1 (``augment=True``).
 
-    Returns one dict per seed: ``seed``, ``accuracy``, ``run_dir``.
+    Returns one dict per seed: ``seed``, ``accuracy`` (first test job),
+    ``accuracies`` (dataset key → accuracy), ``run_dir``.
     """
     from ..trainer import make_config, train_classifier
 
-    tr, te = _job(train_job), _job(test_job)
+    tests = [test_jobs] if isinstance(test_jobs, (JobOutput, str, os.PathLike)) else list(test_jobs)
+    if not tests:
+        raise ValueError("retraining needs at least one test job")
+    keys = [dataset_keys] if dataset_keys is None or isinstance(dataset_keys, str) else list(dataset_keys)
+    keys = keys * len(tests) if len(keys) == 1 else keys
+    if len(keys) != len(tests):
+        raise ValueError(f"{len(keys)} dataset keys for {len(tests)} test jobs")
+    tr = _job(train_job)
     train_sub = make_subsets(tr, kind, fraction, seed=subset_seed)
-    test_sub = make_subsets(te, kind, fraction, seed=subset_seed)
+    test_subs = [make_subsets(_job(t), kind, fraction, seed=subset_seed) for t in tests]
+    keys = [k or t.meta["key"] for k, t in zip(keys, test_subs)]
     label = train_sub.label
     out: list[dict[str, Any]] = []
     for seed in seeds:
         config = make_config(recipe, arch=arch, seed=int(seed), augment=augment, **(overrides or {}))
         run_dir = Path(out_dir) / f"{arch}-{label}-{'aug' if augment else 'noaug'}-seed{seed}"
-        res = train_classifier(config, train_sub, test_sub, run_dir, device=device, progress=progress)
-        probs = subset_predictions(res.model.cpu(), test_sub.pixels())
-        summary = _summary(probs, test_sub.labels)
-        summary.update({"seed": int(seed), "run_dir": str(run_dir), "train_on": label, "evaluate_on": label})
+        res = train_classifier(config, train_sub, test_subs[0], run_dir, device=device, progress=progress)
+        model = res.model.cpu()
+        summary: dict[str, Any] = {"seed": int(seed), "run_dir": str(run_dir), "train_on": label,
+                                   "evaluate_on": label, "accuracies": {}}
+        for key, test_sub in zip(keys, test_subs):
+            res_k = _summary(subset_predictions(model, test_sub.pixels()), test_sub.labels)
+            summary["accuracies"][key] = res_k["accuracy"]
+            if "accuracy" not in summary:
+                summary.update(res_k)
+            if results is not None:
+                common = {"experiment": experiment or ("table-s1" if augment else "table1"), "model": arch,
+                          "arch": arch, "fingerprint": model_fingerprint(model),
+                          "checkpoint": str(res.checkpoint or ""), "train_on": label, "evaluate_on": label,
+                          "dataset": key, "seed": int(seed),
+                          "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
+                                   f"{len(train_sub)} training subsets from {tr.out_dir.name}"}
+                append_results(results, _rows(common, {"accuracy": res_k["accuracy"],
+                                                       "subset_confidence": res_k["mean_confidence"]}, res_k["n"]))
         out.append(summary)
-        if results is not None:
-            common = {"experiment": experiment or ("table-s1" if augment else "table1"), "model": arch,
-                      "arch": arch, "fingerprint": model_fingerprint(res.model),
-                      "checkpoint": str(res.checkpoint or ""), "train_on": label, "evaluate_on": label,
-                      "dataset": dataset_key or te.spec.dataset, "seed": int(seed),
-                      "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
-                               f"{len(train_sub)} training subsets from {tr.out_dir.name}"}
-            append_results(results, _rows(common, {"accuracy": summary["accuracy"],
-                                                   "subset_confidence": summary["mean_confidence"]}, summary["n"]))
     return out
 
 
