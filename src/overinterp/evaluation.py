@@ -128,7 +128,9 @@ def evaluate_datasets(
             if log:
                 log(_line(out[-1]))
             continue
-        spec = os.fspath(spec)
+        from .data.specs import canonical_spec
+
+        spec = canonical_spec(os.fspath(spec))
         name, split, spec_root = parse_dataset_spec(spec)
         key = dataset_key(name, split)
         where = spec_root if spec_root is not None else root

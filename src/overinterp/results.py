@@ -76,6 +76,7 @@ TABLE1_DATASETS: dict[str, str] = {
     "cifar10:test": "CIFAR-10 test",
     "cifar10.1:v6": "CIFAR-10.1",
     "cifar10c:all": "CIFAR-10-C",
+    "cifar10c:sample": "CIFAR-10-C sample",
 }
 
 
