@@ -80,3 +80,18 @@ def test_bad_input():
         PixelSubsets(s.images.float(), s.labels, s.keep, s.fill)
     with pytest.raises(ValueError, match="kind"):
         PixelSubsets(s.images, s.labels, s.keep, s.fill, kind="other")
+
+
+def test_dataset_items_and_augmentation():
+    s = _subsets()
+    x, y = s[2]
+    assert torch.equal(x, s.pixels()[2]) and y == int(s.labels[2])
+    s.augment, s.padding = True, 2
+    xs = [s[2][0] for _ in range(6)]
+    assert any(not torch.equal(a, x) for a in xs)  # crops/flips happen
+    for a in xs:  # every shown pixel is either the fill or a pixel value of the image
+        fill = s.fill.expand_as(a)
+        assert ((a == fill).all(0) | (a.unsqueeze(-1).unsqueeze(-1) == (s.images[2].float() / 255).unsqueeze(1).unsqueeze(1)).flatten(-2).any(-1).all(0)).all()
+    loader = torch.utils.data.DataLoader(s, batch_size=4)
+    xb, yb = next(iter(loader))
+    assert xb.shape == (4, 3, 8, 8) and yb.tolist() == s.labels[:4].tolist()

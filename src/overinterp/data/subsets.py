@@ -83,6 +83,10 @@ class PixelSubsets:
     classes: list[str] | None = None
     name: str = "subsets"
     meta: dict[str, Any] = field(default_factory=dict)
+    #: ``__getitem__`` crops (zero-padding ``padding``) and flips image and keep-mask together
+    augment: bool = False
+    padding: int = 4
+    seed: int = 0
 
     def __post_init__(self) -> None:
         n, c, h, w = self.images.shape
@@ -104,6 +108,20 @@ class PixelSubsets:
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
+        """``(image (C, H, W) float in [0, 1] with only the kept pixels, true label)`` —
+        a map-style dataset for a :class:`torch.utils.data.DataLoader`. With ``augment``
+        each access draws a new crop/flip (from a generator seeded by ``seed`` and
+        the access count), applied to the image and its keep-mask together."""
+        if not self.augment:
+            return self.pixels(slice(i, i + 1))[0], int(self.labels[i])
+        from ..trainer import random_crop_flip
+
+        self._draws = getattr(self, "_draws", 0) + 1
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._draws)
+        x = self.stacked()[i:i + 1].float() / 255.0
+        return apply_stacked(random_crop_flip(x, g, self.padding), self.fill)[0], int(self.labels[i])
 
     @property
     def label(self) -> str:
