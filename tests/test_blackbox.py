@@ -185,3 +185,24 @@ def test_tflite_mobilenet_sis_on_a_photo_is_sufficient():
     # the full image is above τ and the all-masked image below it: the SIS is not trivial
     blank = model.probabilities(model.baseline.expand(1, 3, 128, 128).clone())[0]
     assert float(blank[t]) < float(res.thresholds[0]) <= float(p_full[t] / p_full.sum())
+
+
+@pytest.mark.data
+def test_blackbox_command_line_with_superpixels(tmp_path, capsys):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (pip install -e .[test])")
+    if not (SHARED / "mobilenet_v1_0.25_128_quant.tflite").is_file():
+        pytest.skip(f"shared data not found at {SHARED.resolve()} (real-data test)")
+    import json
+
+    from overinterp.cli import main
+
+    rc = main(["blackbox-sis", "--tflite", str(SHARED / "mobilenet_v1_0.25_128_quant.tflite"), "--labels",
+               str(SHARED / "imagenet_labels.txt"), "--image", str(SHARED / "photos" / "sunflower.bmp"),
+               "--superpixels", "24", "--k", "2", "--ratio", "0.8", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    row = summary["images"][0]
+    assert row["class"].startswith("daisy") and 10 <= row["features"] <= 40
+    assert row["sis_confidence"] >= row["threshold"] and (tmp_path / "panels.png").is_file()
+    trace = overinterp.BackselectTrace.load(tmp_path / "trace.pt")
+    assert trace.features.shape == (1, 128, 128)

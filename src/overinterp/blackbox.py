@@ -44,7 +44,7 @@ __all__ = ["BlackBoxClassifier", "tflite_classifier", "INPUT_FORMATS"]
 
 #: ``array:layout:dtype`` combinations a black box may take.
 INPUT_FORMATS = tuple(
-    f"{a}:{l}:{d}" for a in ("torch", "numpy") for l in ("nchw", "nhwc") for d in ("float32", "uint8")
+    f"{a}:{lay}:{d}" for a in ("torch", "numpy") for lay in ("nchw", "nhwc") for d in ("float32", "uint8")
 )
 
 
@@ -149,7 +149,7 @@ class _BlackBoxNetwork(nn.Module):
             h, w = self.input_size
             raise ValueError(
                 f"the black box takes {h}×{w} images, these are {x.shape[2]}×{x.shape[3]}: resize them first "
-                f"(e.g. overinterp.data.resize_images(images, ({h}, {w})))"
+                f"(e.g. overinterp.data.imagenet.resize_images(images, ({h}, {w})))"
             )
         n = x.shape[0]
         step = n if self.max_batch is None else self.max_batch

@@ -23,8 +23,8 @@ Each may be prefixed by ``LABEL=``. Options ``preprocessing``, ``baseline``
 
 from __future__ import annotations
 
-import io
 import csv
+import io
 import json
 import math
 import re

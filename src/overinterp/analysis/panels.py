@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .display import masked_images, sis_overlay, to_display
 from .heatmaps import save_figure
+from .style import pyplot
 
 __all__ = ["plot_sis_panels", "save_sis_panels"]
 
@@ -38,8 +39,6 @@ def plot_sis_panels(
     Returns:
         the matplotlib figure.
     """
-    from .heatmaps import _pyplot
-
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
     n = images.shape[0]
@@ -51,7 +50,7 @@ def plot_sis_panels(
     shown = to_display(images)
     located = sis_overlay(images, k)
     masked = masked_images(images, k, mask_style, baseline)
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(n, 3, figsize=(3 * panel_size, n * panel_size + 0.3), squeeze=False)
     for i in range(n):
         for j, panel in enumerate((shown[i], located[i], masked[i])):

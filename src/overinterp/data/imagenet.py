@@ -243,9 +243,9 @@ def open_imagenet_val(
                 f"{root} holds neither synset class folders (n01440764/…) nor image files "
                 "(ILSVRC2012_val_00000001.JPEG …)"
             )
-        labels_syn = _flat_ground_truth(root, files, ground_truth, meta_mat, synsets_by_id)
+        labels_syn, all_synsets = _flat_ground_truth(root, files, ground_truth, meta_mat, synsets_by_id)
         if synsets is None:
-            found = sorted(set(labels_syn))
+            found = sorted(set(labels_syn) if all_synsets is None else set(all_synsets))
             if len(found) != 1000:
                 raise ValueError(
                     f"the ground truth of {root} names {len(found)} synsets, not 1,000, so the class indices "
@@ -264,8 +264,9 @@ def open_imagenet_val(
                        {"synset_file": None if sfile is None else str(sfile)})
 
 
-def _flat_ground_truth(root: Path, files: list[Path], ground_truth, meta_mat, synsets_by_id) -> list[str]:
-    """Synset of each flat file, from Kaggle's CSV or the devkit."""
+def _flat_ground_truth(root: Path, files: list[Path], ground_truth, meta_mat,
+                       synsets_by_id) -> tuple[list[str], list[str] | None]:
+    """Synset of each flat file, from Kaggle's CSV or the devkit; and all synsets when the devkit gives them."""
     if ground_truth is None:
         csv_path = _find(root, ("LOC_val_solution.csv",))
         if csv_path is not None:
@@ -276,7 +277,7 @@ def _flat_ground_truth(root: Path, files: list[Path], ground_truth, meta_mat, sy
             missing = [f.name for f in files if f.stem not in table]
             if missing:
                 raise ValueError(f"{csv_path} has no ground truth for {missing[:3]} …")
-            return [table[f.stem] for f in files]
+            return [table[f.stem] for f in files], None
         ground_truth = _find(root, (_GT_FILE, f"ILSVRC2012_devkit_t12/data/{_GT_FILE}", f"data/{_GT_FILE}"))
     if ground_truth is None:
         raise ValueError(
@@ -302,7 +303,7 @@ def _flat_ground_truth(root: Path, files: list[Path], ground_truth, meta_mat, sy
         if not 1 <= k <= len(by_id):
             raise ValueError(f"{gt}: ILSVRC2012_ID {k} has no synset in the mapping ({len(by_id)} entries)")
         out.append(by_id[k - 1])
-    return out
+    return out, by_id
 
 
 def _synsets_by_id(gt: Path, meta_mat, synsets_by_id) -> list[str]:

@@ -156,7 +156,8 @@ def run_job(
     model, data = load_job_inputs(spec)
     identity = _describe_identity(spec, model, data)
     existing = _read_manifest(out)
-    runtime = {"device": spec.device, "threads": spec.threads or torch.get_num_threads(),
+    threads = spec.threads or executor.describe().get("threads_per_task") or torch.get_num_threads()
+    runtime = {"device": spec.device, "threads": threads,
                "batch_size": spec.batch_size, "executor": executor.describe(), **_software(),
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if existing is not None:

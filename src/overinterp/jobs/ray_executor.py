@@ -14,8 +14,9 @@ Object stores are not supported.
   nothing complete and writes the same bytes. A failure the retries cannot cure
   cancels the remaining tasks and is raised.
 * Ctrl-C (or any error in the driver) cancels every unfinished task (pending
-  ones never start, running ones get ``KeyboardInterrupt``, then are killed
-  after ``grace`` seconds), and removes the cancelled shards' partial files, so
+  ones never start, running ones get ``KeyboardInterrupt`` between Python
+  calls — a call blocked inside C does not see it — and are killed when still
+  running after ``grace`` seconds), and removes the cancelled shards' partial files, so
   only complete shards remain; rerunning the command resumes.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -87,7 +87,6 @@ class RayExecutor(Executor):
         self.task_fn = task_fn
         self.init_kwargs = dict(init_kwargs or {})
         self.threads_per_task = max(1, math.floor(self.num_cpus))
-        self.last_run: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
@@ -113,23 +112,16 @@ class RayExecutor(Executor):
         """Call ``on_result`` per finished task (``ray.wait``); on any failure or
         Ctrl-C cancel the rest, let them stop, and re-raise."""
         pending = list(refs)
-        t0 = time.perf_counter()
-        finished = 0
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    result = ray.get(ref)
-                    finished += 1
-                    on_result(result)
+                    on_result(ray.get(ref))
         except BaseException:
             stopped = self._cancel(pending)
             if on_cancel is not None:
                 on_cancel([refs[r] for r in stopped])
             raise
-        finally:
-            self.last_run = {"tasks": len(refs), "finished": finished,
-                             "seconds": round(time.perf_counter() - t0, 3)}
 
     def _cancel(self, refs: list[Any]) -> list[Any]:
         """Cancel ``refs``; returns those known to have stopped."""
@@ -141,7 +133,13 @@ class RayExecutor(Executor):
         for ref in left:
             ray.cancel(ref, force=True)  # still running after the grace period: kill the worker
         more, _ = ray.wait(left, num_returns=len(left), timeout=self.grace) if left else ([], [])
-        return list(done) + list(more)
+        stopped = list(done) + list(more)
+        for ref in stopped:  # collect their outcomes, so Ray does not report them as unhandled errors later
+            try:
+                ray.get(ref, timeout=self.grace)
+            except Exception:  # noqa: BLE001 - cancelled or failed: the first failure is being raised already
+                pass
+        return stopped
 
     # ------------------------------------------------------------------ API
 
