@@ -45,11 +45,37 @@ def test_demo_writes_files(demo_run: tuple[Path, dict[str, Any], str]) -> None:
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert js.is_file()
     assert json.loads(js.read_text()) == summary
-    assert sorted(p.name for p in out.iterdir()) == ["sis_heatmap.png", "summary.json"]  # no temp files left
-    # The report ends with the figure's path.
-    assert report.strip().endswith(str(png))
+    # the run folder `overinterp report` reads, and no temp files left anywhere
+    assert sorted(p.name for p in out.iterdir()) == [
+        "data", "jobs", "model.pt", "report", "results.csv", "results.csv.lock", "sis_heatmap.png", "summary.json"]
+    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
+    # The printed account names the figure, and ends with the report's path.
+    html = out / "report" / "report.html"
+    assert f"figure:  {png}" in report
+    assert report.strip().endswith(str(html)) and summary["files"]["report"] == str(html)
     assert summary["sis_frequency"] and len(summary["sis_frequency"]) == 16
     assert len(summary["images"]) == summary["sis"]["n_images"] == 12
+
+
+@pytest.mark.slow
+def test_demo_leaves_a_run_folder_with_its_report(demo_run: tuple[Path, dict[str, Any], str]) -> None:
+    from overinterp import read_results
+    from overinterp.jobs import load_job
+
+    out, summary, _ = demo_run
+    job = load_job(out / "jobs" / "demo")
+    # the job covers the SIS images plus misclassified ones, read back from the uint8 file
+    assert len(job.trace) > summary["sis"]["n_images"] == 12
+    assert bool((job.trace.target != job.labels).any())
+    assert job.load_images().dtype == torch.uint8
+    assert job.load_model().name == "smallcnn"
+    rows = read_results(out / "results.csv")
+    acc = {r["dataset"]: r["value"] for r in rows if r["metric"] == "accuracy"}
+    assert acc["synthetic:shortcut-test"] == pytest.approx(summary["accuracy"]["shortcut_test"])
+    assert acc["synthetic:clean-test"] == pytest.approx(summary["accuracy"]["clean_test"])
+    html = (out / "report" / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") >= 6 and "Figure 6" in html
+    assert (out / "report" / "summary.md").is_file() and (out / "report" / "tables" / "score.csv").is_file()
 
 
 @pytest.mark.slow

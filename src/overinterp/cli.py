@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .human import cli as human_cli  # no web dependency until a human command runs
 
     human_cli.add_parsers(sub)  # human build, serve, export, score
+    from . import cli_report
+
+    cli_report.add_parsers(sub)  # report
     return ap
 
 

@@ -17,7 +17,13 @@ two CPU cores:
 5. measures where the SIS pixels fall — on the planted pixels, on the class shape,
    or on background — and how much more often they fall on the planted pixels than
    the planted area's share of the image (the *enrichment*);
-6. writes ``summary.json`` and ``sis_heatmap.png`` to ``out_dir`` and prints a report.
+6. writes ``summary.json`` and ``sis_heatmap.png`` to ``out_dir`` and prints a report;
+7. leaves ``out_dir`` a run folder that ``overinterp report`` reads — the model as an
+   overinterp checkpoint (``model.pt``), the shortcut-test images as a uint8 npz
+   (``data/shortcut_test.npz``), the backward selection as a dataset job
+   (``jobs/demo/``, the chosen images plus a few misclassified ones, so correct and
+   incorrect predictions compare), accuracy rows in ``results.csv`` — and writes that
+   report (``report/report.html``).
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "train_batch_size": 128,
     "backselect_batch_size": 512,
     "n_examples": 6,
+    "n_misclassified": 8,
 }
 
 #: Grey shown for masked pixels in the figure (display only; masking uses the dataset mean).
@@ -311,7 +318,56 @@ def format_report(summary: dict[str, Any]) -> str:
         f"  summary: {summary['files']['summary']}",
         f"  figure:  {summary['files']['figure']}",
     ]
+    if summary["files"].get("report"):
+        lines.append(f"  report:  {summary['files']['report']}")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------
+# the run folder
+
+
+def _save_run_inputs(out: Path, model: Classifier, test: ShortcutData, cfg: dict[str, Any]) -> tuple[Path, Path]:
+    """``out/model.pt`` (overinterp checkpoint) and ``out/data/shortcut_test.npz`` (uint8 images, labels, classes)."""
+    from .models import save_checkpoint
+
+    ckpt = save_checkpoint(out / "model.pt", model, "smallcnn", arch_kwargs={"width": cfg["width"]},
+                           extra={"demo": {k: cfg[k] for k in ("seed", "n_train", "epochs")}})
+    images = (test.images * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
+    buf = io.BytesIO()
+    np.savez_compressed(buf, images=images, labels=test.labels.numpy().astype(np.int64),
+                        classes=np.asarray(test.class_names))
+    data_file = out / "data" / "shortcut_test.npz"
+    data_file.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(data_file, buf.getvalue())
+    return ckpt, data_file
+
+
+def _run_sis_job(out: Path, ckpt: Path, data_file: Path, positions: Tensor, batch_size: int, progress: bool) -> Any:
+    """Exact backward selection on ``positions`` of the test file, as a dataset job in ``out/jobs/demo``."""
+    import shutil
+
+    from .jobs import JobSpec, ModelSpec, load_job, run_job
+    from .methods import Exact
+
+    job_dir = out / "jobs" / "demo"
+    if job_dir.exists():  # the demo's own job from an earlier run: always recomputed
+        shutil.rmtree(job_dir)
+    spec = JobSpec(ModelSpec(checkpoint=str(ckpt)), dataset=str(data_file.resolve()),
+                   positions=tuple(positions.tolist()), method=Exact().describe(),
+                   shard_size=len(positions), batch_size=batch_size, threads=torch.get_num_threads())
+    run_job(spec, job_dir, progress=progress, log=(lambda msg: None) if not progress else None)
+    return load_job(job_dir)
+
+
+def _append_accuracy_rows(path: Path, model: Classifier, ckpt: Path, seed: int, evals: dict[str, dict[str, Any]]) -> None:
+    from .results import append_results, model_fingerprint
+
+    fp = model_fingerprint(model)
+    rows = [dict(experiment="demo", model="smallcnn", arch="smallcnn", fingerprint=fp, checkpoint=str(ckpt),
+                 dataset=key, seed=seed, metric=metric, value=ev[src], n=ev.get("n"))
+            for key, ev in evals.items() for metric, src in (("accuracy", "accuracy"), ("mean_confidence", "mean_confidence"))]
+    append_results(path, rows)
 
 
 # ---------------------------------------------------------------------------
@@ -330,14 +386,16 @@ def run_demo(
     device: str | torch.device = "cpu",
     progress: bool = True,
     verbose: bool = True,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Train on the shortcut dataset, find SIS, measure how they use the shortcut.
 
-    Writes ``summary.json`` and ``sis_heatmap.png`` (atomically) into ``out_dir``
-    and returns the summary dict. ``verbose`` prints the report (ending with the
-    figure's path); ``progress`` shows progress bars.
+    Writes ``summary.json``, ``sis_heatmap.png`` and the run folder (``model.pt``,
+    ``data/``, ``jobs/demo/``, ``results.csv``; all atomically) into ``out_dir``,
+    then, with ``report``, the overinterpretation report (``report/``). Returns the
+    summary dict. ``verbose`` prints the account (ending with the report's path, or
+    the figure's without ``report``); ``progress`` shows progress bars.
     """
-    import overinterp  # the package's public API (backselect, Exact)
 
     t_start = time.perf_counter()
     timing: dict[str, float] = {}
@@ -357,6 +415,8 @@ def run_demo(
     train = make_shortcut_dataset(n_train, shortcut_prob=cfg["shortcut_prob"], seed=s_train, **common)
     test = make_shortcut_dataset(n_test, shortcut_prob=cfg["shortcut_prob"], seed=s_test, **common)
     clean = make_shortcut_dataset(n_test, shortcut_prob=None, seed=s_clean, **common)
+    # 8-bit test images, like real ones: exactly what the npz file of the run folder holds
+    test.images = (test.images * 255.0).round() / 255.0
     timing["data_s"] = time.perf_counter() - t
 
     # 2. model: normalise with the training set's statistics, so the baseline is its mean pixel
@@ -397,21 +457,28 @@ def run_demo(
     if eligible.numel() == 0:
         raise RuntimeError(f"no shortcut-test image is classified correctly with confidence >= {threshold}")
     chosen = eligible[:n_sis]
-    x = test.images[chosen].to(device)
+    # plus a few misclassified images, so the report can compare correct and incorrect predictions
+    wrong = (probs.argmax(1) != test.labels).nonzero().flatten()
+    wrong = wrong[probs.amax(1)[wrong].argsort(descending=True, stable=True)][: cfg["n_misclassified"]]  # confident first
+    positions = torch.cat([chosen, wrong]).sort().values
 
+    # the run folder: model checkpoint, the test images as uint8, the SIS step as a dataset job
     t = time.perf_counter()
-    trace = overinterp.backselect(
-        model, x, method=overinterp.Exact(), batch_size=cfg["backselect_batch_size"], progress=progress
-    )
+    ckpt, data_file = _save_run_inputs(out, model, test, cfg)
+    job = _run_sis_job(out, ckpt, data_file, positions, cfg["backselect_batch_size"], progress)
+    trace = job.trace
     timing["backselect_s"] = time.perf_counter() - t
     t = time.perf_counter()
-    sis = trace.find_sis(threshold, model=model, images=x)
+    x = test.images[positions].to(device)
+    sis_all = trace.find_sis(threshold, model=job.load_model().to(device), images=x)
+    rows_of_chosen = torch.searchsorted(positions, chosen).tolist()
+    sis = [sis_all[r] for r in rows_of_chosen]
     timing["find_sis_s"] = time.perf_counter() - t
 
     # 5. where the SIS fall
     sis_stats, records, freq = _sis_statistics(list(sis), test, chosen)
-    sis_stats["verified"] = bool(getattr(sis, "verified", True))
-    sis_stats["extended"] = int(getattr(sis, "extended", 0))
+    sis_stats["verified"] = bool(sis_all.verified)
+    sis_stats["extended"] = int(sis_all.extended)
     sis_stats["eligible_images"] = int(eligible.numel())
 
     summary: dict[str, Any] = {
@@ -442,7 +509,9 @@ def run_demo(
         "sis": sis_stats,
         "sis_frequency": freq,
         "images": records,
-        "files": {"summary": str(out / "summary.json"), "figure": str(out / "sis_heatmap.png")},
+        "files": {"summary": str(out / "summary.json"), "figure": str(out / "sis_heatmap.png"),
+                  "model": str(ckpt), "test_images": str(data_file), "job": str(job.out_dir),
+                  "results": str(out / "results.csv")},
     }
 
     # 6. files and report
@@ -450,6 +519,16 @@ def run_demo(
     png = _render_figure(freq, test, test.images[chosen], records, summary, cfg["n_examples"])
     atomic_write_bytes(out / "sis_heatmap.png", png)
     timing["figure_s"] = time.perf_counter() - t
+    _append_accuracy_rows(out / "results.csv", model, ckpt, seed, {
+        "synthetic:train": ev_train, "synthetic:shortcut-test": ev_test, "synthetic:clean-test": ev_clean})
+    if report:
+        from .report import ReportOptions, build_report
+
+        t = time.perf_counter()
+        rep = build_report(out, out / "report", ReportOptions(threshold=threshold, title="overinterp demo: report"),
+                           log=lambda msg: None)
+        summary["files"]["report"] = str(rep.html_path)
+        timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start
     summary["timing"] = timing
     summary = _jsonable(summary)

@@ -14,6 +14,7 @@ from .correctness import CorrectnessComparison, compare_correct_incorrect, plot_
 from .display import MASK_STYLES, masked_images, sis_overlay, to_display
 from .examples import pick_examples, plot_ensemble_sis, plot_sis_examples
 from .heatmaps import location_frequency, plot_heatmap, plot_heatmap_grid, save_figure, save_heatmap
+from .panels import plot_sis_panels, save_sis_panels
 from .score import SCORE_THRESHOLD, ModelScore, find_result, model_score
 from .sis_size import (
     DEFAULT_THRESHOLDS,
@@ -38,6 +39,8 @@ __all__ = [
     "plot_heatmap_grid",
     "save_figure",
     "save_heatmap",
+    "plot_sis_panels",
+    "save_sis_panels",
     "CorrectnessComparison",
     "compare_correct_incorrect",
     "plot_group_confidence",

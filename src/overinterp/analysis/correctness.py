@@ -122,10 +122,16 @@ def plot_percent_increase(comparisons: Sequence[CorrectnessComparison], ax: Any 
         ok = ~torch.isnan(y)
         if not bool(ok.any()):
             continue
-        low = torch.where(torch.isnan(c.pct_low), y, c.pct_low)
-        high = torch.where(torch.isnan(c.pct_high), y, c.pct_high)
-        ax.errorbar(x[ok].tolist(), y[ok].tolist(), yerr=[(y - low)[ok].tolist(), (high - y)[ok].tolist()],
-                    capsize=3, label=c.label, elinewidth=1.0, **st)
+        has_ci = ok & ~torch.isnan(c.pct_low)
+        ax.plot(x[ok].tolist(), y[ok].tolist(), label=c.label, **st)
+        if bool(has_ci.any()):
+            ax.errorbar(x[has_ci].tolist(), y[has_ci].tolist(),
+                        yerr=[(y - c.pct_low)[has_ci].tolist(), (c.pct_high - y)[has_ci].tolist()],
+                        capsize=3, elinewidth=1.0, linestyle="none", marker="none", color=st["color"])
+        no_ci = ok & ~has_ci
+        if bool(no_ci.any()):  # a group with fewer than two images: no interval, hollow marker
+            ax.plot(x[no_ci].tolist(), y[no_ci].tolist(), linestyle="none", marker=st["marker"], color=st["color"],
+                    markerfacecolor="white", markersize=st["markersize"])
         if show_n:
             for k in ok.nonzero().flatten().tolist():
                 ax.annotate(f"{int(c.n_correct[k])}/{int(c.n_incorrect[k])}", (float(x[k]), float(y[k])),
@@ -135,7 +141,7 @@ def plot_percent_increase(comparisons: Sequence[CorrectnessComparison], ax: Any 
     ax.set_ylabel("% increase in mean SIS size\n(correct vs incorrect)")
     level = int(round(100 * comparisons[0].level)) if comparisons else 95
     ax.set_title(title or f"Correct vs incorrect: {level}% CI = Welch's t on the difference in means\n"
-                          "labels: n correct / n incorrect with f(x) ≥ τ", fontsize=9)
+                          "labels: n correct / n incorrect with f(x) ≥ τ; hollow: no CI (n < 2)", fontsize=9)
     ax.grid(True, alpha=0.3)
     if any(bool((~torch.isnan(c.pct_increase)).any()) for c in comparisons):
         ax.legend(fontsize=8, loc="best")

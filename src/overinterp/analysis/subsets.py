@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from ..inputs import batched_logits, prepare_model
-from ..trace import BackselectTrace
 
 __all__ = ["mask_with_baseline", "subset_predictions"]
 
@@ -22,10 +21,10 @@ def mask_with_baseline(images: Tensor, keep: Tensor, baseline: Tensor) -> Tensor
         keep: ``(N, 1, H, W)`` bool.
         baseline: scalar, ``(C,)`` or ``(C, H, W)`` in the images' space.
     Returns:
-        ``(N, C, H, W)`` float32.
+        ``(N, C, H, W)``: float32 for uint8 images, else the images' dtype.
     """
-    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
-    b = torch.as_tensor(baseline, dtype=torch.float32, device=x.device)
+    x = images.float() / 255.0 if not images.is_floating_point() else images
+    b = torch.as_tensor(baseline, device=x.device).to(x.dtype)
     if b.dim() == 1:
         b = b.view(-1, 1, 1)
     return torch.where(keep.to(x.device).bool(), x, b.expand(x.shape[1:]))
@@ -36,21 +35,23 @@ def subset_predictions(
     model: Callable[[Tensor], Tensor],
     images: Tensor,
     keep: Tensor,
-    trace: BackselectTrace,
+    target: Tensor,
+    baseline: Tensor,
     *,
     batch_size: int = 256,
 ) -> dict[str, Tensor]:
-    """The model on ``images`` reduced to ``keep`` (masked with ``trace.baseline``).
+    """The model on ``images`` ``(N, C, H, W)`` reduced to ``keep`` ``(N, 1, H, W)``, the rest
+    set to ``baseline`` (a trace's ``baseline``: what the model saw during selection).
 
     Returns ``(N,)`` tensors: ``confidence`` (float64, probability of the predicted class on
-    the subset), ``target_probability`` (float64, probability of the class predicted on the
-    full image, ``trace.target``) and ``prediction`` (int64).
+    the subset), ``target_probability`` (float64, probability of ``target``, e.g. the
+    trace's class predicted on the full image) and ``prediction`` (int64).
     """
     forward = prepare_model(model)
-    x = mask_with_baseline(images, keep, trace.baseline)
+    x = mask_with_baseline(images, keep, baseline)
     logits = batched_logits(forward, x, batch_size).double()
     p = logits.softmax(dim=1)
     conf, pred = p.max(dim=1)
-    target = trace.target.to(p.device).long().view(-1, 1)
+    target = target.to(p.device).long().view(-1, 1)
     return {"confidence": conf.cpu(), "target_probability": p.gather(1, target).squeeze(1).cpu(),
             "prediction": pred.cpu()}

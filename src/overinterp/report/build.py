@@ -157,9 +157,7 @@ class _Builder:
         trace = job.trace
         n = min(len(trace), self.opt.max_model_images)
         keep = trace.keep_mask(self.opt.fraction)[:n]
-        sub = _Slice(trace, n)
-        with torch.no_grad():
-            pred = subset_predictions(model, images[:n], keep, sub)  # type: ignore[arg-type]
+        pred = subset_predictions(model, images[:n], keep, trace.target[:n], trace.baseline)
         labels = trace.labels[:n] if trace.labels is not None else None
         out: dict[str, Any] = {"n": n, "n_total": len(trace), **pred}
         if labels is not None:
@@ -187,6 +185,9 @@ class _Builder:
             md.append(f"| {e.label} | {e.dataset_label} | {n} | {shards} | {method} | {_pct(acc)} | `{folder}` |")
             rows.append({"model": e.label, "fingerprint": e.fingerprint, "dataset": e.dataset, "images": n,
                          "shards": shards, "method": method, "accuracy": acc, "folder": folder})
+            if e.job is not None and len(e.job.shards) < int(ident.get("num_shards", 0) or 0):
+                s.text.append(f"Job `{folder}` is not finished ({len(e.job.shards)} of {ident.get('num_shards')} "
+                              "shards): its analyses use the complete shards; rerun its command to finish it.")
             if e.error:
                 s.notes.append(f"job `{folder}` could not be read: {e.error}. Rerun its "
                                f"`overinterp backselect-dataset` command to finish it.")
@@ -278,7 +279,10 @@ class _Builder:
                 f"({ns}); shaded band and error bars: 95% Student's t interval of the mean. Legend: accuracy of "
                 "each model on the images of its job."))
         s.tables.append(self.table("sis-size", "SIS size per threshold", _rows_markdown(all_rows, (
-            "dataset", "series", "threshold", "n", "mean_sis_fraction", "ci_low", "ci_high")), all_rows))
+            "dataset", "series", "threshold", "n", "mean_sis_fraction", "ci_low", "ci_high"),
+            headers={"series": "model", "threshold": "τ", "n": "n (f(x) ≥ τ)", "mean_sis_fraction": "mean SIS (% of image)",
+                     "ci_low": "95% CI low", "ci_high": "95% CI high"},
+            percent=("mean_sis_fraction", "ci_low", "ci_high")), all_rows))
         return s
 
     def correctness(self) -> Section:
@@ -304,19 +308,30 @@ class _Builder:
         if not comps:
             s.notes.append("the jobs' traces hold no true labels.")
             return s
+        drawable = [(ds, name, cs) for ds, name, cs in comps
+                    if any(bool((~torch.isnan(c.pct_increase)).any()) for c in cs)]
         plt = pyplot()
-        fig, axes = plt.subplots(1, len(comps), figsize=(6.0 * len(comps), 4.3), squeeze=False)
-        for ax, (_, name, cs) in zip(axes[0], comps):
+        if not drawable:
+            s.text.append("No job has misclassified images with f(x) ≥ τ at any τ of the sweep, so there is no "
+                          "percentage increase to plot; the table below lists the group sizes.")
+            s.tables.append(self.table("correct-vs-incorrect", "Correct vs incorrect per threshold", _rows_markdown(
+                all_rows, ("dataset", "series", "threshold", "n_correct", "n_incorrect", "mean_correct"),
+                headers={"series": "model", "threshold": "τ", "mean_correct": "mean SIS correct (%)"},
+                percent=("mean_correct",)), all_rows))
+            return s
+        fig, axes = _panels(plt, len(drawable))
+        for ax, (_, name, cs) in zip(axes, drawable):
             plot_percent_increase(cs, ax=ax, title=f"{name}: % increase in mean SIS size, correct vs incorrect\n"
-                                                     "95% CI: Welch's t; labels n correct / n incorrect")
+                                                     "95% CI: Welch's t; labels n correct / n incorrect; hollow: n < 2")
         fig.tight_layout()
         s.figures.append(self.figure(
             fig, "fig5-correct-vs-incorrect", "SIS size of correct vs incorrect predictions",
             "Percentage increase of the mean SIS size of correctly classified images over misclassified ones, "
             "100·(m_c − m_i)/m_i, at each τ, over the images with f(x) ≥ τ. Error bars: 95% Welch's t interval of "
-            "the difference in means m_c − m_i, scaled by 100/m_i. Point labels: n correct / n incorrect."))
-        fig, axes = plt.subplots(1, len(comps), figsize=(6.0 * len(comps), 4.3), squeeze=False)
-        for ax, (_, name, cs) in zip(axes[0], comps):
+            "the difference in means m_c − m_i, scaled by 100/m_i (hollow markers: a group has fewer than two "
+            "images, no interval). Point labels: n correct / n incorrect."))
+        fig, axes = _panels(plt, len(comps))
+        for ax, (_, name, cs) in zip(axes, comps):
             plot_group_confidence(cs, ax=ax, title=f"{name}: mean confidence per group (f(x) ≥ τ)")
         fig.tight_layout()
         s.figures.append(self.figure(
@@ -325,7 +340,11 @@ class _Builder:
             "among those with f(x) ≥ τ."))
         s.tables.append(self.table("correct-vs-incorrect", "Correct vs incorrect per threshold", _rows_markdown(
             all_rows, ("dataset", "series", "threshold", "n_correct", "n_incorrect", "mean_correct", "mean_incorrect",
-                       "pct_increase", "pct_low", "pct_high")), all_rows))
+                       "pct_increase", "pct_low", "pct_high"),
+            headers={"series": "model", "threshold": "τ", "mean_correct": "mean SIS correct (%)",
+                     "mean_incorrect": "mean SIS incorrect (%)", "pct_increase": "% increase",
+                     "pct_low": "95% CI low", "pct_high": "95% CI high"},
+            percent=("mean_correct", "mean_incorrect")), all_rows))
         names = {d.entry.dataset for d in self.data}
         if not any(n.startswith("cifar10c") for n in names):
             s.notes.append("the paper also compares on the CIFAR-10-C sample: "
@@ -338,6 +357,7 @@ class _Builder:
             s.notes.append(f"needs a backward-selection job: `{_BACKSELECT_CMD.format(run=self.run_arg)}`.")
             return s
         pct = round(100 * self.opt.fraction, 6)
+        conf_rows: list[dict[str, Any]] = []
         for k, (dataset, group) in enumerate(self.by_dataset().items()):
             name = group[0].entry.dataset_label
             freqs, titles, subs = [], [], []
@@ -345,8 +365,10 @@ class _Builder:
                 trace = d.entry.job.trace  # type: ignore[union-attr]
                 freqs.append(location_frequency(trace.keep_mask(self.opt.fraction)))
                 titles.append(d.entry.label)
-                sub = self._subset_confidence_text(d)
-                subs.append(sub)
+                value, source = self._subset_confidence(d)
+                subs.append("confidence: not available" if value is None else f"mean confidence {value:.3f} ({source})")
+                conf_rows.append({"model": d.entry.label, "dataset": dataset, "mean_confidence": value,
+                                  "source": source or "not available"})
             fig = plot_heatmap_grid(freqs, titles, subs, suptitle=f"{name}: location of the {pct:g}% pixel subsets")
             s.figures.append(self.figure(
                 fig, f"fig2-subset-locations-{k}", f"Pixel locations of {pct:g}% backward-selection subsets — {name}",
@@ -366,26 +388,32 @@ class _Builder:
             s.figures.append(self.figure(
                 fig, f"fig4-sis-locations-{k}", f"SIS locations at τ = {self.opt.threshold:g} — {name}",
                 "Fraction of the SIS (images with f(x) ≥ τ only) that contain each pixel."))
+        md = [f"| model | dataset | mean confidence on the {pct:g}% subsets | source |", "|---|---|---:|---|"]
+        md += [f"| {r['model']} | {_short(r['dataset'])} | {_num(r['mean_confidence'])} | {r['source']} |"
+               for r in conf_rows]
+        s.tables.insert(0, self.table("subset-confidence", f"Confidence on the {pct:g}% subsets (Figure 2)",
+                                      "\n".join(md) + "\n", conf_rows))
         for d in self.data:
             if d.subset is None and d.extra.get("subset_note"):
                 s.notes.append(d.extra["subset_note"])
         return s
 
-    def _subset_confidence_text(self, d: _JobData) -> str:
+    def _subset_confidence(self, d: _JobData) -> tuple[float | None, str]:
+        """Mean confidence on the subsets and where it comes from (forward pass here, or results)."""
         if d.subset is not None:
             conf = float(d.subset["target_probability"].mean())
             part = "" if d.subset["n"] == d.subset["n_total"] else f", first {d.subset['n']} images"
-            return f"mean confidence {conf:.3f}{part}"
+            return conf, f"this report{part}"
         e = d.entry
         row = find_result(self.inputs.results or [], "subset_confidence", fingerprint=e.fingerprint,
                           model=e.model_name, dataset=e.dataset,
                           evaluate_on=f"bs{round(100 * self.opt.fraction, 6):g}")
         if row is not None:
-            return f"mean confidence {float(row['value']):.3f} (results)"
+            return float(row["value"]), "results"
         d.extra["subset_note"] = (f"{e.label}: no confidence on the subsets — {d.subset_error}; and no results row "
                                   f"`subset_confidence`. `overinterp subsets evaluate --job {self.job_arg(e)} "
                                   f"--results {self.run_arg}/results.csv` writes one.")
-        return "confidence: not available"
+        return None, ""
 
     def examples(self) -> Section:
         s = Section("examples", f"SIS examples at τ = {self.opt.threshold:g} (Figures 1 and S1)")
@@ -506,14 +534,6 @@ class _Builder:
         return report
 
 
-class _Slice:
-    """The first ``n`` images of a trace, as :func:`subset_predictions` needs them (target, baseline)."""
-
-    def __init__(self, trace: Any, n: int) -> None:
-        self.target = trace.target[:n]
-        self.baseline = trace.baseline
-
-
 def build_report(
     run_dir: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
@@ -558,6 +578,24 @@ def _rel(p: Path | None, base: Path) -> str:
         return str(p)
 
 
+def _panels(plt: Any, n: int, columns: int = 2) -> tuple[Any, list[Any]]:
+    """A figure with ``n`` plot panels, at most ``columns`` per row (unused ones hidden)."""
+    cols = min(n, columns)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6.2 * cols, 4.5 * rows), squeeze=False)
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.axis("off")
+    return fig, flat[:n]
+
+
+def _short(dataset: str) -> str:
+    """A dataset spec without folders (``/a/b/test.npz`` → ``test.npz``)."""
+    head, at, _ = dataset.partition("@")
+    name = head if at else dataset
+    return Path(name).name if "/" in name or os.sep in name else name
+
+
 def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
@@ -572,8 +610,11 @@ def _csv_value(v: Any) -> Any:
     return "" if v is None else v
 
 
-def _rows_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], limit: int = 60) -> str:
-    head = "| " + " | ".join(cols) + " |"
+def _rows_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], limit: int = 60,
+                   headers: dict[str, str] | None = None, percent: Sequence[str] = ()) -> str:
+    """A Markdown table of ``rows`` (first ``limit``); ``percent`` columns (fractions) shown ×100."""
+    names = headers or {}
+    head = "| " + " | ".join(names.get(c, c) for c in cols) + " |"
     sep = "|" + "|".join("---" if c in ("dataset", "series") else "---:" for c in cols) + "|"
     body = []
     for r in rows[:limit]:
@@ -581,9 +622,14 @@ def _rows_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], limit: i
         for c in cols:
             v = r.get(c)
             if c == "dataset":
-                v = Path(str(v).partition("@")[0]).name if "/" in str(v) else v
+                v = _short(str(v))
             if isinstance(v, float):
-                v = "—" if v != v else (f"{v:.4g}" if c in ("threshold",) else f"{v:.4f}")
+                if v != v:
+                    v = "—"
+                elif c == "threshold":
+                    v = f"{v:.4g}"
+                else:
+                    v = f"{100 * v:.2f}" if c in percent else f"{v:.4g}"
             cells.append(str(v))
         body.append("| " + " | ".join(cells) + " |")
     more = [f"", f"First {limit} of {len(rows)} rows; all in the CSV."] if len(rows) > limit else []
