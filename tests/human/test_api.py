@@ -7,7 +7,6 @@ import csv
 import io
 import json
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -229,6 +228,11 @@ def _malformed_cases(pid: str, sid_now: str, sid_later: str):
         ("GET on POST route", "GET", url, None, {}, 405),
         ("export no token", "GET", "/admin/answers.csv", None, {}, 401),
         ("export bad token", "GET", "/admin/answers.csv", None, {"Authorization": "Bearer " + "x" * 40}, 401),
+        ("export non-ascii token", "GET", "/admin/answers.csv", None, {"Authorization": "Bearer \u00e9t\u00e9".encode("utf-8")}, 401),
+        ("export basic auth", "GET", "/admin/answers.csv", None, {"Authorization": "Basic YWRtaW46eA=="}, 401),
+        ("HEAD on a page", "HEAD", f"/api/p/{pid}/state", None, {}, 405),
+        ("huge position", "POST", url, json.dumps({**ok, "position": 10**30}).encode(), js, 422),
+        ("null choice", "POST", url, json.dumps({**ok, "choice": None}).encode(), js, 422),
         ("login empty", "POST", "/api/admin/login", b'{"token": ""}', js, 422),
         ("login wrong type", "POST", "/api/admin/login", b'{"token": 5}', js, 422),
     ]
@@ -243,7 +247,7 @@ def test_malformed_requests_get_4xx(client, study):
     for name, method, url, body, headers, expected in cases:
         r = client.request(method, url, content=body, headers=headers)
         detail_ok = True
-        if r.headers.get("content-type", "").startswith("application/json"):
+        if r.headers.get("content-type", "").startswith("application/json") and method != "HEAD":
             detail_ok = bool(r.json().get("detail"))
         if r.status_code != expected or not detail_ok:
             failures.append(f"{name}: {r.status_code} (expected {expected}) {r.text[:120]}")
@@ -251,3 +255,13 @@ def test_malformed_requests_get_4xx(client, study):
     # none of them stored anything; the participant is still at question 1
     s = client.get(f"/api/p/{pid}/state").json()
     assert s["answered"] == 0 and s["question"]["stimulus"] == order[0]
+
+
+def test_streamed_oversized_body_gets_413(client):
+    """A chunked body (no Content-Length) is cut off at the limit too."""
+    pid = start(client)
+    chunks = iter([b'{"pad": "' + b"x" * 3000, b"x" * 3000 + b'"}'])
+    r = client.post(f"/api/p/{pid}/answers", content=chunks, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and "larger than 4096" in r.json()["detail"]
+    small = iter([b'{"consent":', b" true}"])
+    assert client.post("/api/participants", content=small, headers={"Content-Type": "application/json"}).status_code == 200

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 import overinterp
-from conftest import CLASSES, FRACTIONS, HW, build_tiny_study, make_images, make_sources
+from humankit import CLASSES, FRACTIONS, HW, build_tiny_study, make_images, make_sources
 from overinterp.human import db as dbm
 from overinterp.human.study import build_study, eligible_mask, load_manifest, source_from_files, source_from_job
 

@@ -310,6 +310,10 @@ def create_app(
         media, text = STATIC[name]
         return Response(text, media_type=media, headers={"Cache-Control": "public, max-age=600"})
 
+    @app.get("/favicon.ico")
+    def favicon() -> Response:
+        return Response(status_code=204)
+
     @app.get("/healthz")
     def health() -> dict[str, Any]:
         with Session(engine) as s:

@@ -71,6 +71,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="folder for scores.json and the figures")
     p.add_argument("--results", type=Path, help="results CSV to append the per-participant accuracies to")
     p.add_argument("--model-name", default="human", help="model column of the results rows")
+    p.add_argument("--dataset-key", help="dataset column of the results rows (default: the study's, e.g. cifar10:test)")
     p.add_argument("--include-partial", action="store_true", help="also count batches a participant did not finish")
     p.add_argument("--no-sheets", action="store_true", help="skip the image sheets")
 
@@ -148,7 +149,7 @@ def _score(args: argparse.Namespace) -> int:
             answers = dbm.export_rows(engine, manifest["study_id"])
         finally:
             engine.dispose()
-    report = score_study(args.study, answers, args.out, results=args.results, model=args.model_name,
+    report = score_study(args.study, answers, args.out, results=args.results, model=args.model_name, dataset=args.dataset_key,
                          complete_only=not args.include_partial, sheets=not args.no_sheets)
     print(f"study {report['study']}: human accuracy per subset size (mean ± std over participants)")
     for t in report["table2"]:

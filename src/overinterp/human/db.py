@@ -221,13 +221,15 @@ def record_answer(
         if p is None:
             raise AnswerError(404, "unknown participant")
         order = json.loads(p.order_json)
+        # count first, then look for this answer: a concurrent commit between the two reads
+        # then shows up as a repeat, never as "out of order"
+        done = s.scalar(select(func.count()).select_from(Answer).where(Answer.participant_id == participant_id)) or 0
         prior = s.scalars(select(Answer).where(Answer.participant_id == participant_id,
                                                Answer.stimulus_id == stimulus_id)).first()
         if prior is not None:
             if prior.choice == choice and prior.position == position:
                 return prior, True
             raise AnswerError(409, "this question was already answered; answers cannot be changed")
-        done = s.scalar(select(func.count()).select_from(Answer).where(Answer.participant_id == participant_id)) or 0
         if done >= len(order):
             raise AnswerError(409, "the study is already complete for this participant")
         if position != done or order[done] != stimulus_id:

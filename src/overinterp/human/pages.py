@@ -94,9 +94,18 @@ function render() {
   const img = $("stimulus");
   img.dataset.stimulus = s.question.stimulus;
   setButtons(false);
-  img.onload = () => { shownAt = performance.now(); setButtons(true); };
-  img.onerror = () => notice("The image did not load. Reload the page to continue.", true);
-  img.src = s.question.image;
+  const ready = () => { shownAt = performance.now(); notice(""); setButtons(true); };
+  let tries = 0;
+  img.onload = ready;
+  img.onerror = () => {  // e.g. the server restarting: try again, the question stays the same
+    if (img.dataset.stimulus !== s.question.stimulus) return;
+    tries += 1;
+    notice("Connection problem while loading the image; retrying\u2026", true);
+    setTimeout(() => { if (img.dataset.stimulus === s.question.stimulus) img.src = s.question.image + "?retry=" + tries; },
+               Math.min(5000, 500 * tries));
+  };
+  if (img.getAttribute("src") === s.question.image && img.complete && img.naturalWidth > 0) ready();
+  else img.src = s.question.image;
 }
 async function load() {
   try { state = await api("/api/p/" + pid + "/state"); notice(""); render(); }
@@ -150,7 +159,7 @@ async function refresh() {
     body.appendChild(tr);
   }
 }
-$("login-form").addEventListener("submit", async (ev) => {
+$("login").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const r = await fetch("/api/admin/login", {method: "POST", headers: {"Content-Type": "application/json"},
                                               body: JSON.stringify({token: $("token").value})});

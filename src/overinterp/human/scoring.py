@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from ..atomic import atomic_write_text
 from .study import load_manifest, subset_label
 
@@ -192,13 +194,14 @@ def plot_accuracy(scores: Sequence[ParticipantScore], fit: LinearFit, path: str 
     summary = table2(scores)
     sizes = sorted({s.fraction for s in scores})
     step = min((b - a for a, b in zip(sizes, sizes[1:])), default=0.1) * 100
-    for f in sizes:  # participants, spread sideways a little (deterministically) so equal scores stay visible
-        pts = [s for s in scores if s.fraction == f]
+    width = min(3.0, 0.25 * step)  # participants to the left of each size, the mean to the right
+    for f in sizes:
+        pts = sorted((s for s in scores if s.fraction == f), key=lambda s: s.number)
         for j, s in enumerate(pts):
-            offset = (j - (len(pts) - 1) / 2) * min(0.6, 0.12 * step / max(1, len(pts)))
-            ax.plot(100 * f + offset, 100 * s.accuracy, "o", mfc="white", mec="0.45", ms=5, zorder=2,
+            offset = -width * (0.25 + 0.75 * (j + 0.5) / len(pts))
+            ax.plot(100 * f + offset, 100 * s.accuracy, "o", mfc="white", mec="0.35", ms=4.5, zorder=2,
                     label="participant" if (f == sizes[0] and j == 0) else None)
-    ax.errorbar([100 * t.fraction for t in summary], [100 * t.mean for t in summary],
+    ax.errorbar([100 * t.fraction + 0.35 * width for t in summary], [100 * t.mean for t in summary],
                 yerr=[100 * t.std for t in summary], fmt="s", color="black", ms=6, capsize=4, zorder=3,
                 label="mean ± std")
     if not math.isnan(fit.slope):
@@ -212,7 +215,7 @@ def plot_accuracy(scores: Sequence[ParticipantScore], fit: LinearFit, path: str 
     ax.set_ylabel("human accuracy (%)")
     ax.set_xlim(0, 100 * max(sizes) * 1.1 if sizes else 1)
     ax.set_ylim(0, 105)
-    ax.legend(frameon=False, fontsize=8, loc="lower right")
+    ax.legend(frameon=True, framealpha=0.9, edgecolor="0.8", fontsize=8, loc="best")
     ax.set_title("Human accuracy vs. subset size", fontsize=10)
     return save_figure(fig, path, formats)
 
@@ -233,35 +236,36 @@ def image_sheets(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     for it in sorted(manifest["items"], key=lambda it: (it["label"], it["model"], it["position"])):
         rows.setdefault(int(it["label"]), []).append(it)
     ncols = max((len(v) for v in rows.values()), default=1)
+    h, w = int(manifest["image_shape"][1]), int(manifest["image_shape"][2])
+    pad = max(1, h // 16)
     out = []
     for f in manifest["fractions"]:
-        fig, axes = plt.subplots(len(classes), ncols, figsize=(0.7 * ncols + 1.2, 0.7 * len(classes) + 0.5),
-                                 squeeze=False)
-        for k, name in enumerate(classes):
-            for c in range(ncols):
-                ax = axes[k][c]
-                ax.set_xticks([]); ax.set_yticks([])
-                for side in ax.spines.values():
-                    side.set_visible(False)
-                items = rows.get(k, [])
-                if c < len(items):
-                    token = items[c]["stimuli"][repr(float(f))]
-                    with Image.open(root / files[token]) as im:
-                        ax.imshow(im.convert("RGB"), interpolation="nearest")
-                if c == 0:
-                    ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-        fig.suptitle(f"{100 * f:g}% of pixels (backward selection)", fontsize=10)
-        fig.subplots_adjust(wspace=0.05, hspace=0.05)
+        # one mosaic, white gaps between images: the sheet stays compact at any number of columns
+        sheet = np.full((len(classes) * (h + pad) - pad, ncols * (w + pad) - pad, 3), 255, dtype=np.uint8)
+        for k in range(len(classes)):
+            for c, item in enumerate(rows.get(k, [])):
+                token = item["stimuli"][repr(float(f))]
+                with Image.open(root / files[token]) as im:
+                    sheet[k * (h + pad): k * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = np.asarray(im.convert("RGB"))
+        fig, ax = plt.subplots(figsize=(0.55 * ncols + 1.4, 0.55 * len(classes) + 0.6))
+        ax.imshow(sheet, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([k * (h + pad) + h / 2 for k in range(len(classes))], classes, fontsize=8)
+        ax.tick_params(length=0)
+        for side in ax.spines.values():
+            side.set_visible(False)
+        ax.set_title(f"{100 * f:g}% of pixels (backward selection)", fontsize=9)
         out += save_figure(fig, Path(out_dir) / f"sheet_{subset_label(f)}", formats)
     return out
 
 
 def result_rows(scores: Sequence[ParticipantScore], manifest: Mapping[str, Any], *, model: str = "human",
-                experiment: str = "human-study") -> list[dict[str, Any]]:
-    """One results row per participant × subset size (see the module doc)."""
+                experiment: str = "human-study", dataset: str | None = None) -> list[dict[str, Any]]:
+    """One results row per participant × subset size (see the module doc); ``dataset``
+    overrides the study's source dataset key (e.g. ``cifar10:test`` for images read from a file)."""
     return [
         dict(experiment=experiment, model=model, arch="human", fingerprint=manifest["study_id"], checkpoint="",
-             train_on="n/a", evaluate_on=subset_label(s.fraction), dataset=manifest.get("dataset", ""),
+             train_on="n/a", evaluate_on=subset_label(s.fraction), dataset=dataset or manifest.get("dataset", ""),
              seed=s.number, metric="accuracy", value=s.accuracy, n=s.answered,
              notes=f"human study {manifest['study_id']} ({manifest.get('name', '')}), participant {s.number}")
         for s in scores
@@ -275,6 +279,7 @@ def score_study(
     *,
     results: str | os.PathLike[str] | None = None,
     model: str = "human",
+    dataset: str | None = None,
     complete_only: bool = True,
     sheets: bool = True,
 ) -> dict[str, Any]:
@@ -306,7 +311,7 @@ def score_study(
         files += image_sheets(study_dir, out)
     appended = 0
     if results is not None:
-        appended = append_results(results, result_rows(scores, manifest, model=model))
+        appended = append_results(results, result_rows(scores, manifest, model=model, dataset=dataset))
     report = {
         "study": sid,
         "name": manifest.get("name"),

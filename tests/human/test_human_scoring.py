@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from conftest import CLASSES, build_tiny_study
+from humankit import CLASSES, build_tiny_study
 from overinterp import read_results, render_table
 from overinterp.cli import main
 from overinterp.human import db as dbm
@@ -115,6 +115,10 @@ def test_score_study_and_cli(tmp_path, capsys):
         assert (tmp_path / "scores" / name).stat().st_size > 1000
     rows = read_results(tmp_path / "results.csv")
     assert len(rows) == 6 and {r["model"] for r in rows} == {"human"} and {r["n"] for r in rows} == {8}
+    assert {r["dataset"] for r in rows} == {"synthetic:test"} and {r["seed"] for r in rows} == {1, 2}
+    assert main(["human", "score", "--study", str(study), "--out", str(tmp_path / "s4"), "--no-sheets",
+                 "--results", str(tmp_path / "r2.csv"), "--dataset-key", "cifar10:test"]) == 0
+    assert "| human | n/a | bs50 | 100.00 ± 0.00 (n=2) |" in render_table(read_results(tmp_path / "r2.csv"))
     # scoring straight from the database gives the same report
     again = score_study(study, dbm.export_rows(dbm.make_engine(dbm.default_database_url(study)), m["study_id"]),
                         tmp_path / "scores2", sheets=False)
@@ -130,7 +134,7 @@ def test_cli_build(tmp_path, capsys):
     import numpy as np
     import torch
 
-    from conftest import make_sources
+    from humankit import make_sources
 
     sources = make_sources()
     np.savez(tmp_path / "imgs.npz", images=sources[0].images.numpy(), labels=sources[0].labels.numpy())
