@@ -24,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -34,7 +34,7 @@ from ..atomic import atomic_write_text
 from ..trace import BackselectTrace, concat_traces
 from .executors import Executor, LocalExecutor
 from .shard import ShardResult, ShardTask, load_job_inputs, shard_complete, shard_paths
-from .spec import JobSpec, ModelSpec, images_fingerprint
+from .spec import JobSpec, images_fingerprint
 
 __all__ = ["run_job", "load_job", "JobOutput", "JobMismatchError", "select_positions", "job_status", "MANIFEST"]
 
