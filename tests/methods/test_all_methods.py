@@ -181,3 +181,12 @@ def test_nan_logits_on_masked_images_raise(method):
     x = torch.rand(2, 1, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 0.5
     with pytest.raises(FloatingPointError, match="NaN"):
         backselect(NaNWhenMasked().eval(), x, method=method, progress=False)
+
+
+@pytest.mark.parametrize("method", [KStep(65), BatchedGradient(65)])
+def test_block_larger_than_feature_count_is_refused(method):
+    model = TinyCNN(height=8, width=8).eval()
+    images = torch.rand(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="larger than the 64 features"):
+        backselect(model, images, method=method, progress=False)
+    backselect(model, images, method=type(method)(64), progress=False)  # k = P is fine

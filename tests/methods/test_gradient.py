@@ -14,7 +14,7 @@ H, W = 5, 4
 
 
 
-@pytest.mark.parametrize("k", [1, 3, 7, 20, 50])
+@pytest.mark.parametrize("k", [1, 3, 7, 11, 20])
 def test_matches_plain_reference(model64, images64, k):
     base = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).view(3, 1, 1)
     trace = backselect(model64, images64, method=BatchedGradient(k), mask_value=base.flatten(), batch_size=2, progress=False)

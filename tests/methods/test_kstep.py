@@ -23,7 +23,7 @@ def test_k1_is_exact(model64, images64):
     assert one.meta["evaluations"] == exact.meta["evaluations"] == 3 * 210
 
 
-@pytest.mark.parametrize("k", [2, 3, 6, 20, 25])
+@pytest.mark.parametrize("k", [2, 3, 6, 19, 20])
 def test_matches_plain_reference(model64, images64, k):
     trace = backselect(model64, images64, method=KStep(k), batch_size=5, progress=False)
     base = torch.zeros(3, 1, 1, dtype=torch.float64)

@@ -84,6 +84,7 @@ class BatchedGradient(Method):
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         k = self.k
+        problem.check_block_size(k, "BatchedGradient")
         return run_gradient(
             problem,
             batch_size=batch_size,

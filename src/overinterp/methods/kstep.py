@@ -43,6 +43,7 @@ class KStep(Method):
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         k = self.k
+        problem.check_block_size(k, "KStep")
         return greedy_select(
             problem,
             batch_size=batch_size,
