@@ -155,6 +155,7 @@ def _add_subsets(sub: argparse._SubParsersAction) -> None:
 
     r = ss.add_parser("transfer", help="every ordered pair of jobs: B on A's subsets, A's SIS under B")
     r.add_argument("--jobs", type=Path, nargs="+", required=True)
+    r.add_argument("--names", nargs="+", help="model labels, one per job (default: model or folder names)")
     r.add_argument("--threshold", type=float, default=0.99)
     r.add_argument("--fraction", type=float, default=0.05)
     r.add_argument("--dataset-key")
@@ -216,7 +217,7 @@ def _cmd_subsets_transfer(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     for r in transfer(args.jobs, threshold=args.threshold, fraction=args.fraction, results=args.results,
-                      dataset_key=args.dataset_key):
+                      dataset_key=args.dataset_key, names=args.names):
         print(f"{r['from']} → {r['to']}: accuracy on subsets {100 * r['subset_accuracy']:.2f}%, "
               f"SIS still ≥ τ: {100 * r['sis_transfer']:.1f}% of {r['n_sis']}")
     return 0

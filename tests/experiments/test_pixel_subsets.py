@@ -98,6 +98,13 @@ def test_transfer_pairs(jobs, tmp_path):
     assert aa["n_sis"] >= 5 and aa["sis_transfer"] == 1.0  # A's verified SIS suffice for A by construction
     assert 0.0 <= ab["sis_transfer"] <= 1.0
     assert len(read_results(tmp_path / "r.csv")) == 8
+    # both models are "smallcnn": the rows name the jobs' folders so that pairs stay apart
+    assert {(r["from"], r["to"]) for r in recs} == {("a", "a"), ("a", "b"), ("b", "a"), ("b", "b")}
+    assert {r["model"] for r in read_results(tmp_path / "r.csv")} == {"a", "b"}
+    named = transfer([jobs["a"], jobs["b"]], threshold=tau, names=["m1", "m2"])
+    assert named[1]["from"] == "m1" and named[1]["to"] == "m2"
+    with pytest.raises(ValueError, match="names"):
+        transfer([jobs["a"], jobs["b"]], names=["x"])
 
 
 def test_compare_rankings(jobs, tmp_path):

@@ -238,15 +238,25 @@ def transfer(
     results: str | os.PathLike[str] | None = None,
     experiment: str = "transfer",
     dataset_key: str | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """For every ordered pair (A, B) of jobs over the same images: B's accuracy on
     A's ``fraction`` BS subsets, and the fraction of A's SIS (at ``threshold``,
     found from A's trace and re-verified under A) on which B's probability of A's
     class still reaches ``threshold``.
+
+    ``names`` label the jobs' models (default: the model names, or the job
+    folder names when two models share a name).
     """
     js = [_job(j) for j in jobs]
     if len(js) < 2:
         raise ValueError("transfer needs at least two jobs")
+    if names is None:
+        names = [j.model_name for j in js]
+        if len(set(names)) < len(names):
+            names = [j.out_dir.name for j in js]
+    if len(names) != len(js):
+        raise ValueError(f"{len(names)} names for {len(js)} jobs")
     for j in js[1:]:
         if not torch.equal(j.positions, js[0].positions) or \
                 j.manifest["identity"]["data_fingerprint"] != js[0].manifest["identity"]["data_fingerprint"]:
@@ -272,15 +282,15 @@ def transfer(
                 frac = float((pb.gather(1, tgt).squeeze(1) >= threshold).double().mean())
             else:
                 frac = float("nan")
-            rec = {"from": ja.model_name, "to": jb.model_name, "from_job": str(ja.out_dir), "to_job": str(jb.out_dir),
+            rec = {"from": names[a], "to": names[b], "from_job": str(ja.out_dir), "to_job": str(jb.out_dir),
                    "subset_accuracy": acc, "sis_transfer": frac, "n_sis": int(has.sum()), "n": len(ja.trace)}
             out.append(rec)
             if results is not None:
-                common = {"experiment": experiment, "model": jb.model_name, "arch": getattr(models[b], "name", ""),
+                common = {"experiment": experiment, "model": names[b], "arch": getattr(models[b], "name", ""),
                           "fingerprint": model_fingerprint(models[b]), "train_on": "full",
-                          "evaluate_on": f"{subset_label('bs', fraction)}:{ja.model_name}",
+                          "evaluate_on": f"{subset_label('bs', fraction)}:{names[a]}",
                           "dataset": dataset_key or ja.spec.dataset,
-                          "notes": f"{jb.model_name} on subsets/SIS of {ja.model_name} (τ={threshold})"}
+                          "notes": f"{names[b]} on subsets/SIS of {names[a]} (τ={threshold})"}
                 append_results(results, [make_row(**common, metric="accuracy", value=acc, n=rec["n"]),
                                          make_row(**common, metric="sis_transfer", value=frac, n=rec["n_sis"])])
     return out
