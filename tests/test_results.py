@@ -125,3 +125,14 @@ def test_fingerprint_tracks_weights_and_preprocessing():
     c = create_model("smallcnn", width=4, preprocessing="imagenet")
     c.network.load_state_dict(a.network.state_dict())
     assert model_fingerprint(c) != fa
+
+
+def test_table_filters_experiments(tmp_path):
+    rows = [dict(r, experiment="table1") for r in rows_for("R", 0, {"cifar10:test": 0.7}, train_on="bs5")]
+    rows += [dict(r, experiment="table-s1") for r in rows_for("R", 0, {"cifar10:test": 0.8}, train_on="bs5+aug")]
+    append_results(tmp_path / "r.csv", rows)
+    stored = read_results(tmp_path / "r.csv")
+    only = render_table(stored, experiments=["table1"])
+    assert "70.00" in only and "80.00" not in only
+    both = render_table(stored)
+    assert "| R | bs5 | Full images | 70.00 |" in both and "| R | bs5+aug | Full images | 80.00 |" in both

@@ -268,6 +268,7 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", default="markdown", choices=["markdown", "csv"])
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--dataset", action="append", help="dataset columns (default: CIFAR-10 test, CIFAR-10.1, CIFAR-10-C, others)")
+    p.add_argument("--experiment", action="append", help="only rows of this experiment (repeatable), e.g. table1")
     p.add_argument("--out", type=Path, help="write here (atomically) instead of printing")
 
 
@@ -275,7 +276,8 @@ def _cmd_table(args: argparse.Namespace) -> int:
     from .results import read_results, render_table
     from .atomic import atomic_write_text
 
-    text = render_table(read_results(args.results), args.format, metric=args.metric, datasets=args.dataset)
+    text = render_table(read_results(args.results), args.format, metric=args.metric, datasets=args.dataset,
+                        experiments=args.experiment)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)

@@ -292,6 +292,7 @@ def render_table(
     datasets: Mapping[str, str] | Sequence[str] | None = None,
     percent: bool = True,
     digits: int = 2,
+    experiments: Sequence[str] | None = None,
 ) -> str:
     """The paper's Table 1 layout: one line per model × train on × evaluate on,
     one column per dataset (default CIFAR-10 test, CIFAR-10.1, CIFAR-10-C, then
@@ -299,9 +300,13 @@ def render_table(
 
     ``fmt="csv"`` gives the same table machine-readable, with ``<dataset> mean``,
     ``<dataset> std`` and ``<dataset> replicates`` columns (fractions, not percent).
+    ``experiments``: only rows of these experiments (e.g. ``["table1"]``).
     """
     if fmt not in ("markdown", "csv"):
         raise ValueError(f"fmt must be 'markdown' or 'csv', got {fmt!r}")
+    if experiments:
+        wanted = set(experiments)
+        rows = [r for r in rows if r.get("experiment", "") in wanted]
     summary = summarize(rows, metric)
     if datasets is None:
         present = list(dict.fromkeys(s["dataset"] for s in summary))

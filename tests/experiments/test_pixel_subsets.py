@@ -128,7 +128,7 @@ def test_retrain_on_subsets_tiny(jobs, tmp_path):
     assert all((tmp_path / "runs" / f"smallcnn-random5-aug-seed{s}" / "model.pt").is_file() for s in (0, 1))
     rows = read_results(tmp_path / "r.csv")
     acc = [r for r in rows if r["metric"] == "accuracy"]
-    assert {r["train_on"] for r in acc} == {"random5"} and len(acc) == 4
+    assert {r["train_on"] for r in acc} == {"random5+aug"} and len(acc) == 4
     assert {r["dataset"] for r in acc} == {"toy:a", str(jobs["dir"] / "d.npz") + ":test"}
     assert {r["experiment"] for r in acc} == {"table-s1"}
     # the recorded accuracy is the saved model's on the test subsets

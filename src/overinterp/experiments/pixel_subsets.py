@@ -186,7 +186,8 @@ def retrain_on_subsets(
     each backward-selected by the original model) — Table 1 (``augment=False``)
     and Table S1 (``augment=True``).
 
-    Returns one dict per seed: ``seed``, ``accuracy`` (first test job),
+    Rows are labelled ``train_on`` = ``bs5`` (``bs5+aug`` with augmentation),
+    ``evaluate_on`` = ``bs5``. Returns one dict per seed: ``seed``, ``accuracy`` (first test job),
     ``accuracies`` (dataset key → accuracy), ``run_dir``.
     """
     from ..trainer import make_config, train_classifier
@@ -209,7 +210,8 @@ def retrain_on_subsets(
         run_dir = Path(out_dir) / f"{arch}-{label}-{'aug' if augment else 'noaug'}-seed{seed}"
         res = train_classifier(config, train_sub, test_subs[0], run_dir, device=device, progress=progress)
         model = res.model.cpu()
-        summary: dict[str, Any] = {"seed": int(seed), "run_dir": str(run_dir), "train_on": label,
+        train_label = label + ("+aug" if augment else "")
+        summary: dict[str, Any] = {"seed": int(seed), "run_dir": str(run_dir), "train_on": train_label,
                                    "evaluate_on": label, "accuracies": {}}
         for key, test_sub in zip(keys, test_subs):
             res_k = _summary(subset_predictions(model, test_sub.pixels()), test_sub.labels)
@@ -219,7 +221,7 @@ def retrain_on_subsets(
             if results is not None:
                 common = {"experiment": experiment or ("table-s1" if augment else "table1"), "model": arch,
                           "arch": arch, "fingerprint": model_fingerprint(model),
-                          "checkpoint": str(res.checkpoint or ""), "train_on": label, "evaluate_on": label,
+                          "checkpoint": str(res.checkpoint or ""), "train_on": train_label, "evaluate_on": label,
                           "dataset": key, "seed": int(seed),
                           "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
                                    f"{len(train_sub)} training subsets from {tr.out_dir.name}"}
