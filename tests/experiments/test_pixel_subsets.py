@@ -120,6 +120,17 @@ def test_compare_rankings(jobs, tmp_path):
     assert make_subsets(load_job(jobs["p"]), "bs").label == "bs5-prob"
 
 
+def test_compare_on_shared_images_only(jobs, tmp_path):
+    """An exact anchor on a few images against a job over more images: only shared positions count."""
+    d = jobs["dir"]
+    run_job(make_spec(d / "m1.pt", d / "d.npz", n=5, method=overinterp.KStep(8)), tmp_path / "few", progress=False)
+    r = compare_rankings(tmp_path / "few", jobs["a"])
+    assert r["n"] == 5
+    ka = load_job(tmp_path / "few").trace.keep_mask(0.05)
+    kb = load_job(jobs["a"]).trace.keep_mask(0.05)[:5]
+    assert r["overlap_mean"] == pytest.approx(float(((ka & kb).flatten(1).sum(1).double() / 4).mean()))
+
+
 def test_retrain_on_subsets_tiny(jobs, tmp_path):
     out = retrain_on_subsets(jobs["train"], [jobs["a"], jobs["b"]], kind="random", dataset_keys=["toy:a", None], arch="smallcnn", seeds=(0, 1), recipe="fast",
                              overrides={"epochs": 1, "batch_size": 8, "arch_kwargs": {"width": 4}},

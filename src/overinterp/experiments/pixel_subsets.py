@@ -305,21 +305,28 @@ def compare_rankings(
     fraction: float = 0.05,
     out_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Overlap of two jobs' kept sets on the same images (e.g. log-odds vs
-    probability ranking): mean |A∩B| / |A| per image, mean Jaccard, and the two
+    """Overlap of two jobs' kept sets on the images both cover (e.g. log-odds vs
+    probability ranking, or an exact anchor vs a faster method): mean |A∩B| / |A|
+    per image, mean Jaccard, and the two
     pixel-location frequency maps (saved as a side-by-side PNG/SVG in ``out_dir``)."""
     from ..analysis import location_frequency, plot_heatmap, save_figure
 
     ja, jb = _job(job_a), _job(job_b)
-    if not torch.equal(ja.positions, jb.positions):
-        raise ValueError(f"{ja.out_dir} and {jb.out_dir} cover different images")
-    ka, kb = ja.trace.keep_mask(fraction), jb.trace.keep_mask(fraction)
+    if ja.manifest["identity"]["image_shape"] != jb.manifest["identity"]["image_shape"]:
+        raise ValueError(f"{ja.out_dir} and {jb.out_dir} hold images of different shapes")
+    # the images both jobs cover (e.g. an exact anchor on a few images of a larger approximate job)
+    pos_b = {p: i for i, p in enumerate(jb.positions.tolist())}
+    pairs = [(i, pos_b[p]) for i, p in enumerate(ja.positions.tolist()) if p in pos_b]
+    if not pairs:
+        raise ValueError(f"{ja.out_dir} and {jb.out_dir} share no image")
+    ia, ib = (torch.tensor(x) for x in zip(*pairs))
+    ka, kb = ja.trace.keep_mask(fraction)[ia], jb.trace.keep_mask(fraction)[ib]
     inter = (ka & kb).flatten(1).sum(1).double()
     union = (ka | kb).flatten(1).sum(1).double()
     size = ka.flatten(1).sum(1).double()
     fa, fb = location_frequency(ka), location_frequency(kb)
     res = {"a": str(ja.out_dir), "b": str(jb.out_dir), "rank_by_a": _rank_by(ja), "rank_by_b": _rank_by(jb),
-           "n": len(ja.trace), "kept_per_image": float(size.mean()),
+           "method_a": ja.trace.method, "method_b": jb.trace.method, "n": len(pairs), "kept_per_image": float(size.mean()),
            "overlap_mean": float((inter / size.clamp_min(1)).mean()), "jaccard_mean": float((inter / union.clamp_min(1)).mean()),
            "shared_pixels_mean": float(inter.mean()),
            "bottom_rows_share_a": float(ka[:, :, -ka.shape[2] // 4:].sum() / ka.sum().clamp_min(1)),
