@@ -39,12 +39,18 @@ for rank in logodds probability; do
   step exact-$rank $PY -m overinterp backselect-dataset "${MODEL[@]}" --dataset $NPZ:test --limit ${RANK_IMAGES:-16} \
     --method exact --rank-by $rank --patch 2 --shard-size 4 --threads $T --out $RUN/jobs/resnet20-exact2x2-$rank --no-progress
   step eval-exact-$rank $PY -m overinterp subsets evaluate --job $RUN/jobs/resnet20-exact2x2-$rank --kinds full,bs \
-    --results $RES "${KEY[@]}" --experiment ranking-control --threads $T
+    --results $RES --dataset-key "cifar10:test[:${RANK_IMAGES:-16}]" --experiment ranking-control --threads $T
 done
 step compare $PY -m overinterp subsets compare $RUN/jobs/resnet20-exact2x2-logodds $RUN/jobs/resnet20-exact2x2-probability \
   --out $RUN/ranking
-step transfer $PY -m overinterp subsets transfer --jobs $RUN/jobs/resnet20-exact2x2-logodds $RUN/jobs/resnet20-exact2x2-probability \
-  --threshold 0.99 --results $RES "${KEY[@]}" --threads $T
+# transfer between two different models: the pretrained ResNet20 and one trained here for 4 epochs on JPEG
+# (set JPEG_MODEL to its model.pt; skipped when absent)
+if [ -n "${JPEG_MODEL:-}" ] && [ -f "$JPEG_MODEL" ]; then
+  step bs-test-jpeg $PY -m overinterp backselect-dataset --model $JPEG_MODEL --dataset $NPZ:test --method gradient --k 8 \
+    --shard-size 100 --threads $T --out $RUN/jobs/resnet20jpeg-test --no-progress
+  step transfer $PY -m overinterp subsets transfer --jobs $RUN/jobs/resnet20-test $RUN/jobs/resnet20jpeg-test \
+    --names resnet20-pretrained resnet20-jpeg-fast --threshold 0.99 --results $RES "${KEY[@]}" --threads $T
+fi
 # exact anchor: per-pixel exact backward selection on a few images
 step exact-anchor $PY -m overinterp backselect-dataset "${MODEL[@]}" --dataset $NPZ:test --limit ${EXACT_IMAGES:-2} \
   --method exact --shard-size 1 --threads $T --out $RUN/jobs/resnet20-exact-pixels --no-progress
