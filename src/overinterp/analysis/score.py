@@ -13,6 +13,8 @@ evaluate``); a value the run does not have is ``None`` with the command that mak
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -45,15 +47,21 @@ class ModelScore:
 
 
 def find_result(rows: Sequence[Mapping[str, Any]], metric: str, *, fingerprint: str = "", model: str = "",
-                dataset: str = "", evaluate_on: str | None = None) -> Mapping[str, Any] | None:
+                dataset: str = "", evaluate_on: str | None = None, job: str = "") -> Mapping[str, Any] | None:
     """The latest row of ``metric`` for this model: matched by fingerprint when the row
-    has one, else by model name; rows on ``dataset`` preferred over other datasets."""
+    has one, else by model name; rows on ``dataset`` preferred over other datasets.
+
+    With ``job`` (a job folder's name), rows made from another job's subsets (notes
+    ``subsets of job NAME``) are left out and this job's rows preferred."""
     def same_model(r: Mapping[str, Any]) -> bool:
         fp = r.get("fingerprint") or ""
         return fp == fingerprint if fp and fingerprint else (r.get("model") or "") == model
 
     hits = [r for r in rows if r.get("metric") == metric and same_model(r)
             and (evaluate_on is None or (r.get("evaluate_on") or "full") == evaluate_on)]
+    if job:
+        mine = [r for r in hits if f"subsets of job {job}" in (r.get("notes") or "")]
+        hits = mine or [r for r in hits if "subsets of job " not in (r.get("notes") or "")]
     on_dataset = [r for r in hits if dataset and r.get("dataset") == dataset]
     pool = on_dataset or hits
     return pool[-1] if pool else None
@@ -75,9 +83,11 @@ def model_score(
     ci = mean_ci(f)
     rows = rows or []
     hint = f"overinterp subsets evaluate --job {job_dir} --results {results_path}"
-    acc_row = find_result(rows, "accuracy", fingerprint=fingerprint, model=model, dataset=dataset, evaluate_on="bs5")
+    job = Path(job_dir).name if job_dir != "JOB_DIR" else ""
+    acc_row = find_result(rows, "accuracy", fingerprint=fingerprint, model=model, dataset=dataset, evaluate_on="bs5",
+                          job=job)
     drop_row = find_result(rows, "confidence_drop_mean", fingerprint=fingerprint, model=model, dataset=dataset,
-                           evaluate_on="bs5")
+                           evaluate_on="bs5", job=job)
     hints, sources = {}, {}
     if acc_row is None:
         hints["bs5_accuracy"] = hint

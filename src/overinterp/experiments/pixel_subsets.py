@@ -149,7 +149,7 @@ def evaluate_subsets(
         common = {"experiment": experiment, "model": name, "arch": getattr(model, "name", ""),
                   "fingerprint": model_fingerprint(model), "checkpoint": str(j.spec.model.checkpoint or ""),
                   "train_on": train_on, "dataset": key, "seed": "" if model_seed is None else model_seed,
-                  "notes": notes or f"subsets of job {j.out_dir.name}"}
+                  "notes": (f"{notes}; " if notes else "") + f"subsets of job {j.out_dir.name}"}
         rows: list[dict[str, str]] = []
         for label, res in out.items():
             metrics = {"accuracy": res["accuracy"], "loss": res["loss"], "subset_confidence": res["mean_confidence"]}
@@ -337,7 +337,8 @@ def compare_rankings(
         matplotlib.use("Agg", force=True)
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(6.6, 3.0))
+        fig, axes = plt.subplots(1, 2, figsize=(7.6, 3.1))
+        fig.subplots_adjust(wspace=0.5)
         top = max(float(fa.max()), float(fb.max()), 1e-12)
         plot_heatmap(fa, axes[0], f"{ja.model_name}: rank by {res['rank_by_a']}", vmax=top)
         plot_heatmap(fb, axes[1], f"{jb.model_name}: rank by {res['rank_by_b']}", vmax=top)

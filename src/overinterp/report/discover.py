@@ -88,6 +88,33 @@ def _labels(jobs: list[JobEntry]) -> None:
             extra = p.parent.name if p.stem in ("model", "checkpoint") else p.stem
             label = f"{label} ({extra or j.fingerprint[:8]})"
         j.label = label
+    # the same model on the same dataset by several methods: name the method too
+    groups: dict[tuple[str, str], list[JobEntry]] = {}
+    for j in jobs:
+        groups.setdefault((j.label, j.dataset), []).append(j)
+    for same in groups.values():
+        if len(same) > 1:
+            for j in same:
+                j.label = f"{j.label} · {_method_tag(j.manifest)}"
+
+
+def _method_tag(manifest: dict[str, Any]) -> str:
+    """Short method description: ``exact``, ``exact, p-rank``, ``gradient k=8``, ``adaptive/gradient``, ``2×2 px``."""
+    spec = manifest.get("spec", {})
+    method = spec.get("method") or {}
+    name, params = method.get("name", "?"), method.get("params") or {}
+    tag = name
+    if name == "exact" and params.get("rank_by") == "probability":
+        tag += ", p-rank"
+    elif name in ("gradient", "kstep") and "k" in params:
+        tag += f" k={params['k']}"
+    elif name == "adaptive":
+        tag += f"/{params.get('head', 'kstep')}"
+    patch = int(spec.get("patch") or 1)
+    if patch > 1:
+        tag += f", {patch}×{patch} px"
+    n = len(spec.get("positions") or [])
+    return f"{tag}, {n} img"
 
 
 def discover(run_dir: str | os.PathLike[str], *, exclude: Path | None = None) -> RunInputs:
