@@ -138,3 +138,16 @@ def test_sigkill_and_rerun_gives_identical_shards(inputs, tmp_path):
     subprocess.run(cmd + ["--out", str(killed)], check=True, env=env, capture_output=True)
     assert _hashes(killed) == _hashes(ref) and len(_hashes(ref)) == 8
     assert job_status(killed)["missing"] == []
+
+
+def test_float64_job_twice_in_one_process(inputs, tmp_path):
+    """Running in float64 must not change the cached model (and so its fingerprint)."""
+    model_path, data_path = inputs
+    spec = make_spec(model_path, data_path, n=4, method=overinterp.KStep(8), dtype="float64")
+    assert run_job(spec, tmp_path / "j64", progress=False)["computed"] == 1
+    assert run_job(spec, tmp_path / "j64", progress=False)["skipped"] == 1
+    out = load_job(tmp_path / "j64")
+    assert out.trace.meta["dtype"] == "float64"
+    direct = overinterp.backselect(out.load_model().double(), out.load_images().double() / 255,
+                                   method=overinterp.KStep(8), progress=False)
+    assert torch.equal(out.trace.order, direct.order)

@@ -14,6 +14,7 @@ process), runs backward selection on the shard's images, and writes
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -135,7 +136,11 @@ def run_shard(task: ShardTask) -> ShardResult:
                            f"(fingerprint {dfp}, job expects {expected})")
     device = torch.device(spec.device)
     dtype = getattr(torch, spec.dtype)
-    model = model.to(device=device, dtype=dtype)
+    if device.type != "cpu" or dtype != torch.float32:
+        # a moved copy, cached apart: the cached CPU float32 model keeps its fingerprint
+        base = model
+        model = _cached("model-on-device", f"{fp}|{device}|{dtype}",
+                        lambda: copy.deepcopy(base).to(device=device, dtype=dtype))
     images = images_u8.to(device=device, dtype=dtype) / 255.0
     h, w = images.shape[-2:]
     features = None if spec.patch == 1 else patch_features(h, w, spec.patch)
