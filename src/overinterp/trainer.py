@@ -373,6 +373,8 @@ def train_classifier(
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
     fingerprint = data_fingerprint(images, labels)
+    if subset_fill is not None:  # the masking value changes what is trained on
+        fingerprint = hashlib.sha256((fingerprint + repr(subset_fill.flatten().tolist())).encode()).hexdigest()[:16]
     cfg_dict = config.to_dict()
 
     out = Path(out_dir) if out_dir is not None else None
@@ -402,7 +404,7 @@ def train_classifier(
     # ---- model, optimizer, generators
     torch.manual_seed(config.seed)
     if config.preprocessing == "auto" and saved is None:
-        mean, std = channel_stats(images[:, :-1] if subset_fill is not None else images)
+        mean, std = channel_stats(train.pixels() if subset_fill is not None else images)
         preprocessing: Any = {"type": "normalize", "mean": mean, "std": std}
     else:
         preprocessing = config.preprocessing

@@ -95,3 +95,13 @@ def test_dataset_items_and_augmentation():
     loader = torch.utils.data.DataLoader(s, batch_size=4)
     xb, yb = next(iter(loader))
     assert xb.shape == (4, 3, 8, 8) and yb.tolist() == s.labels[:4].tolist()
+
+
+def test_negative_index_and_subset_keep_options():
+    s = _subsets()
+    assert torch.equal(s[-1][0], s.pixels()[-1])
+    with pytest.raises(IndexError):
+        s[len(s)]
+    s.augment, s.padding, s.seed = True, 2, 7
+    sub = s.subset(slice(0, 3))
+    assert (sub.augment, sub.padding, sub.seed) == (True, 2, 7)

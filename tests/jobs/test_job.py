@@ -151,3 +151,12 @@ def test_float64_job_twice_in_one_process(inputs, tmp_path):
     direct = overinterp.backselect(out.load_model().double(), out.load_images().double() / 255,
                                    method=overinterp.KStep(8), progress=False)
     assert torch.equal(out.trace.order, direct.order)
+
+
+def test_rerun_with_tuple_extra_and_other_display_name(inputs, tmp_path):
+    model_path, data_path = inputs
+    spec = make_spec(model_path, data_path, n=4, method=overinterp.KStep(8), identity_extra={"a": (1, 2)})
+    run_job(spec, tmp_path / "j", progress=False)
+    assert run_job(spec, tmp_path / "j", progress=False)["skipped"] == 1
+    rec = json.loads(shard_paths(tmp_path / "j", 0)[1].read_text())
+    assert rec["threads"] == 1 and "batch_size" in rec and rec["dataset"].endswith("d.npz:test")

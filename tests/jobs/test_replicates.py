@@ -127,3 +127,11 @@ def test_cli_train_without_replicates_is_unchanged(npz, tmp_path, monkeypatch):
             Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "train" / c / f"{i}.png")
     assert main(["train", *args, "--data", f"folder:train@{tmp_path / 'imgs'}"]) == 0
     assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "smallcnn-seed0").exists()
+
+
+def test_portable_spec_expands_aliases(tmp_path):
+    from overinterp.jobs.replicates import portable_dataset_spec
+
+    assert portable_dataset_spec("cifar10-train").startswith("cifar10:train")
+    (tmp_path / "imgs").mkdir()
+    assert portable_dataset_spec(f"folder:{tmp_path / 'imgs'}") == f"folder@{(tmp_path / 'imgs').resolve()}"

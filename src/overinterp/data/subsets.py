@@ -114,13 +114,17 @@ class PixelSubsets:
         a map-style dataset for a :class:`torch.utils.data.DataLoader`. With ``augment``
         each access draws a new crop/flip (from a generator seeded by ``seed`` and
         the access count), applied to the image and its keep-mask together."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} images")
+        i = i % n
         if not self.augment:
             return self.pixels(slice(i, i + 1))[0], int(self.labels[i])
         from ..trainer import random_crop_flip
 
         self._draws = getattr(self, "_draws", 0) + 1
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._draws)
-        x = self.stacked()[i:i + 1].float() / 255.0
+        x = self.subset(slice(i, i + 1)).stacked().float() / 255.0
         return apply_stacked(random_crop_flip(x, g, self.padding), self.fill)[0], int(self.labels[i])
 
     @property
@@ -151,7 +155,8 @@ class PixelSubsets:
 
     def subset(self, index: Any) -> "PixelSubsets":
         return PixelSubsets(self.images[index], self.labels[index], self.keep[index], self.fill, self.kind,
-                            self.fraction, self.classes, self.name, dict(self.meta))
+                            self.fraction, self.classes, self.name, dict(self.meta), self.augment, self.padding,
+                            self.seed)
 
 
 def apply_stacked(x: Tensor, fill: Tensor) -> Tensor:

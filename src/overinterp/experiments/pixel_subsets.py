@@ -124,7 +124,12 @@ def evaluate_subsets(
     the job's full images and its pixel subsets; with the job's own model also the
     confidence drop from full image to each subset kind.
 
-    Returns ``{label: {"accuracy", "mean_confidence", "n", …}}`` with labels
+    Rows: ``accuracy``, ``loss``, ``subset_confidence`` (mean probability of the
+    class predicted on the full image), and for the job's own model
+    ``confidence_drop_mean``/``_std``.
+
+    Returns ``{label: {"accuracy", "mean_confidence" (of the predicted class),
+    "full_class_confidence", "n", …}}`` with labels
     ``full``, ``bs5``, ``random5``, ``mask5`` (``bs5-prob`` for a probability-ranked trace).
     """
     j = _job(job)
@@ -142,6 +147,8 @@ def evaluate_subsets(
             subsets = make_subsets(j, kind, fraction, seed=seed, images=images)
             probs, label = subset_predictions(model, subsets.pixels(), batch_size), subsets.label
         res = _summary(probs, j.labels)
+        # confidence in the class the model predicts on the full image (what Figure 2 shows)
+        res["full_class_confidence"] = float(probs.gather(1, full_probs.argmax(1, keepdim=True)).mean())
         if own and kind != "full":
             res["confidence_drop"] = confidence_drop(full_probs, probs)
         out[label] = res
@@ -152,7 +159,7 @@ def evaluate_subsets(
                   "notes": (f"{notes}; " if notes else "") + f"subsets of job {j.out_dir.name}"}
         rows: list[dict[str, str]] = []
         for label, res in out.items():
-            metrics = {"accuracy": res["accuracy"], "loss": res["loss"], "subset_confidence": res["mean_confidence"]}
+            metrics = {"accuracy": res["accuracy"], "loss": res["loss"], "subset_confidence": res["full_class_confidence"]}
             if "confidence_drop" in res:
                 metrics["confidence_drop_mean"] = res["confidence_drop"]["mean"]
                 metrics["confidence_drop_std"] = res["confidence_drop"]["std"]

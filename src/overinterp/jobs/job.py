@@ -161,7 +161,9 @@ def run_job(
                "batch_size": spec.batch_size, "executor": executor.describe(), **_software(),
                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if existing is not None:
-        diffs = _differences(existing["identity"], identity)
+        # JSON round trip: tuples and lists compare equal; the display name is not identity
+        now = json.loads(json.dumps(identity))
+        diffs = [d for d in _differences(existing["identity"], now) if not d.startswith("model_name:")]
         if diffs:
             raise JobMismatchError(
                 f"{out} holds a job with other settings; refusing to mix shards. Differences: "

@@ -152,8 +152,9 @@ def portable_dataset_spec(spec: str, root: str | os.PathLike[str] | None = None)
     uses its own default: ``$OVERINTERP_DATA`` or ``~/.cache/overinterp/data``).
     """
     from ..data.registry import parse_dataset_spec
+    from ..data.specs import canonical_spec
 
-    text = str(spec)
+    text = canonical_spec(str(spec))
     head, sep, tail = text.rpartition(":")
     if sep and head.lower().endswith(".npz"):
         return f"{Path(head).resolve()}:{tail}"

@@ -158,7 +158,8 @@ def run_shard(task: ShardTask) -> ShardResult:
     seconds = time.perf_counter() - t0
     sha = file_sha256(pt)
     record = {"shard": task.shard, "sha256": sha, "images": len(positions), "seconds": round(seconds, 3),
-              "device": str(device), "threads": torch.get_num_threads(), "host": socket.gethostname(),
+              "device": str(device), "threads": torch.get_num_threads(), "batch_size": spec.batch_size,
+              "dataset": spec.dataset, "checkpoint": spec.model.checkpoint, "host": socket.gethostname(),
               "pid": os.getpid(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_text(rec, json.dumps(record, indent=1) + "\n")
     return ShardResult(task.shard, str(pt), sha, len(positions), seconds, record=record)
