@@ -31,22 +31,6 @@ def _model_spec(args: argparse.Namespace):
                      preprocessing=args.preprocessing, num_classes=args.num_classes)
 
 
-def _abs_dataset(spec: str) -> str:
-    """Make file paths inside a dataset spec absolute (workers may run elsewhere)."""
-    from .data.specs import canonical_spec
-
-    spec = canonical_spec(spec)
-    head, sep, tail = spec.rpartition(":")
-    if sep and head.lower().endswith(".npz") and Path(head).exists():
-        return f"{Path(head).resolve()}:{tail}"
-    if Path(spec).exists():
-        return str(Path(spec).resolve())
-    text, at, root = spec.partition("@")
-    if at and Path(root).exists():
-        return f"{text}@{Path(root).resolve()}"
-    return spec
-
-
 def _add_backselect_dataset(sub: argparse._SubParsersAction) -> None:
     from .cli import add_method_options
 
@@ -90,10 +74,11 @@ def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
     from .cli import make_method
     from .data import open_dataset
     from .jobs import JobSpec, run_job, select_positions
+    from .jobs.replicates import portable_dataset_spec
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    dataset = _abs_dataset(args.dataset)
+    dataset = portable_dataset_spec(args.dataset)  # absolute paths: workers may run elsewhere
     n = len(open_dataset(dataset))
     positions = select_positions(n, offset=args.offset, limit=args.limit, sample=args.sample, seed=args.sample_seed)
     spec = JobSpec(model=_model_spec(args), dataset=dataset, positions=tuple(positions),
