@@ -20,12 +20,17 @@ from torch import Tensor, nn
 
 from .registry import register_model
 
-__all__ = ["VGG", "VGG16_LAYOUT", "vgg16_bn"]
+__all__ = ["VGG", "VGG16_LAYOUT", "VGG_SMALL_LAYOUT", "vgg16_bn", "vgg_small"]
 
 #: Output channels of each 3×3 convolution; "M" is a 2×2 max-pool.
 VGG16_LAYOUT: tuple[int | str, ...] = (
     64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
 )
+
+#: A narrow VGG-style layout (7 convolutions, 16–128 channels, about a quarter of
+#: ResNet20's multiply-adds): a second architecture family cheap enough for exact
+#: backward-selection anchors on CPU.
+VGG_SMALL_LAYOUT: tuple[int | str, ...] = (16, 16, "M", 32, 32, "M", 64, 64, "M", 128, "M")
 
 
 class VGG(nn.Module):
@@ -85,3 +90,8 @@ class VGG(nn.Module):
 @register_model("vgg16_bn", "VGG16 with batch norm and one linear classifier for CIFAR (14.73M parameters)")
 def vgg16_bn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     return VGG(VGG16_LAYOUT, num_classes=num_classes, in_channels=in_channels, batch_norm=True)
+
+
+@register_model("vgg_small", "narrow VGG-style net with batch norm (7 convs, 16-128 channels, 0.15M parameters)")
+def vgg_small(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    return VGG(VGG_SMALL_LAYOUT, num_classes=num_classes, in_channels=in_channels, batch_norm=True)
