@@ -17,12 +17,12 @@ import time
 
 import torch
 
-from overinterp.classifier import resolve_baseline
-from overinterp.features import resolve_features
-from overinterp.methods.base import Problem
-from overinterp.methods.gradient import run_gradient
+from overinterp.models.classifier import resolve_baseline
+from overinterp.sis.features import resolve_features
+from overinterp.sis.methods.base import Problem
+from overinterp.sis.methods.gradient import run_gradient
 from overinterp.models.external import imagenet_classifier
-from overinterp.scoring import target_logodds
+from overinterp.sis.scoring import target_logodds
 
 
 def forward_backward_rate(model, x: torch.Tensor, channels_last: bool) -> float:

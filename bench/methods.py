@@ -41,7 +41,7 @@ import torch
 import overinterp
 from overinterp import Adaptive, BatchedGradient, Exact, KStep, Method, Screened, backselect, patch_features
 from overinterp.models import create_model
-from overinterp.scoring import target_logodds
+from overinterp.sis.scoring import target_logodds
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

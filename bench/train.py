@@ -5,7 +5,7 @@ size, memory layout (channels-last) and precision (bfloat16 autocast on CUDA):
 
 1. raw: ``loss = cross_entropy(model(x), y); loss.backward()`` on one fixed batch
    already on the device — the ceiling for any training loop;
-2. training: one epoch of :func:`overinterp.trainer.train_classifier` (shuffling,
+2. training: one epoch of :func:`overinterp.training.trainer.train_classifier` (shuffling,
    uint8 → float, random crop + flip, SGD step, metrics), no evaluation;
 
 and prints their ratio (training / raw). Images are random uint8 (throughput
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from overinterp.data import load_dataset
 from overinterp.models import create_model
-from overinterp.trainer import make_config, train_classifier
+from overinterp.training.trainer import make_config, train_classifier
 
 
 def raw_throughput(arch: str, batch: int, device: torch.device, seconds: float, amp: bool) -> float:

@@ -3,93 +3,112 @@
 Sufficient input subsets (SIS) by backward selection, pixel-subset audits and
 the experiments of Carter et al., "Overinterpretation reveals image
 classification model pathologies" (NeurIPS 2021).
+
+The top level offers the SIS core (``backselect``, traces, methods, feature
+maps, scores), models and datasets. Training is in :mod:`overinterp.training`,
+the paper's experiments in :mod:`overinterp.experiments`, analyses and the
+report in :mod:`overinterp.analysis` / :mod:`overinterp.report`, dataset jobs in
+:mod:`overinterp.jobs`, the results file in :mod:`overinterp.results`.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from .backselect import DEFAULT_BATCH_SIZE, SISCollection, backselect, sis_collection
-from .classifier import Classifier, Normalize, make_preprocessing
-from .features import patch_features, pixel_features
-from .methods import Adaptive, BatchedGradient, Exact, KStep, Method, Screened
-from .scoring import logit, target_logodds, target_probability
-from .trace import TRACE_VERSION, BackselectTrace, SISResult
-from .data import LabeledImages, load_dataset
-from .evaluation import evaluate_accuracy, evaluate_datasets
-from .models import (
+import importlib
+import warnings
+from typing import Any
+
+__version__ = "0.2.0"
+
+from overinterp import _moved
+
+_moved.install()
+
+from overinterp.data import LabeledImages, load_dataset  # noqa: E402
+from overinterp.models import (  # noqa: E402
+    BlackBoxClassifier,
+    Classifier,
     Ensemble,
+    Normalize,
     create_model,
+    imagenet_classifier,
     list_models,
     load_ensemble,
     load_model,
+    make_preprocessing,
     register_model,
+    robustbench_classifier,
     save_checkpoint,
     save_ensemble,
+    tflite_classifier,
+    user_model,
 )
-from .results import append_results, model_fingerprint, read_results, render_table
-from .trainer import RECIPES, TrainConfig, make_config, train_classifier
-from .blackbox import BlackBoxClassifier, tflite_classifier
-from .relative import find_sis_relative, relative_thresholds
-from .superpixels import superpixel_features
-from .models.external import imagenet_classifier, robustbench_classifier, user_model
-from .data.imagenet import load_imagenet_val, open_imagenet_val
-from .imagenet_sis import ImageNetSISConfig, run_imagenet_sis
-from .robust_sis import load_model_spec, run_robust_sis
+from overinterp.sis import (  # noqa: E402
+    DEFAULT_BATCH_SIZE,
+    TRACE_VERSION,
+    Adaptive,
+    BackselectTrace,
+    BatchedGradient,
+    Exact,
+    KStep,
+    Method,
+    Screened,
+    SISCollection,
+    SISResult,
+    backselect,
+    find_sis_relative,
+    logit,
+    make_method,
+    patch_features,
+    pixel_features,
+    relative_thresholds,
+    sis_collection,
+    superpixel_features,
+    target_logodds,
+    target_probability,
+)
 
 __all__ = [
     "__version__",
-    "backselect",
-    "sis_collection",
-    "SISCollection",
-    "DEFAULT_BATCH_SIZE",
-    "BackselectTrace",
-    "SISResult",
-    "TRACE_VERSION",
-    "Classifier",
-    "Normalize",
-    "make_preprocessing",
-    "Exact",
-    "BatchedGradient",
-    "KStep",
-    "Adaptive",
-    "Screened",
-    "Method",
-    "patch_features",
-    "pixel_features",
-    "logit",
-    "target_logodds",
-    "target_probability",
-    "create_model",
-    "list_models",
-    "register_model",
-    "load_model",
-    "save_checkpoint",
-    "Ensemble",
-    "load_ensemble",
-    "save_ensemble",
-    "LabeledImages",
-    "load_dataset",
-    "evaluate_accuracy",
-    "evaluate_datasets",
-    "append_results",
-    "read_results",
-    "render_table",
-    "model_fingerprint",
-    "TrainConfig",
-    "RECIPES",
-    "make_config",
-    "train_classifier",
-    "BlackBoxClassifier",
-    "tflite_classifier",
-    "find_sis_relative",
-    "relative_thresholds",
-    "superpixel_features",
-    "imagenet_classifier",
-    "robustbench_classifier",
-    "user_model",
-    "open_imagenet_val",
-    "load_imagenet_val",
-    "ImageNetSISConfig",
-    "run_imagenet_sis",
-    "load_model_spec",
-    "run_robust_sis",
+    # SIS core
+    "backselect", "sis_collection", "SISCollection", "DEFAULT_BATCH_SIZE", "BackselectTrace", "SISResult",
+    "TRACE_VERSION", "find_sis_relative", "relative_thresholds",
+    # methods
+    "Method", "Exact", "BatchedGradient", "KStep", "Adaptive", "Screened", "make_method",
+    # features and scores
+    "patch_features", "pixel_features", "superpixel_features", "logit", "target_logodds", "target_probability",
+    # models
+    "Classifier", "Normalize", "make_preprocessing", "create_model", "list_models", "register_model", "load_model",
+    "save_checkpoint", "Ensemble", "load_ensemble", "save_ensemble", "BlackBoxClassifier", "tflite_classifier",
+    "imagenet_classifier", "robustbench_classifier", "user_model",
+    # datasets
+    "LabeledImages", "load_dataset",
 ]
+
+#: Names the top level exported before 0.2 that now live one tier down.
+_LOWER_TIER: dict[str, str] = {
+    "evaluate_accuracy": "overinterp.training",
+    "evaluate_datasets": "overinterp.training",
+    "TrainConfig": "overinterp.training",
+    "RECIPES": "overinterp.training",
+    "make_config": "overinterp.training",
+    "train_classifier": "overinterp.training",
+    "append_results": "overinterp.results",
+    "read_results": "overinterp.results",
+    "render_table": "overinterp.results",
+    "model_fingerprint": "overinterp.results",
+    "open_imagenet_val": "overinterp.data.imagenet",
+    "load_imagenet_val": "overinterp.data.imagenet",
+    "ImageNetSISConfig": "overinterp.experiments.imagenet",
+    "run_imagenet_sis": "overinterp.experiments.imagenet",
+    "load_model_spec": "overinterp.models",
+    "run_robust_sis": "overinterp.experiments.robust",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Old top-level names keep working, with a warning naming their new place."""
+    if name in _LOWER_TIER:
+        where = _LOWER_TIER[name]
+        warnings.warn(f"overinterp.{name} moved: import it from {where}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(where), name)
+    raise AttributeError(f"module 'overinterp' has no attribute {name!r}")

@@ -50,7 +50,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from .atomic import atomic_write_bytes
+from overinterp._atomic import atomic_write_bytes
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",

@@ -182,7 +182,7 @@ def test_cifar10c_blocks_and_missing(cifar10c_root, tmp_path):
 
 
 def test_evaluate_cifar10c_block_by_block(cifar10c_root):
-    from overinterp.evaluation import evaluate_datasets, result_rows
+    from overinterp.training.evaluation import evaluate_datasets, result_rows
     from overinterp.models import create_model
 
     torch.manual_seed(0)

@@ -19,9 +19,9 @@ import ray  # in the test extra: these tests must run, not skip
 
 from overinterp import KStep, create_model, save_checkpoint
 from overinterp.jobs import JobSpec, ModelSpec, get_executor, job_status, load_job, run_job, run_shard, shard_paths
-from overinterp.jobs.replicates import replicate_tasks, train_replicates
+from overinterp.training.replicates import replicate_tasks, train_replicates
 from overinterp.jobs.shard import file_sha256
-from overinterp.trainer import make_config
+from overinterp.training.trainer import make_config
 
 NUM_IMAGES, SHARD_SIZE = 10, 2
 NUM_SHARDS = NUM_IMAGES // SHARD_SIZE

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from overinterp.classifier import PREPROCESSING_PRESETS, Classifier, Normalize
+from overinterp.models.classifier import PREPROCESSING_PRESETS, Classifier, Normalize
 from overinterp.models import create_model, list_models, load_checkpoint_file, save_checkpoint
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"

@@ -8,7 +8,7 @@ from torch import nn
 
 import overinterp
 from overinterp.models import create_model
-from overinterp.models.preact_resnet import PreActBlock
+from overinterp.models.archs.preact_resnet import PreActBlock
 from overinterp.models.registry import build_network
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import overinterp
-from overinterp.models.wideresnet import WideResNet
+from overinterp.models.archs.wideresnet import WideResNet
 
 
 @pytest.mark.parametrize("name, params", [("wrn28_10", 36_479_194), ("wrn34_10", 46_160_474)])

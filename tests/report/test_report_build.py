@@ -21,20 +21,12 @@ import torch
 from overinterp import Classifier, Exact, append_results, model_fingerprint, save_checkpoint, save_ensemble
 from overinterp.analysis import sis_size_curve
 from overinterp.jobs import JobSpec, ModelSpec, load_job, run_job
-from overinterp.models.small_cnn import SmallCNN
+from overinterp.models.archs.small_cnn import SmallCNN
 from overinterp.report import ReportOptions, build_report
-from overinterp.train import fit
+from overinterp.training.train import fit
 
 CLASSES = ["top-left", "top-right", "bottom-left", "bottom-right"]
 OPTIONS = dict(threshold=0.6, thresholds=(0.4, 0.5, 0.6, 0.7))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _quadrant_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

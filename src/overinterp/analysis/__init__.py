@@ -10,13 +10,13 @@ images and masked images right), :mod:`.style` (greyscale-safe series styles),
 :mod:`.panels` (Figures 3, S6).
 """
 
-from .correctness import CorrectnessComparison, compare_correct_incorrect, plot_group_confidence, plot_percent_increase
-from .display import MASK_STYLES, masked_images, sis_overlay, to_display
-from .examples import pick_examples, plot_ensemble_sis, plot_sis_examples
-from .heatmaps import location_frequency, plot_heatmap, plot_heatmap_grid, save_figure, save_heatmap
-from .panels import plot_sis_panels, save_sis_panels
-from .score import SCORE_THRESHOLD, ModelScore, find_result, model_score
-from .sis_size import (
+from overinterp.analysis.correctness import CorrectnessComparison, compare_correct_incorrect, plot_group_confidence, plot_percent_increase
+from overinterp.analysis.display import MASK_STYLES, masked_images, sis_overlay, to_display
+from overinterp.analysis.examples import pick_examples, plot_ensemble_sis, plot_sis_examples
+from overinterp.analysis.heatmaps import location_frequency, plot_heatmap, plot_heatmap_grid, save_figure, save_heatmap
+from overinterp.analysis.panels import plot_sis_panels, save_sis_panels
+from overinterp.analysis.score import SCORE_THRESHOLD, ModelScore, find_result, model_score
+from overinterp.analysis.sis_size import (
     DEFAULT_THRESHOLDS,
     SizeCurve,
     full_confidence,
@@ -26,8 +26,8 @@ from .sis_size import (
     sis_size_curve,
     trace_accuracy,
 )
-from .stats import DiffCI, MeanCI, mean_ci, t_quantile, welch_diff_ci
-from .subsets import mask_with_baseline, subset_predictions
+from overinterp.analysis.stats import DiffCI, MeanCI, mean_ci, t_quantile, welch_diff_ci
+from overinterp.analysis.subsets import mask_with_baseline, subset_predictions
 
 __all__ = [
     "MASK_STYLES",

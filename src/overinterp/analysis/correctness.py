@@ -16,10 +16,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..trace import BackselectTrace
-from .sis_size import DEFAULT_THRESHOLDS, full_confidence, sis_fraction_matrix
-from .stats import CI_METHOD_DIFF, welch_diff_ci
-from .style import pyplot, series_style
+from overinterp.sis.trace import BackselectTrace
+from overinterp.analysis.sis_size import DEFAULT_THRESHOLDS, full_confidence, sis_fraction_matrix
+from overinterp.analysis.stats import CI_METHOD_DIFF, welch_diff_ci
+from overinterp.analysis.style import pyplot, series_style
 
 __all__ = ["CorrectnessComparison", "compare_correct_incorrect", "plot_percent_increase", "plot_group_confidence"]
 

@@ -7,8 +7,8 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-from .display import masked_images, to_display
-from .style import pyplot
+from overinterp.analysis.display import masked_images, to_display
+from overinterp.analysis.style import pyplot
 
 __all__ = ["pick_examples", "plot_sis_examples", "plot_ensemble_sis"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write_bytes
+from overinterp._atomic import atomic_write_bytes
 
 __all__ = ["location_frequency", "plot_heatmap", "plot_heatmap_grid", "save_figure", "save_heatmap"]
 

@@ -10,9 +10,9 @@ from typing import Any, Sequence
 
 from torch import Tensor
 
-from .display import masked_images, sis_overlay, to_display
-from .heatmaps import save_figure
-from .style import pyplot
+from overinterp.analysis.display import masked_images, sis_overlay, to_display
+from overinterp.analysis.heatmaps import save_figure
+from overinterp.analysis.style import pyplot
 
 __all__ = ["plot_sis_panels", "save_sis_panels"]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from ..trace import BackselectTrace
-from .sis_size import sis_fractions
-from .stats import mean_ci
+from overinterp.sis.trace import BackselectTrace
+from overinterp.analysis.sis_size import sis_fractions
+from overinterp.analysis.stats import mean_ci
 
 __all__ = ["SCORE_THRESHOLD", "ModelScore", "find_result", "model_score"]
 

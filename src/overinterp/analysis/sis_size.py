@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..trace import BackselectTrace
-from .stats import CI_METHOD_MEAN, mean_ci
-from .style import pyplot, series_style
+from overinterp.sis.trace import BackselectTrace
+from overinterp.analysis.stats import CI_METHOD_MEAN, mean_ci
+from overinterp.analysis.style import pyplot, series_style
 
 __all__ = [
     "DEFAULT_THRESHOLDS",

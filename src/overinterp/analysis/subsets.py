@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ..inputs import batched_logits, prepare_model
+from overinterp.sis._inputs import batched_logits, prepare_model
 
 __all__ = ["mask_with_baseline", "subset_predictions"]
 

@@ -6,15 +6,15 @@
   as float :class:`ImageSet` (what ``overinterp backselect --images`` reads).
 """
 
-from .base import CIFAR10_CLASSES, LabeledImages, default_root, to_pixels
-from .cifar10 import load_cifar10
-from .cifar10c import CORRUPTIONS, SEVERITIES, iter_cifar10c, load_cifar10c, sis_sample_indices
-from .cifar101 import load_cifar101
-from .download import ChecksumError, DatasetNotFoundError, download_file, verify_file
-from .files import IMAGE_SUFFIXES, ImageSet, load_images
-from .folder import load_image_folder
-from .registry import dataset_key, list_datasets, load_dataset, parse_dataset_spec
-from .specs import open_dataset
+from overinterp.data.base import CIFAR10_CLASSES, LabeledImages, default_root, to_pixels
+from overinterp.data.cifar10 import load_cifar10
+from overinterp.data.cifar10c import CORRUPTIONS, SEVERITIES, iter_cifar10c, load_cifar10c, sis_sample_indices
+from overinterp.data.cifar101 import load_cifar101
+from overinterp.data.download import ChecksumError, DatasetNotFoundError, download_file, verify_file
+from overinterp.data.files import IMAGE_SUFFIXES, ImageSet, load_images
+from overinterp.data.folder import load_image_folder
+from overinterp.data.registry import dataset_key, list_datasets, load_dataset, parse_dataset_spec
+from overinterp.data.specs import open_dataset
 
 __all__ = [
     "IMAGE_SUFFIXES",

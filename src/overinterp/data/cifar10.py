@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import CIFAR10_CLASSES, LabeledImages, default_root
-from .download import DatasetNotFoundError, RemoteFile, download_file, extract_archive, verify_file
+from overinterp.data.base import CIFAR10_CLASSES, LabeledImages, default_root
+from overinterp.data.download import DatasetNotFoundError, RemoteFile, download_file, extract_archive, verify_file
 
 __all__ = ["CIFAR10_ARCHIVE", "CIFAR10_FILES", "load_cifar10", "cifar10_dir", "download_cifar10"]
 

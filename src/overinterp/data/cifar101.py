@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import CIFAR10_CLASSES, LabeledImages, default_root, from_hwc
-from .download import DatasetNotFoundError, RemoteFile, download_file, verify_file
+from overinterp.data.base import CIFAR10_CLASSES, LabeledImages, default_root, from_hwc
+from overinterp.data.download import DatasetNotFoundError, RemoteFile, download_file, verify_file
 
 __all__ = ["CIFAR101_FILES", "load_cifar101", "cifar101_dir"]
 

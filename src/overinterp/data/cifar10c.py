@@ -25,8 +25,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .base import CIFAR10_CLASSES, LabeledImages, default_root, from_hwc
-from .download import DatasetNotFoundError, RemoteFile, download_file, extract_archive
+from overinterp.data.base import CIFAR10_CLASSES, LabeledImages, default_root, from_hwc
+from overinterp.data.download import DatasetNotFoundError, RemoteFile, download_file, extract_archive
 
 __all__ = [
     "CIFAR10C_ARCHIVE",

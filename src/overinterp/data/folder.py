@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .base import LabeledImages, from_hwc
+from overinterp.data.base import LabeledImages, from_hwc
 
 __all__ = ["load_image_folder", "IMAGE_EXTENSIONS"]
 

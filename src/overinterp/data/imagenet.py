@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import LabeledImages
+from overinterp.data.base import LabeledImages
 
 __all__ = ["ImageNetVal", "open_imagenet_val", "load_imagenet_val", "resize_center_crop", "resize_images",
            "load_photo", "imagenet_class_names"]

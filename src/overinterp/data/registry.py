@@ -22,11 +22,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import LabeledImages
-from .cifar10 import load_cifar10
-from .cifar101 import load_cifar101
-from .cifar10c import load_cifar10c
-from .folder import load_image_folder
+from overinterp.data.base import LabeledImages
+from overinterp.data.cifar10 import load_cifar10
+from overinterp.data.cifar101 import load_cifar101
+from overinterp.data.cifar10c import load_cifar10c
+from overinterp.data.folder import load_image_folder
 
 __all__ = ["load_dataset", "list_datasets", "parse_dataset_spec", "dataset_key"]
 

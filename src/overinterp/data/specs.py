@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import LabeledImages
-from .registry import load_dataset
+from overinterp.data.base import LabeledImages
+from overinterp.data.registry import load_dataset
 
 __all__ = ["open_dataset", "canonical_spec", "ALIASES"]
 

@@ -1,6 +1,6 @@
 """The paper's experiments as library functions; each appends to the results file."""
 
-from .pixel_subsets import (
+from overinterp.experiments.pixel_subsets import (
     compare_rankings,
     confidence_drop,
     evaluate_subsets,

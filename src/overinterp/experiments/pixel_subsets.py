@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..data.subsets import PixelSubsets, random_keep_masks, subset_label
-from ..jobs import JobOutput, load_job
-from ..results import append_results, make_row, model_fingerprint
+from overinterp.data.subsets import PixelSubsets, random_keep_masks, subset_label
+from overinterp.jobs import JobOutput, load_job
+from overinterp.results import append_results, make_row, model_fingerprint
 
 __all__ = [
     "make_subsets",
@@ -197,7 +197,7 @@ def retrain_on_subsets(
     ``evaluate_on`` = ``bs5``. Returns one dict per seed: ``seed``, ``accuracy`` (first test job),
     ``accuracies`` (dataset key → accuracy), ``run_dir``.
     """
-    from ..trainer import make_config, train_classifier
+    from overinterp.training.trainer import make_config, train_classifier
 
     tests = [test_jobs] if isinstance(test_jobs, (JobOutput, str, os.PathLike)) else list(test_jobs)
     if not tests:
@@ -316,7 +316,7 @@ def compare_rankings(
     probability ranking, or an exact anchor vs a faster method): mean |A∩B| / |A|
     per image, mean Jaccard, and the two
     pixel-location frequency maps (saved as a side-by-side PNG/SVG in ``out_dir``)."""
-    from ..analysis import location_frequency, plot_heatmap, save_figure
+    from overinterp.analysis import location_frequency, plot_heatmap, save_figure
 
     ja, jb = _job(job_a), _job(job_b)
     if ja.manifest["identity"]["image_shape"] != jb.manifest["identity"]["image_shape"]:
@@ -353,7 +353,7 @@ def compare_rankings(
                      f"{100 * res['overlap_mean']:.1f}%", fontsize=9)
         paths = save_figure(fig, Path(out_dir) / "ranking_heatmaps", ("png", "svg"))
         res["figures"] = [str(p) for p in paths]
-        from ..atomic import atomic_write_text
+        from overinterp._atomic import atomic_write_text
 
         atomic_write_text(Path(out_dir) / "ranking_comparison.json", json.dumps(res, indent=1) + "\n")
     return res

@@ -10,7 +10,7 @@ Importing this package needs no web dependency; :mod:`.db` needs SQLAlchemy and
 :mod:`.app` FastAPI (``pip install overinterp[web]``).
 """
 
-from .scoring import (
+from overinterp.human.scoring import (
     FractionSummary,
     LinearFit,
     ParticipantScore,
@@ -20,7 +20,7 @@ from .scoring import (
     score_study,
     table2,
 )
-from .study import DEFAULT_FRACTIONS, ModelSource, build_study, load_manifest, source_from_files, source_from_job
+from overinterp.human.study import DEFAULT_FRACTIONS, ModelSource, build_study, load_manifest, source_from_files, source_from_job
 
 __all__ = [
     "DEFAULT_FRACTIONS",

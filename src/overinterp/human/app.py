@@ -37,9 +37,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from . import db as dbm
-from .pages import STATIC, admin_page, landing_page, message_page, question_page
-from .study import load_manifest
+from overinterp.human import db as dbm
+from overinterp.human.pages import STATIC, admin_page, landing_page, message_page, question_page
+from overinterp.human.study import load_manifest
 
 __all__ = ["create_app", "PARTICIPANT_COOKIE", "ADMIN_COOKIE"]
 

@@ -36,8 +36,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_text
-from .study import load_manifest, subset_label
+from overinterp._atomic import atomic_write_text
+from overinterp.human.study import load_manifest, subset_label
 
 __all__ = [
     "ParticipantScore",
@@ -187,7 +187,7 @@ def plot_accuracy(scores: Sequence[ParticipantScore], fit: LinearFit, path: str 
                   formats: tuple[str, ...] = ("png",), *, chance: float | None = None) -> list[Path]:
     """Figure S5: participant accuracy vs subset size with the linear fit and R²
     (``chance``: a dotted line at that accuracy, e.g. 0.1 for ten classes)."""
-    from ..analysis.heatmaps import _pyplot, save_figure
+    from overinterp.analysis.heatmaps import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.6))
@@ -225,7 +225,7 @@ def image_sheets(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     """Figure S4: one grid per subset size (``sheet_bs5.png`` …), a row per class."""
     from PIL import Image
 
-    from ..analysis.heatmaps import _pyplot, save_figure
+    from overinterp.analysis.heatmaps import _pyplot, save_figure
 
     plt = _pyplot()
     root = Path(study_dir)
@@ -290,7 +290,7 @@ def score_study(
     std, participants), ``fit`` (slope per percentage point, intercept, r2, n),
     ``participants`` (the per-participant scores) and the written ``files``.
     """
-    from ..results import append_results
+    from overinterp.results import append_results
 
     manifest = load_manifest(study_dir)
     sid = manifest["study_id"]

@@ -40,8 +40,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ..atomic import atomic_write_bytes, atomic_write_text
-from ..trace import BackselectTrace
+from overinterp._atomic import atomic_write_bytes, atomic_write_text
+from overinterp.sis.trace import BackselectTrace
 
 __all__ = [
     "STUDY_FORMAT",
@@ -120,7 +120,7 @@ def _to_uint8(images: Tensor) -> Tensor:
 
 
 def _default_classes(labels: Tensor, trace: BackselectTrace) -> list[str]:
-    from ..data.base import CIFAR10_CLASSES
+    from overinterp.data.base import CIFAR10_CLASSES
 
     names = trace.meta.get("classes") if isinstance(trace.meta, dict) else None
     if isinstance(names, (list, tuple)) and names:
@@ -164,13 +164,13 @@ def source_from_files(
     path = Path(images)
     data_classes: list[str] | None = None
     if path.exists():
-        from ..data import load_images
+        from overinterp.data import load_images
 
         data = load_images(path)
         all_images, all_labels, data_classes = data.images, data.labels, data.classes
         dataset = str(trace.meta.get("dataset") or path)
     else:
-        from ..data import load_dataset
+        from overinterp.data import load_dataset
 
         ds = load_dataset(str(images), progress=False)
         all_images, all_labels, data_classes = ds.images, ds.labels, ds.classes
@@ -187,7 +187,7 @@ def source_from_job(name: str, job_dir: str | Path, *, classes: Sequence[str] | 
     """A :class:`ModelSource` from an ``overinterp backselect-dataset`` output folder
     (read with ``overinterp.jobs.load_job``: ``.trace``, ``.positions``, ``.load_images()``)."""
     try:
-        from ..jobs import load_job  # type: ignore[attr-defined]
+        from overinterp.jobs import load_job  # type: ignore[attr-defined]
     except ImportError as exc:  # the jobs module is optional in older installs
         raise ValueError(f"cannot read job folder {job_dir}: overinterp.jobs is not available ({exc})") from exc
     job = load_job(job_dir)
@@ -300,8 +300,8 @@ def build_study(
         database_url: SQLAlchemy URL (default ``sqlite:///<out_dir>/study.sqlite``).
         force: replace an existing study in ``out_dir``.
     """
-    from ..analysis.display import masked_images
-    from . import db as dbm
+    from overinterp.analysis.display import masked_images
+    from overinterp.human import db as dbm
 
     if not sources:
         raise ValueError("a study needs at least one model")

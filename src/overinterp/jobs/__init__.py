@@ -1,10 +1,10 @@
 """Dataset-scale jobs: sharded, resumable backward selection over a whole dataset,
 scheduled through an :class:`Executor` (local here; Ray with ``overinterp[ray]``)."""
 
-from .executors import Executor, LocalExecutor, get_executor, list_executors, register_executor
-from .job import JobMismatchError, JobOutput, job_status, load_job, run_job, select_positions
-from .shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
-from .spec import JobSpec, ModelSpec, images_fingerprint
+from overinterp.jobs.executors import Executor, LocalExecutor, get_executor, list_executors, register_executor
+from overinterp.jobs.job import JobMismatchError, JobOutput, job_status, load_job, run_job, select_positions
+from overinterp.jobs.shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
+from overinterp.jobs.spec import JobSpec, ModelSpec, images_fingerprint
 
 __all__ = [
     "Executor", "LocalExecutor", "get_executor", "list_executors", "register_executor",

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, Callable, Sequence
 
-from .shard import ShardResult, ShardTask, run_shard
+from overinterp.jobs.shard import ShardResult, ShardTask, run_shard
 
 __all__ = ["Executor", "LocalExecutor", "register_executor", "get_executor", "list_executors"]
 
@@ -68,7 +68,7 @@ def get_executor(name: str, **options: Any) -> Executor:
     """An executor by name: ``local`` or ``ray`` (needs ``pip install 'overinterp[ray]'``)."""
     if name == "ray" and "ray" not in _EXECUTORS:
         try:
-            from .ray_executor import RayExecutor
+            from overinterp.jobs.ray_executor import RayExecutor
         except ImportError as exc:
             raise RuntimeError(
                 "--executor ray needs Ray: pip install 'overinterp[ray]' (or pip install ray); "

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ..atomic import atomic_write_text
-from ..trace import BackselectTrace, concat_traces
-from .executors import Executor, LocalExecutor
-from .shard import ShardResult, ShardTask, load_job_inputs, shard_complete, shard_paths
-from .spec import JobSpec, images_fingerprint
+from overinterp._atomic import atomic_write_text
+from overinterp.sis.trace import BackselectTrace, concat_traces
+from overinterp.jobs.executors import Executor, LocalExecutor
+from overinterp.jobs.shard import ShardResult, ShardTask, load_job_inputs, shard_complete, shard_paths
+from overinterp.jobs.spec import JobSpec, images_fingerprint
 
 __all__ = ["run_job", "load_job", "JobOutput", "JobMismatchError", "select_positions", "job_status", "MANIFEST"]
 
@@ -67,13 +67,13 @@ def select_positions(n: int, *, offset: int = 0, limit: int | None = None, sampl
 
 
 def _software() -> dict[str, Any]:
-    from .. import __version__
+    from overinterp import __version__
 
     return {"overinterp": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def _describe_identity(spec: JobSpec, model: Any, data: Any) -> dict[str, Any]:
-    from ..results import model_fingerprint
+    from overinterp.results import model_fingerprint
 
     idx = torch.tensor(spec.positions)
     if int(idx.max()) >= len(data) or int(idx.min()) < 0:
@@ -238,7 +238,7 @@ class JobOutput:
 
     def load_images(self) -> Tensor:
         """``(N, C, H, W)`` uint8 images of the trace, checked against the manifest's fingerprint."""
-        from ..data import open_dataset
+        from overinterp.data import open_dataset
 
         data = open_dataset(self.spec.dataset)
         images, labels = data.images[self.positions], data.labels[self.positions]
@@ -251,7 +251,7 @@ class JobOutput:
         return images
 
     def load_model(self) -> torch.nn.Module:
-        from ..results import model_fingerprint
+        from overinterp.results import model_fingerprint
 
         model = self.spec.model.load()
         if model_fingerprint(model) != self.manifest["identity"]["model_fingerprint"]:

@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 
 import ray
 
-from .executors import Executor
-from .shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
+from overinterp.jobs.executors import Executor
+from overinterp.jobs.shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
 
 __all__ = ["RayExecutor"]
 

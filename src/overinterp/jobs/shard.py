@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from ..atomic import atomic_write_text
-from .spec import JobSpec, images_fingerprint
+from overinterp._atomic import atomic_write_text
+from overinterp.jobs.spec import JobSpec, images_fingerprint
 
 __all__ = ["ShardTask", "ShardResult", "run_shard", "shard_paths", "shard_complete", "file_sha256"]
 
@@ -99,7 +99,7 @@ def _cached(kind: str, key: str, build):
 
 def load_job_inputs(spec: JobSpec):
     """``(model, dataset)`` of ``spec``, cached in this process."""
-    from ..data import open_dataset
+    from overinterp.data import open_dataset
 
     model = _cached("model", json.dumps(spec.model.to_dict(), sort_keys=True), spec.model.load)
     data = _cached("data", spec.dataset, lambda: open_dataset(spec.dataset, progress=False))
@@ -108,10 +108,10 @@ def load_job_inputs(spec: JobSpec):
 
 def run_shard(task: ShardTask) -> ShardResult:
     """Compute and write one shard (skips it when already complete)."""
-    from .. import backselect
-    from ..features import patch_features
-    from ..methods import method_from_description
-    from ..results import model_fingerprint
+    from overinterp import backselect
+    from overinterp.sis.features import patch_features
+    from overinterp.sis.methods import method_from_description
+    from overinterp.results import model_fingerprint
 
     done = shard_complete(task.out_dir, task.shard)
     pt, rec = shard_paths(task.out_dir, task.shard)

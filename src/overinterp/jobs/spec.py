@@ -43,7 +43,7 @@ class ModelSpec:
 
     def load(self) -> nn.Module:
         """The model, in eval mode on the CPU."""
-        from ..models import load_model
+        from overinterp.models import load_model
 
         model = load_model(self.name, checkpoint=self.checkpoint, preprocessing=self.preprocessing,
                            num_classes=self.num_classes)

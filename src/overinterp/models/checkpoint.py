@@ -27,9 +27,9 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_torch_save
-from ..classifier import Classifier
-from .registry import build_network, get_model_entry
+from overinterp._atomic import atomic_torch_save
+from overinterp.models.classifier import Classifier
+from overinterp.models.registry import build_network, get_model_entry
 
 __all__ = [
     "CHECKPOINT_FORMAT",

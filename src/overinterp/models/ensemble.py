@@ -35,8 +35,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..atomic import atomic_write_text
-from ..classifier import Classifier
+from overinterp._atomic import atomic_write_text
+from overinterp.models.classifier import Classifier
 
 __all__ = ["Ensemble", "MeanLogits", "load_ensemble", "save_ensemble", "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
 
@@ -189,7 +189,7 @@ def load_ensemble(path: str | os.PathLike[str], device: str | torch.device | Non
         ValueError: malformed file, a member that does not load (named), or
             mixed baselines without ``"baseline"`` in the file.
     """
-    from . import create_model  # late: models/__init__ imports this module
+    from overinterp.models import create_model  # late: models/__init__ imports this module
 
     p = Path(path)
     if not p.is_file():

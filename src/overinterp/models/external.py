@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from ..classifier import Classifier
-from .checkpoint import load_state_dict_checked, strip_key_prefixes
+from overinterp.models.classifier import Classifier
+from overinterp.models.checkpoint import load_state_dict_checked, strip_key_prefixes
 
 __all__ = [
     "MissingDependencyError",
@@ -200,7 +200,7 @@ def _timm_classifier(name: str, weights: Any, baseline: Any) -> Classifier:
     resize = int(crop / float(cfg.get("crop_pct", 0.875)))
     model = Classifier(network, (tuple(cfg["mean"]), tuple(cfg["std"])), baseline, name=name)
     if int(getattr(network, "num_classes", 0)) == 1000:
-        from ..data.imagenet import imagenet_class_names
+        from overinterp.data.imagenet import imagenet_class_names
 
         model.class_names = imagenet_class_names()
     model.input_size, model.resize = crop, resize

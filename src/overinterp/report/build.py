@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ..analysis import (
+from overinterp.analysis import (
     DEFAULT_THRESHOLDS,
     MASK_STYLES,
     SCORE_THRESHOLD,
@@ -43,12 +43,12 @@ from ..analysis import (
     subset_predictions,
     trace_accuracy,
 )
-from ..analysis.style import pyplot
-from ..atomic import atomic_write_text
-from ..results import render_table
-from .discover import JobEntry, RunInputs, discover
-from .model import Figure, Report, Section, Table
-from .render import render_html, render_markdown
+from overinterp.analysis.style import pyplot
+from overinterp._atomic import atomic_write_text
+from overinterp.results import render_table
+from overinterp.report.discover import JobEntry, RunInputs, discover
+from overinterp.report.model import Figure, Report, Section, Table
+from overinterp.report.render import render_html, render_markdown
 
 __all__ = ["build_report", "ReportOptions"]
 

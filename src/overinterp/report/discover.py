@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..jobs import JobOutput, load_job
+from overinterp.jobs import JobOutput, load_job
 
 __all__ = ["JobEntry", "RunInputs", "discover", "JOB_FORMAT"]
 
@@ -119,7 +119,7 @@ def _method_tag(manifest: dict[str, Any]) -> str:
 
 def discover(run_dir: str | os.PathLike[str], *, exclude: Path | None = None) -> RunInputs:
     """Read every job under ``run_dir`` (partial jobs: their complete shards) and the results file."""
-    from ..results import read_results
+    from overinterp.results import read_results
 
     root = Path(run_dir)
     if not root.is_dir():

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from .model import Report, Section, Table
+from overinterp.report.model import Report, Section, Table
 
 __all__ = ["render_html", "render_markdown", "markdown_table_to_html", "inline_markup"]
 

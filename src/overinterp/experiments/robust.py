@@ -1,0 +1,236 @@
+"""SIS of adversarially robust models beside standard ones (paper §4.5, Figure 1's "Adv. Robust" row).
+
+For each model: the CIFAR-10 test images it classifies with confidence
+``f ≥ τ`` (0.99; optionally only correct ones), the first ``limit`` of them, one
+SIS each at ``τ``; the mean SIS size (fraction of pixels) is the number the
+paper compares — robust models need larger SIS. Each model's trace is written
+to ``<out>/traces/<label>.pt``; ``summary.json`` and ``summary.csv`` hold one
+line per model; rows go to a results file via :func:`~overinterp.append_results`.
+
+Models are given as spec strings (:func:`load_model_spec`):
+
+* ``resnet20@weights.th?preprocessing=imagenet`` — a registry architecture
+  (with ``?key=value`` builder or loading options);
+* ``runs/r20/model.pt`` or ``ens.json`` — an overinterp checkpoint or ensemble;
+* ``robustbench:Carmon2019Unlabeled?threat_model=Linf`` — the RobustBench zoo;
+* ``import:pkg.module:WideResNet@ckpt.pt?depth=28&widen_factor=10&baseline=cifar10``
+  — any architecture from another codebase.
+
+Each may be prefixed by ``LABEL=``. Options ``preprocessing``, ``baseline``
+(a number, a comma list, or ``cifar10`` for the CIFAR-10 mean pixel) and
+``num_classes`` are loading options; other options go to the builder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from overinterp._atomic import atomic_write_text
+from overinterp.sis.backselect import backselect
+from overinterp.models.classifier import Classifier
+from overinterp.data.base import LabeledImages
+from overinterp.sis.methods import Exact, Method
+from overinterp.sis.scoring import check_threshold
+
+__all__ = ["ModelSpec", "load_model_spec", "run_robust_sis", "ROBUST_GROUP", "STANDARD_GROUP"]
+
+ROBUST_GROUP = "Adv. Robust"
+STANDARD_GROUP = "Standard"
+_LABEL = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
+_LOAD_KEYS = ("preprocessing", "baseline", "num_classes")
+
+
+@dataclass
+class ModelSpec:
+    """A loaded model with its row label, group and where it came from."""
+
+    label: str
+    group: str
+    model: Classifier
+    source: str
+    checkpoint: str | None = None
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _baseline(value: Any) -> Any:
+    from overinterp.models.external import CIFAR10_MEAN_PIXEL
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.lower() == "cifar10":
+            return CIFAR10_MEAN_PIXEL
+        return [float(v) for v in value.split(",")]
+    return value
+
+
+def load_model_spec(spec: str, group: str = STANDARD_GROUP) -> ModelSpec:
+    """Load a model from a spec string (see the module doc)."""
+    from overinterp.models import load_model
+    from overinterp.models.external import robustbench_classifier, user_model
+
+    label = None
+    m = _LABEL.match(spec)
+    if m:
+        label, spec = m.group(1), m.group(2)
+    body, _, query = spec.partition("?")
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, val = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"model spec {spec!r}: options are key=value pairs joined by '&', got {part!r}")
+        options[key] = _value(val)
+    load = {k: options.pop(k) for k in _LOAD_KEYS if k in options}
+    baseline = _baseline(load.get("baseline"))
+    if body.startswith("robustbench:"):
+        name = body.split(":", 1)[1]
+        kw = {k: options.pop(k) for k in ("threat_model", "dataset", "model_dir") if k in options}
+        if options:
+            raise ValueError(f"model spec {spec!r}: unknown robustbench options {sorted(options)}")
+        model = robustbench_classifier(name, **kw, **({} if baseline is None else {"baseline": baseline}))
+        return ModelSpec(label or name, group, model, spec)
+    if body.startswith("import:"):
+        target, _, ckpt = body[len("import:"):].partition("@")
+        model = user_model(target, ckpt or None, kwargs=options, preprocessing=load.get("preprocessing", "none"),
+                           baseline=baseline)
+        return ModelSpec(label or target.rpartition(":")[2], group, model, spec, ckpt or None)
+    name, _, ckpt = body.partition("@")
+    if not ckpt and Path(name).is_file() and not name.lower().endswith(".json"):
+        name, ckpt = "", name  # an own-format checkpoint records its architecture
+    kwargs = dict(options)
+    if baseline is not None:
+        kwargs["baseline"] = baseline
+    model = load_model(name or None, checkpoint=ckpt or None, preprocessing=load.get("preprocessing"),
+                       num_classes=load.get("num_classes"), **kwargs)
+    display = label or (Path(name).stem if name.lower().endswith(".json") else name) or getattr(model, "name", "model")
+    return ModelSpec(display, group, model, spec, ckpt or None)
+
+
+def _confident(model: Classifier, data: LabeledImages, tau: float, correct_only: bool, batch_size: int,
+               device: torch.device) -> tuple[list[int], float]:
+    """Indices of images with ``f ≥ τ`` (and correct), and the model's accuracy."""
+    keep, correct = [], 0
+    with torch.inference_mode():
+        for s in range(0, len(data), batch_size):
+            x = data.images[s : s + batch_size].to(device)
+            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+            p = torch.softmax(model(x).double(), dim=1)
+            conf, pred = p.max(1)
+            lab = data.labels[s : s + batch_size].to(device)
+            correct += int((pred == lab).sum())
+            for r in range(x.shape[0]):
+                if float(conf[r]) >= tau and (not correct_only or int(pred[r]) == int(lab[r])):
+                    keep.append(s + r)
+    return keep, correct / max(1, len(data))
+
+
+def run_robust_sis(
+    models: Sequence[ModelSpec],
+    data: LabeledImages,
+    out_dir: str | Path,
+    *,
+    threshold: float = 0.99,
+    limit: int | None = 100,
+    method: Method | None = None,
+    correct_only: bool = False,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    results: str | Path | None = None,
+    experiment: str = "robust-sis",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """SIS sizes of several models on their confidently classified images (see the module doc).
+
+    Returns one summary dict per model (also written to ``summary.json``/``.csv``).
+    """
+    from overinterp.results import append_results, model_fingerprint
+
+    tau = check_threshold(threshold)
+    if not models:
+        raise ValueError("give at least one model")
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"model labels must differ, got {labels}; prefix specs with LABEL=")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be ≥ 1, got {limit}")
+    method = Exact() if method is None else method
+    device = torch.device(device)
+    out = Path(out_dir)
+    (out / "traces").mkdir(parents=True, exist_ok=True)
+    dataset_key = data.meta.get("key", data.name)
+    rows: list[dict[str, Any]] = []
+    for spec in models:
+        model = spec.model.to(device).eval()
+        t0 = time.perf_counter()
+        idx, accuracy = _confident(model, data, tau, correct_only, 500, device)
+        chosen = idx if limit is None else idx[:limit]
+        row: dict[str, Any] = {
+            "model": spec.label, "group": spec.group, "source": spec.source, "fingerprint": model_fingerprint(model),
+            "dataset": dataset_key, "threshold": tau, "method": method.describe(), "accuracy": accuracy,
+            "scanned": len(data), "confident": len(idx), "n": len(chosen),
+        }
+        if chosen:
+            sel = torch.tensor(chosen)
+            images = data.images[sel].to(device)
+            images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+            log(f"{spec.label} ({spec.group}): {len(idx)} of {len(data)} images with f ≥ {tau}; SIS on {len(chosen)}")
+            trace = backselect(model, images, method=method, batch_size=batch_size, progress=progress,
+                               labels=data.labels[sel])
+            res = trace.find_sis(tau, model, images, batch_size=batch_size)
+            trace.meta.update({"indices": chosen, "label": spec.label, "group": spec.group, "source": spec.source})
+            trace.save(out / "traces" / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', spec.label)}.pt")
+            p = trace.num_features.tolist()
+            fr = [s.numel() / p[i] for i, s in enumerate(res) if s is not None]
+            row.update({
+                "with_sis": len(fr),
+                "sis_fraction_mean": statistics.fmean(fr) if fr else math.nan,
+                "sis_fraction_std": statistics.stdev(fr) if len(fr) > 1 else 0.0,
+                "sis_fraction_median": statistics.median(fr) if fr else math.nan,
+                "sis_pixels_mean": statistics.fmean(f * p[0] for f in fr) if fr else math.nan,
+            })
+        else:
+            log(f"{spec.label} ({spec.group}): no image reaches f ≥ {tau}")
+            row.update({"with_sis": 0, "sis_fraction_mean": math.nan, "sis_fraction_std": math.nan,
+                        "sis_fraction_median": math.nan, "sis_pixels_mean": math.nan})
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+        log(f"  mean SIS size {100 * row['sis_fraction_mean']:.2f}% of pixels over {row['with_sis']} images "
+            f"({row['seconds']:.1f} s)")
+        if results is not None and row["with_sis"]:
+            notes = f"group={spec.group}; tau={tau}; method={method.name}; source={spec.source}"
+            append_results(results, [
+                {"experiment": experiment, "model": spec.label, "arch": getattr(model, "arch", model.name),
+                 "fingerprint": row["fingerprint"], "checkpoint": spec.checkpoint or "", "dataset": dataset_key,
+                 "metric": "sis_size_mean", "value": row["sis_fraction_mean"], "n": row["with_sis"], "notes": notes},
+                {"experiment": experiment, "model": spec.label, "arch": getattr(model, "arch", model.name),
+                 "fingerprint": row["fingerprint"], "checkpoint": spec.checkpoint or "", "dataset": dataset_key,
+                 "metric": "confident_fraction", "value": len(idx) / max(1, len(data)), "n": len(data),
+                 "notes": notes},
+            ])
+    atomic_write_text(out / "summary.json", json.dumps(rows, indent=1, default=str))
+    cols = ["model", "group", "n", "with_sis", "sis_fraction_mean", "sis_fraction_std", "sis_fraction_median",
+            "sis_pixels_mean", "confident", "scanned", "accuracy", "threshold", "seconds", "fingerprint", "source"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(out / "summary.csv", buf.getvalue())
+    return rows

@@ -1,0 +1,109 @@
+"""What every backward-selection method receives and returns."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+from overinterp.sis.features import FeatureMap
+
+__all__ = ["Problem", "MethodOutput", "Method"]
+
+
+@dataclass
+class Problem:
+    """A validated backward-selection problem, all tensors on one device.
+
+    Attributes:
+        forward: ``(B, C, H, W)`` → logits ``(B, K)``; the model in eval mode.
+        images: ``(N, C, H, W)`` inputs in the space the model takes.
+        baseline: ``(C, H, W)`` masking value, same space.
+        target: ``(N,)`` int64 target classes.
+        features: the feature map.
+        available: ``(N, Pmax)`` bool, features that may be removed; the others
+            are masked from the start and never appear in the order (used by
+            the SIS collection). ``None``: all features.
+    """
+
+    forward: Callable[[Tensor], Tensor]
+    images: Tensor
+    baseline: Tensor
+    target: Tensor
+    features: FeatureMap
+    available: Tensor | None = None
+
+    @property
+    def n(self) -> int:
+        return self.images.shape[0]
+
+    def start_images(self) -> Tensor:
+        """``(N, C, H, W)``: the images with the unavailable features already masked."""
+        if self.available is None:
+            return self.images.clone()
+        masked = ~self.available.gather(1, self.features.groups.flatten(1)).view(
+            self.n, 1, *self.images.shape[2:]
+        )
+        return torch.where(masked, self.baseline, self.images)
+
+    def check_block_size(self, k: int, method: str) -> None:
+        """Refuse a per-step block size ``k`` larger than the largest feature count."""
+        pmax = int(self.features.num_features.max()) if self.n else 0
+        if k > pmax:
+            raise ValueError(f"{method}: k = {k} is larger than the {pmax} features per image; "
+                             f"choose k <= {pmax} (or larger features, e.g. a smaller patch count)")
+
+    def available_counts(self) -> Tensor:
+        """``(N,)`` int64 number of removable features per image."""
+        if self.available is None:
+            return self.features.num_features.clone()
+        return self.available.sum(1)
+
+    def remaining_table(self) -> Tensor:
+        """``(N, Pmax)`` int64: each row's removable feature ids ascending, padded with Pmax."""
+        pmax = self.features.max_features
+        ids = torch.arange(pmax, device=self.images.device).expand(self.n, pmax)
+        ok = ids < self.features.num_features.view(-1, 1)
+        if self.available is not None:
+            ok = ok & self.available
+        # a stable sort keeps the ascending order of the kept ids and pushes the rest back
+        key = torch.where(ok, ids, torch.full_like(ids, pmax))
+        return torch.sort(key, dim=1, stable=True).values
+
+
+@dataclass
+class MethodOutput:
+    """Per-image removal order and log-odds, padded to ``Pmax``.
+
+    ``order`` ``(N, Pmax)`` int64 (−1 pad), ``logodds`` ``(N, Pmax)`` float32
+    (NaN where not evaluated), ``evaluated`` ``(N, Pmax)`` bool,
+    ``num_features`` ``(N,)`` int64 (length of each order).
+    """
+
+    order: Tensor
+    logodds: Tensor
+    evaluated: Tensor
+    num_features: Tensor
+    stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class Method:
+    """Base class of backward-selection methods (frozen dataclasses).
+
+    Subclasses set ``name`` and implement :meth:`run`; their dataclass fields
+    are their parameters, recorded in every trace.
+    """
+
+    name: ClassVar[str] = "method"
+
+    def params(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params()}
+
+    def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
+        raise NotImplementedError

@@ -1,0 +1,54 @@
+"""k-step backward selection: exact scores, ``k`` removals per step.
+
+Each step evaluates every single removal of a still-present feature exactly (one
+forward pass each, as :class:`~overinterp.sis.methods.Exact`) and then masks the
+``k`` best at once (highest log-odds; ties to the lowest feature id), ordered
+best first. ``KStep(1)`` is exact backward selection.
+
+Evaluated prefixes: the first feature of each block (its single-removal score
+is the log-odds of that prefix) and each block end (the engine evaluates the new
+state as one extra candidate of the next step). FindSIS stops at these.
+
+Cost: about ``P²/(2k)`` forward passes per image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods._engine import greedy_select
+
+__all__ = ["KStep"]
+
+
+@dataclass(frozen=True)
+class KStep(Method):
+    """Score every single removal exactly, then remove the ``k`` best at once.
+
+    Args:
+        k: features removed per step.
+        channels_last: build candidates channels-last (``None``: as :class:`Exact`).
+    """
+
+    k: int
+    channels_last: bool | None = None
+
+    name: ClassVar[str] = "kstep"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
+            raise ValueError(f"k must be a positive integer, got {self.k!r}")
+
+    def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
+        k = self.k
+        problem.check_block_size(k, "KStep")
+        return greedy_select(
+            problem,
+            batch_size=batch_size,
+            progress=progress,
+            step_size=None if k == 1 else (lambda remaining, total: k),
+            channels_last=self.channels_last,
+            desc=f"kstep({k})",
+        )

@@ -1,0 +1,58 @@
+"""Exact backward selection with reduced-precision screening and exact re-ranking.
+
+Each step scores every single removal under ``torch.autocast`` (bfloat16 by
+default: on CPUs with AMX-BF16 a CIFAR ResNet runs 2.5–3× faster this way, with
+channels-last inputs), re-scores the ``rescore_top`` best of them in the model's
+own precision, and masks the best of those (ties: lowest feature id). The step
+equals the exact one whenever the exact best candidate is among the screened
+top ``m``; the recorded log-odds are always the full-precision values of the
+prefixes taken, so FindSIS and its re-verification see exact numbers.
+
+Cost per image: ``P(P+1)/2`` reduced-precision passes plus
+``Σ min(m, remaining)`` ≈ ``m·P`` full-precision ones. A float64 model is not
+affected by autocast (it only casts float32): the method is then exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select
+
+__all__ = ["Screened"]
+
+
+@dataclass(frozen=True)
+class Screened(Method):
+    """Exact greedy steps chosen among the top ``rescore_top`` of a reduced-precision screen.
+
+    Args:
+        screen: autocast dtype of the screen: ``"bfloat16"`` (default) or ``"float16"``.
+        rescore_top: candidates per step re-scored in full precision (``m``).
+        channels_last: build candidates channels-last (``None``: as :class:`Exact`).
+    """
+
+    screen: str = "bfloat16"
+    rescore_top: int = 16
+    channels_last: bool | None = None
+
+    name: ClassVar[str] = "screened"
+
+    def __post_init__(self) -> None:
+        if self.screen not in AUTOCAST_DTYPES:
+            raise ValueError(f"screen must be one of {sorted(AUTOCAST_DTYPES)}, got {self.screen!r}")
+        if not isinstance(self.rescore_top, int) or isinstance(self.rescore_top, bool) or self.rescore_top < 1:
+            raise ValueError(f"rescore_top must be a positive integer, got {self.rescore_top!r}")
+
+    def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
+        return greedy_select(
+            problem,
+            batch_size=batch_size,
+            progress=progress,
+            channels_last=self.channels_last,
+            autocast=AUTOCAST_DTYPES[self.screen],
+            rescore_top=self.rescore_top,
+            desc="screened",
+        )

@@ -1,0 +1,202 @@
+"""Accuracy of a model (a Classifier, an Ensemble, any module) on datasets, and the
+rows of the results file (:mod:`overinterp.results`) it makes.
+
+Images may be uint8 (converted per batch: ``x.float() / 255``) or float pixels,
+on the CPU or the model's device; batches go to the model's device.
+CIFAR-10-C's ``all`` split is evaluated block by block (19 corruptions × 5
+severities × 10,000 images, one block in memory at a time); its accuracy is
+over all 950,000 images, and each block gets its own row
+(``cifar10c:<corruption>/<severity>``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from overinterp.data.base import LabeledImages, to_pixels
+from overinterp.data.cifar10c import iter_cifar10c
+from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
+from overinterp.results import make_row, model_fingerprint
+
+__all__ = ["evaluate_accuracy", "evaluate_datasets", "result_rows", "model_device"]
+
+
+def model_device(model: Any) -> torch.device:
+    if isinstance(model, nn.Module):
+        for t in list(model.parameters()) + list(model.buffers()):
+            return t.device
+    return torch.device("cpu")
+
+
+@torch.inference_mode()
+def evaluate_accuracy(
+    model: Callable[[Tensor], Tensor],
+    images: Tensor | LabeledImages,
+    labels: Tensor | None = None,
+    *,
+    batch_size: int = 500,
+    amp: bool = False,
+    progress: bool = False,
+    desc: str = "evaluating",
+) -> dict[str, Any]:
+    """Top-1 accuracy and mean cross-entropy of ``model`` on labelled images.
+
+    ``model`` is put in eval mode for the call (its mode is restored). ``amp``
+    runs CUDA models in bfloat16 autocast (off by default: accuracy claims are
+    made in float32).
+
+    Returns:
+        ``{"accuracy", "loss", "correct", "n"}``.
+    """
+    if isinstance(images, LabeledImages):
+        images, labels = images.images, images.labels if labels is None else labels
+    if labels is None:
+        raise ValueError("evaluate_accuracy needs labels")
+    if images.dim() != 4 or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
+        raise ValueError(f"need images (N, C, H, W) and labels (N,); got {tuple(images.shape)} and {tuple(labels.shape)}")
+    n = int(images.shape[0])
+    if n == 0:
+        raise ValueError("no images to evaluate")
+    device = model_device(model)
+    was_training = isinstance(model, nn.Module) and model.training
+    if isinstance(model, nn.Module):
+        model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    loss = torch.zeros((), dtype=torch.float64, device=device)
+    use_amp = amp and device.type == "cuda"
+    amp_dtype = torch.float16 if use_amp and not torch.cuda.is_bf16_supported() else torch.bfloat16
+    try:
+        bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
+        for start in range(0, n, batch_size):
+            x = to_pixels(images[start:start + batch_size].to(device, non_blocking=True))
+            y = labels[start:start + batch_size].to(device, non_blocking=True)
+            with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
+                logits = model(x)
+            logits = logits.float()
+            correct += (logits.argmax(1) == y).sum()
+            loss += F.cross_entropy(logits, y, reduction="sum").double()
+            bar.update(int(y.shape[0]))
+        bar.close()
+    finally:
+        if was_training:
+            model.train()
+    c = int(correct)
+    return {"accuracy": c / n, "loss": float(loss) / n, "correct": c, "n": n}
+
+
+def evaluate_datasets(
+    model: Callable[[Tensor], Tensor],
+    datasets: Sequence[str | os.PathLike[str] | LabeledImages],
+    *,
+    root: str | os.PathLike[str] | None = None,
+    download: bool = False,
+    limit: int | None = None,
+    batch_size: int = 500,
+    amp: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate on each dataset: a spec string ``NAME[:SPLIT][@ROOT]`` (see
+    :func:`~overinterp.data.load_dataset`), a labelled array file (``.npz`` with
+    ``*images`` and ``*labels``, ``.pt``; recorded as ``file:<name>``) or
+    already-loaded :class:`LabeledImages`.
+
+    Returns one dict per evaluated set — ``dataset`` (its key), ``accuracy``,
+    ``loss``, ``correct``, ``n`` — plus, for ``cifar10c`` / ``cifar10c:all``, one
+    per corruption × severity block before the overall one.
+    """
+    out: list[dict[str, Any]] = []
+    for spec in datasets:
+        if isinstance(spec, LabeledImages):
+            key = spec.meta.get("key", spec.name)
+            res = evaluate_accuracy(model, spec, batch_size=batch_size, amp=amp, progress=progress, desc=key)
+            out.append({"dataset": key, **res})
+            if log:
+                log(_line(out[-1]))
+            continue
+        if Path(spec).suffix.lower() in _ARRAY_SUFFIXES and Path(spec).is_file():
+            spec = _array_file(Path(spec))
+            res = evaluate_accuracy(model, spec, batch_size=batch_size, amp=amp, progress=progress, desc=spec.name)
+            out.append({"dataset": spec.name, **res})
+            if log:
+                log(_line(out[-1]))
+            continue
+        from overinterp.data.specs import canonical_spec
+
+        spec = canonical_spec(os.fspath(spec))
+        name, split, spec_root = parse_dataset_spec(spec)
+        key = dataset_key(name, split)
+        where = spec_root if spec_root is not None else root
+        if key == "cifar10c:all" and limit is None:
+            blocks = []
+            for corruption, severity, block in iter_cifar10c(where, download=download, progress=progress):
+                res = evaluate_accuracy(model, block, batch_size=batch_size, amp=amp, progress=progress,
+                                        desc=f"cifar10c {corruption}/{severity}")
+                blocks.append({"dataset": f"cifar10c:{corruption}/{severity}", **res})
+            out += blocks
+            total = sum(b["n"] for b in blocks)
+            correct = sum(b["correct"] for b in blocks)
+            loss = sum(b["loss"] * b["n"] for b in blocks) / total
+            out.append({"dataset": key, "accuracy": correct / total, "loss": loss, "correct": correct, "n": total})
+        else:
+            data = load_dataset(name, where, split, download=download, limit=limit, progress=progress)
+            res = evaluate_accuracy(model, data, batch_size=batch_size, amp=amp, progress=progress, desc=key)
+            out.append({"dataset": key, **res})
+        if log:
+            log(_line(out[-1]))
+    return out
+
+
+_ARRAY_SUFFIXES = (".npz", ".npy", ".pt", ".pth")
+
+
+def _array_file(path: Path) -> LabeledImages:
+    """Labelled images from an array file (see :func:`~overinterp.data.load_images`)."""
+    from overinterp.data.files import load_images
+
+    data = load_images(path)
+    if data.labels is None:
+        raise ValueError(f"{path} holds no labels (an npz needs a '*labels' array next to '*images')")
+    return LabeledImages(data.images, data.labels, data.classes, name=f"file:{path.name}", source=str(path),
+                         meta={"key": f"file:{path.name}"})
+
+
+def _line(r: dict[str, Any]) -> str:
+    return f"{r['dataset']}: accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']}), loss {r['loss']:.4f}"
+
+
+def result_rows(
+    evaluations: Iterable[dict[str, Any]],
+    model: nn.Module,
+    *,
+    model_name: str | None = None,
+    seed: int | None = None,
+    train_on: str = "full",
+    evaluate_on: str = "full",
+    experiment: str = "",
+    checkpoint: str | os.PathLike[str] | None = None,
+    notes: str = "",
+    metrics: Sequence[str] = ("accuracy", "loss"),
+) -> list[dict[str, str]]:
+    """Rows for :func:`~overinterp.results.append_results`, one per evaluation × metric."""
+    fingerprint = model_fingerprint(model)
+    arch = "ensemble" if hasattr(model, "combine") else getattr(model, "arch", None) or type(model).__name__
+    name = model_name or getattr(model, "name", None) or arch
+    rows = []
+    for e in evaluations:
+        for metric in metrics:
+            rows.append(make_row(
+                experiment=experiment, model=name, arch=arch, fingerprint=fingerprint,
+                checkpoint="" if checkpoint is None else os.fspath(checkpoint), train_on=train_on,
+                evaluate_on=evaluate_on, dataset=e["dataset"], seed=seed, metric=metric, value=e[metric],
+                n=e["n"], notes=notes,
+            ))
+    return rows
+
