@@ -49,6 +49,7 @@ from overinterp.sis import (  # noqa: E402
     BackselectTrace,
     BatchedGradient,
     Exact,
+    Fast,
     KStep,
     Method,
     Screened,
@@ -73,7 +74,7 @@ __all__ = [
     "backselect", "sis_collection", "SISCollection", "DEFAULT_BATCH_SIZE", "BackselectTrace", "SISResult",
     "TRACE_VERSION", "find_sis_relative", "relative_thresholds",
     # methods
-    "Method", "Exact", "BatchedGradient", "KStep", "Adaptive", "Screened", "make_method",
+    "Method", "Exact", "Fast", "BatchedGradient", "KStep", "Adaptive", "Screened", "make_method",
     # features and scores
     "patch_features", "pixel_features", "superpixel_features", "logit", "target_logodds", "target_probability",
     # models

@@ -9,6 +9,7 @@ from overinterp.sis.methods import (
     Adaptive,
     BatchedGradient,
     Exact,
+    Fast,
     KStep,
     Method,
     Screened,
@@ -24,6 +25,6 @@ __all__ = [
     "backselect", "sis_collection", "SISCollection", "DEFAULT_BATCH_SIZE",
     "BackselectTrace", "SISResult", "TRACE_VERSION", "concat_traces",
     "FeatureMap", "patch_features", "pixel_features", "superpixel_features",
-    "Method", "Exact", "BatchedGradient", "KStep", "Adaptive", "Screened", "make_method", "method_from_description",
+    "Method", "Exact", "Fast", "BatchedGradient", "KStep", "Adaptive", "Screened", "make_method", "method_from_description",
     "find_sis_relative", "relative_thresholds", "logit", "target_logodds", "target_probability",
 ]

@@ -5,13 +5,14 @@ import dataclasses
 from overinterp.sis.methods.adaptive import Adaptive
 from overinterp.sis.methods.base import Method, MethodOutput, Problem
 from overinterp.sis.methods.exact import Exact
+from overinterp.sis.methods.fast import Fast
 from overinterp.sis.methods.gradient import BatchedGradient
 from overinterp.sis.methods.kstep import KStep
 from overinterp.sis.methods.screened import Screened
 
-__all__ = ["Method", "MethodOutput", "Problem", "Exact", "BatchedGradient", "KStep", "Adaptive", "Screened", "make_method"]
+__all__ = ["Method", "MethodOutput", "Problem", "Exact", "BatchedGradient", "KStep", "Adaptive", "Screened", "Fast", "make_method"]
 
-_BY_NAME: dict[str, type[Method]] = {m.name: m for m in (Exact, BatchedGradient, KStep, Adaptive, Screened)}
+_BY_NAME: dict[str, type[Method]] = {m.name: m for m in (Exact, BatchedGradient, KStep, Adaptive, Screened, Fast)}
 
 
 def make_method(name: str, **params) -> Method:
@@ -39,3 +40,11 @@ def method_from_description(description: dict) -> Method:
 
 
 __all__ += ["method_from_description"]
+
+
+def method_names() -> list[str]:
+    """The names :func:`make_method` takes, in registration order (the command line's ``--method`` choices)."""
+    return list(_BY_NAME)
+
+
+__all__ += ["method_names"]

@@ -21,9 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, without_removed
 from overinterp.sis.methods._engine import ceil_fraction, greedy_select
 from overinterp.sis.methods.gradient import run_gradient
 
@@ -92,17 +90,7 @@ class Adaptive(Method):
             channels_last=self.channels_last,
             desc="adaptive head",
         )
-        device = problem.images.device
-        n, pmax = head.order.shape
-        col = torch.arange(pmax, device=device).view(1, -1)
-        avail = col < problem.features.num_features.view(-1, 1)
-        if problem.available is not None:
-            avail = avail & problem.available
-        gone = torch.zeros_like(avail)
-        done = col < head.num_features.view(-1, 1)
-        rows = torch.arange(n, device=device).view(-1, 1).expand(n, pmax)
-        gone[rows[done], head.order[done]] = True
-        sub = Problem(problem.forward, problem.images, problem.baseline, problem.target, problem.features, avail & ~gone)
+        sub = without_removed(problem, head)
         tail = greedy_select(
             sub,
             batch_size=batch_size,
@@ -110,16 +98,10 @@ class Adaptive(Method):
             channels_last=self.channels_last,
             desc="adaptive tail",
         )
-        order, logodds, evaluated = head.order, head.logodds, head.evaluated
-        dest = head.num_features.view(-1, 1) + col
-        valid = col < tail.num_features.view(-1, 1)
-        order[rows[valid], dest[valid]] = tail.order[valid]
-        logodds[rows[valid], dest[valid]] = tail.logodds[valid]
-        evaluated[rows[valid], dest[valid]] = tail.evaluated[valid]
         stats = {
             "channels_last": tail.stats.get("channels_last"),
             "forward_backward_passes": head.stats["forward_backward_passes"],
             "zero_gradient_passes": head.stats["zero_gradient_passes"],
             "evaluations": tail.stats["evaluations"],
         }
-        return MethodOutput(order, logodds, evaluated, head.num_features + tail.num_features, stats)
+        return append_output(head, tail, stats)

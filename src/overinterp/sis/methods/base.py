@@ -11,7 +11,7 @@ from torch import Tensor
 
 from overinterp.sis.features import FeatureMap
 
-__all__ = ["Problem", "MethodOutput", "Method"]
+__all__ = ["Problem", "MethodOutput", "Method", "append_output", "without_removed"]
 
 
 @dataclass
@@ -107,3 +107,34 @@ class Method:
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         raise NotImplementedError
+
+
+def without_removed(problem: Problem, out: MethodOutput) -> Problem:
+    """The sub-problem left after ``out``: the same images with the features that
+    ``out`` removed no longer available (they are masked from the start)."""
+    device = problem.images.device
+    n, pmax = out.order.shape
+    col = torch.arange(pmax, device=device).view(1, -1)
+    avail = col < problem.features.num_features.view(-1, 1)
+    if problem.available is not None:
+        avail = avail & problem.available
+    gone = torch.zeros_like(avail)
+    done = col < out.num_features.view(-1, 1)
+    rows = torch.arange(n, device=device).view(-1, 1).expand(n, pmax)
+    gone[rows[done], out.order[done]] = True
+    return Problem(problem.forward, problem.images, problem.baseline, problem.target, problem.features, avail & ~gone)
+
+
+def append_output(head: MethodOutput, tail: MethodOutput, stats: dict[str, Any] | None = None) -> MethodOutput:
+    """``head``'s order followed by ``tail``'s (run on :func:`without_removed`)."""
+    n, pmax = head.order.shape
+    device = head.order.device
+    col = torch.arange(pmax, device=device).view(1, -1)
+    rows = torch.arange(n, device=device).view(-1, 1).expand(n, pmax)
+    order, logodds, evaluated = head.order.clone(), head.logodds.clone(), head.evaluated.clone()
+    dest = head.num_features.view(-1, 1) + col
+    valid = col < tail.num_features.view(-1, 1)
+    order[rows[valid], dest[valid]] = tail.order[valid]
+    logodds[rows[valid], dest[valid]] = tail.logodds[valid]
+    evaluated[rows[valid], dest[valid]] = tail.evaluated[valid]
+    return MethodOutput(order, logodds, evaluated, head.num_features + tail.num_features, stats or {})

@@ -49,7 +49,7 @@ from overinterp.sis.scoring import target_logodds
 from overinterp.sis.methods.base import Method, MethodOutput, Problem
 from overinterp.sis.methods._engine import StepSize, default_channels_last
 
-__all__ = ["BatchedGradient", "run_gradient"]
+__all__ = ["BatchedGradient", "run_gradient", "mask_gradient", "differentiable_copies"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,42 @@ def _tie_noise(features: Tensor, removed: Tensor, seed: int) -> Tensor:
     return v - torch.floor(v)
 
 
+def differentiable_copies(problem: Problem) -> tuple[Tensor, Tensor]:
+    """``(images, baseline)`` usable in autograd (inference tensors cannot be saved for backward)."""
+    with torch.inference_mode(False):
+        src = problem.images.clone() if problem.images.is_inference() else problem.images
+        base = problem.baseline.clone() if problem.baseline.is_inference() else problem.baseline
+    return src, base
+
+
+def mask_gradient(
+    problem: Problem, src: Tensor, base: Tensor, act: Tensor, masked: Tensor, idx: Tensor, channels_last: bool
+) -> tuple[Tensor, Tensor]:
+    """One forward+backward pass at the masked states of images ``act``.
+
+    ``masked`` ``(S, Pmax)`` bool (1 = masked), ``idx`` ``(S, H·W)`` feature id
+    of each pixel. Returns the target log-odds ``(S,)`` and its gradient with
+    respect to the mask ``(S, Pmax)`` (large: masking that feature raises the
+    log-odds most, to first order).
+    """
+    s_n = act.numel()
+    h, w = src.shape[-2:]
+    with torch.inference_mode(False), torch.enable_grad():
+        m_soft = masked.to(src.dtype).requires_grad_(True)
+        pix = m_soft.gather(1, idx).view(s_n, 1, h, w)
+        x = src[act] * (1 - pix) + base * pix
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        lo = target_logodds(problem.forward(x), problem.target[act])
+        if not lo.requires_grad:
+            raise TypeError(
+                "this method needs a differentiable PyTorch model (its output carries no gradient); "
+                "use a forward-only method such as Exact, KStep or Adaptive(head='kstep')"
+            )
+        (grad,) = torch.autograd.grad(lo.sum(), m_soft)
+    return lo.detach(), grad
+
+
 def run_gradient(
     problem: Problem,
     *,
@@ -144,9 +180,7 @@ def run_gradient(
     totals = list(counts)
     stop = [0] * n if stop is None else [int(s) for s in stop]
 
-    with torch.inference_mode(False):  # inference tensors cannot be saved for backward
-        src = images.clone() if images.is_inference() else images
-        base = base.clone() if base.is_inference() else base
+    src, base = differentiable_copies(problem)
     col = torch.arange(pmax, device=device)
     masked = col.view(1, -1) >= fmap.num_features.view(-1, 1)  # (N, Pmax): 1 = masked (pads too)
     if problem.available is not None:
@@ -174,21 +208,8 @@ def run_gradient(
             rs = [_clip(step_size, counts[i], totals[i], stop[i]) for i in active]
             act = torch.tensor(active, dtype=torch.int64).to(device, non_blocking=True)
             ms = masked[act]
-            with torch.inference_mode(False), torch.enable_grad():
-                m_soft = ms.to(dtype).requires_grad_(True)
-                idx = shared.expand(s_n, -1) if shared is not None else groups[act]
-                pix = m_soft.gather(1, idx).view(s_n, 1, h, w)
-                x = src[act] * (1 - pix) + base * pix
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                lo = target_logodds(problem.forward(x), target[act])
-                if not lo.requires_grad:
-                    raise TypeError(
-                        "BatchedGradient needs a differentiable PyTorch model (its output carries no "
-                        "gradient); use a forward-only method such as Exact, KStep or Adaptive"
-                    )
-                (grad,) = torch.autograd.grad(lo.sum(), m_soft)
-            lo = lo.detach()
+            idx = shared.expand(s_n, -1) if shared is not None else groups[act]
+            lo, grad = mask_gradient(problem, src, base, act, ms, idx, channels_last)
             bad |= ~torch.isfinite(lo).all() | ~torch.isfinite(grad).all()
             n_rows += s_n
             bar.update(s_n)

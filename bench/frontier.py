@@ -1,0 +1,362 @@
+"""The measured frontier: every backward-selection method against exact, on two
+models of different architecture families, on the same images.
+
+Exact per-pixel anchors are dataset jobs (``overinterp backselect-dataset
+--method exact``; resumable, reused across runs), one per model; every other
+method runs here on the anchored images, in this process, at one thread count.
+For each method and model it reports:
+
+* cost per image in *forward-equivalents*: forward passes plus forward+backward
+  passes times their cost in forward passes, measured here side by side at the
+  batch size the methods use;
+* wall seconds per image (this process; the machine may be shared);
+* on the 5% subsets (last-removed 5% of features, the rest at the baseline):
+  the model's accuracy against the true labels, the mean probability of the
+  full-image class, the confidence drop;
+* mean SIS size at τ = 0.99 and 0.9 (re-verified; over images with an SIS) and
+  the fraction of images with an SIS;
+* each as a difference from exact with a paired 95% t-interval over images.
+
+It writes JSON (``--out``) and the frontier figure (``--figure``): cost on a log
+axis against each quality difference, one marker per method and model.
+
+Usage::
+
+    .venv/bin/python bench/frontier.py --job resnet20=runs/anchors/resnet20-exact \\
+        --job vgg_small=runs/anchors/vgg_small-exact --out bench/results/frontier.json \\
+        --figure docs/frontier.png [--methods fast,adaptive-gradient,...] [--scaling]
+
+Anchors (16 lossless test images each, ~10 min/image for ResNet20 on one core)::
+
+    overinterp backselect-dataset --model resnet20 --checkpoint ../shared/data/models/resnet20-cifar10.th \\
+        --preprocessing imagenet --dataset ../shared/data/cifar10-lossless.npz:test --limit 16 \\
+        --method exact --shard-size 1 --threads 1 --out runs/anchors/resnet20-exact
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from scipy import stats as sps
+
+import overinterp
+from overinterp.analysis.subsets import subset_predictions
+from overinterp.jobs import load_job
+from overinterp.sis.methods import make_method
+from overinterp.sis.methods.gradient import differentiable_copies, mask_gradient
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: label → (method name, parameters). The frontier's default set.
+METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "fast": ("fast", {}),
+    "fast-w4": ("fast", {"width": 4}),
+    "fast-w16": ("fast", {"width": 16}),
+    "fast-s10": ("fast", {"screened": 0.10}),
+    "fast-s25": ("fast", {"screened": 0.25, "exact": 0.03, "width": 4}),
+    "adaptive-gradient": ("adaptive", {"head": "gradient"}),
+    "adaptive": ("adaptive", {}),
+    "kstep16": ("kstep", {"k": 16}),
+    "gradient-k1": ("gradient", {"k": 1}),
+    "gradient-k8": ("gradient", {"k": 8}),
+    "gradient-k64": ("gradient", {"k": 64}),
+    "screened": ("screened", {}),
+}
+DEFAULT = "fast,fast-w4,fast-w16,fast-s10,adaptive-gradient,gradient-k1,gradient-k8,gradient-k64"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_kernels() -> dict[str, Any]:
+    """Which CPU kernels PyTorch uses here (ISA level, oneDNN, bf16/int8 support)."""
+    out: dict[str, Any] = {"capability": torch.backends.cpu.get_cpu_capability(),
+                           "mkldnn": torch.backends.mkldnn.is_available()}
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
+        out["isa"] = {f: f in flags.split() for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")}
+    except (OSError, IndexError):
+        pass
+    return out
+
+
+def measure_fb_ratio(model, images: torch.Tensor, batch: int, rounds: int = 3) -> dict[str, float]:
+    """Seconds per image of a forward pass and of a mask-gradient forward+backward
+    pass at ``batch`` images, interleaved; returns both and their ratio."""
+    from overinterp.sis.backselect import _prepare  # private: only the bench measures the pieces
+    from overinterp.sis.methods import Problem
+
+    x = images[:1].expand(batch, -1, -1, -1).contiguous()
+    forward, x, base, fmap, tgt = _prepare(model, x, None, None, None, batch)
+    problem = Problem(forward, x, base, tgt, fmap)
+    src, base = differentiable_copies(problem)
+    pmax = problem.features.max_features
+    masked = torch.zeros(batch, pmax, dtype=torch.bool)
+    masked[:, ::3] = True
+    idx = problem.features.shared.flatten().expand(batch, -1)
+    act = torch.arange(batch)
+    xin = torch.where(masked.gather(1, idx).view(batch, 1, *x.shape[2:]), base, problem.images)
+    xin = xin.contiguous(memory_format=torch.channels_last)
+
+    def fwd() -> None:
+        with torch.inference_mode():
+            problem.forward(xin)
+
+    def fb() -> None:
+        mask_gradient(problem, src, base, act, masked, idx, True)
+
+    t_f, t_b = [], []
+    fwd(), fb()
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(4):
+            fwd()
+        t_f.append((time.perf_counter() - t0) / (4 * batch))
+        t0 = time.perf_counter()
+        for _ in range(4):
+            fb()
+        t_b.append((time.perf_counter() - t0) / (4 * batch))
+    f, b = float(np.median(t_f)), float(np.median(t_b))
+    return {"forward_s": f, "forward_backward_s": b, "ratio": b / f}
+
+
+def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """Mean of ``a − b`` with a paired 95% t-interval (NaN pairs dropped)."""
+    ok = ~(np.isnan(a) | np.isnan(b))
+    d = (a - b)[ok]
+    n = int(d.size)
+    if n == 0:
+        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
+    m = float(d.mean())
+    if n < 2 or float(d.std(ddof=1)) == 0.0:
+        return {"mean": m, "lo": m, "hi": m, "n": n}
+    half = float(sps.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    return {"mean": m, "lo": m - half, "hi": m + half, "n": n}
+
+
+def quality(trace, model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    """Per-image quality measures of one trace."""
+    keep = trace.keep_mask(0.05)
+    sp = subset_predictions(model, images, keep, trace.target, trace.baseline)
+    p_full = torch.sigmoid(trace.full_logodds.double())
+    out = {
+        "acc5": (sp["prediction"] == labels.cpu()).double().numpy(),
+        "prob5": sp["target_probability"].numpy(),
+        "drop5": (p_full - sp["target_probability"]).numpy(),
+    }
+    for tau in (0.99, 0.9):
+        res = trace.find_sis(tau, model, images)
+        sizes = np.array([np.nan if s is None else float(s) for s in res.sizes])
+        out[f"sis{int(round(tau * 100))}"] = sizes
+        out[f"has_sis{int(round(tau * 100))}"] = (~np.isnan(sizes)).astype(float)
+    return out
+
+
+def cost_of(trace, stats: dict[str, Any], ratio: float) -> dict[str, float]:
+    n = len(trace)
+    fwd = float(stats.get("evaluations", 0)) / n
+    fb = float(stats.get("forward_backward_passes", 0)) / n
+    return {"forward": fwd, "forward_backward": fb, "forward_equivalents": fwd + ratio * fb}
+
+
+def summarize(q: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for k, v in q.items():
+        row[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        row[f"d_{k}"] = paired(v, ref[k])
+    for tau in ("99", "90"):
+        both = ~(np.isnan(q[f"sis{tau}"]) | np.isnan(ref[f"sis{tau}"]))
+        row[f"sis{tau}_ratio"] = (float(q[f"sis{tau}"][both].mean() / ref[f"sis{tau}"][both].mean())
+                                  if both.any() else float("nan"))
+    return row
+
+
+def run_model(label: str, job_dir: Path, methods: list[str], images_limit: int | None, batch: int,
+              log: Callable[[str], None]) -> dict[str, Any]:
+    job = load_job(job_dir, allow_partial=True)
+    model = job.load_model()
+    images = job.load_images()
+    images = images.float() / 255.0 if not images.is_floating_point() else images
+    anchor = job.trace
+    labels = job.labels
+    if images_limit is not None:
+        keep = list(range(min(images_limit, len(anchor))))
+        anchor = overinterp.sis.concat_traces([_select(anchor, keep)])
+        images, labels = images[keep], labels[keep]
+    n = len(anchor)
+    p = int(anchor.num_features[0])
+    log(f"[{label}] {n} anchored images, P = {p}, job {job_dir}")
+    ratio = measure_fb_ratio(model, images, batch)
+    log(f"[{label}] forward {ratio['forward_s'] * 1e3:.3f} ms/image, forward+backward "
+        f"{ratio['forward_backward_s'] * 1e3:.3f} ms/image: ratio {ratio['ratio']:.2f}")
+    ref = quality(anchor, model, images, labels)
+    exact_cost = {"forward": p * (p + 1) / 2, "forward_backward": 0.0, "forward_equivalents": p * (p + 1) / 2}
+    rows: dict[str, Any] = {"exact": {**summarize(ref, ref), "cost": exact_cost,
+                                      "wall_s_per_image": exact_cost["forward"] * ratio["forward_s"],
+                                      "wall_note": "modelled: P(P+1)/2 x measured forward time"}}
+    for name in methods:
+        mname, params = METHODS[name]
+        method = make_method(mname, **params)
+        if mname == "screened":
+            est = p * (p + 1) / 2 * _autocast_forward_s(model, batch)
+            rows[name] = {"skipped": f"bf16 screen of P(P+1)/2 passes: about {est:.0f} s per image on this CPU "
+                          "(bf16 autocast is slower than float32 here; see levers)"}
+            log(f"[{label}] {name}: skipped ({rows[name]['skipped']})")
+            continue
+        t0 = time.perf_counter()
+        trace = overinterp.backselect(model, images, method=method, batch_size=batch, progress=False)
+        wall = (time.perf_counter() - t0) / n
+        q = quality(trace, model, images, labels)
+        row = {**summarize(q, ref), "cost": cost_of(trace, trace.meta, ratio["ratio"]), "wall_s_per_image": wall,
+               "method": method.describe()}
+        rows[name] = row
+        log(f"[{label}] {name}: {row['cost']['forward_equivalents']:.0f} fe/image ({wall:.2f} s), "
+            f"acc5 {row['acc5']:.3f} (Δ {row['d_acc5']['mean']:+.3f}), prob5 {row['prob5']:.3f} "
+            f"(Δ {row['d_prob5']['mean']:+.3f}), SIS99 {row['sis99']:.1f} (×{row['sis99_ratio']:.2f} exact)")
+    return {"job": str(job_dir), "images": n, "P": p, "positions": job.positions[:n].tolist(),
+            "model": job.model_name, "fb_ratio": ratio, "methods": rows}
+
+
+def _select(trace, keep: list[int]):
+    from dataclasses import replace
+
+    idx = torch.tensor(keep)
+    return replace(trace, order_padded=trace.order_padded[idx], logodds_padded=trace.logodds_padded[idx],
+                   evaluated=trace.evaluated[idx], num_features=trace.num_features[idx], target=trace.target[idx],
+                   full_logodds=trace.full_logodds[idx],
+                   features=None if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
+                   labels=None if trace.labels is None else trace.labels[idx])
+
+
+def _autocast_forward_s(model, batch: int) -> float:
+    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+        t0 = time.perf_counter()
+        model(x)
+    return (time.perf_counter() - t0) / batch
+
+
+def scaling(job_dir: Path, sizes: tuple[int, ...], batch: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Cost of the recommended method at P = side² (images resized), 2 images each."""
+    job = load_job(job_dir, allow_partial=True)
+    model = job.load_model()
+    images = job.load_images()[:2]
+    images = images.float() / 255.0 if not images.is_floating_point() else images
+    method = make_method("fast")
+    out = []
+    for side in sizes:
+        x = torch.nn.functional.interpolate(images, size=(side, side), mode="bilinear", align_corners=False)
+        t0 = time.perf_counter()
+        trace = overinterp.backselect(model, x, method=method, batch_size=batch, progress=False)
+        wall = (time.perf_counter() - t0) / len(x)
+        row = {"side": side, "P": side * side, "forward": trace.meta["evaluations"] / len(x),
+               "forward_backward": trace.meta["forward_backward_passes"] / len(x), "wall_s_per_image": wall,
+               "planned": method.planned_cost(side * side)}
+        out.append(row)
+        log(f"[scaling] P = {side * side}: {row['forward']:.0f} forward + {row['forward_backward']:.0f} "
+            f"forward+backward per image, {wall:.2f} s")
+    return out
+
+
+def figure(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("d_acc5", "Δ accuracy on 5% subsets (vs exact)"), ("d_prob5", "Δ mean p(class) on 5% subsets"),
+              ("sis99_ratio", "mean SIS size at τ=0.99 / exact's")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
+    markers = dict(zip(sorted({m for r in result["models"].values() for m in r["methods"]}), "o^sDvP*XhH<>p"))
+    colors = {lab: c for lab, c in zip(result["models"], ("tab:blue", "tab:orange", "tab:green"))}
+    for ax, (key, title) in zip(axes, panels):
+        for lab, r in result["models"].items():
+            for m, row in r["methods"].items():
+                if "skipped" in row:
+                    continue
+                x = row["cost"]["forward_equivalents"]
+                y = row[key]["mean"] if isinstance(row[key], dict) else row[key]
+                err = None
+                if isinstance(row[key], dict):
+                    err = [[y - row[key]["lo"]], [row[key]["hi"] - y]]
+                ax.errorbar(x, y, yerr=err, marker=markers[m], color=colors[lab], ms=7, capsize=2, ls="none")
+                ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=colors[lab])
+        ax.set_xscale("log")
+        ax.axvline(5248, color="grey", ls=":", lw=1)
+        ax.axhline(1.0 if key == "sis99_ratio" else 0.0, color="grey", lw=0.8)
+        if key == "sis99_ratio":
+            ax.axhline(1.25, color="tab:red", ls="--", lw=0.8)
+        elif key == "d_acc5":
+            ax.axhline(-0.01, color="tab:red", ls="--", lw=0.8)
+        else:
+            ax.axhline(-0.02, color="tab:red", ls="--", lw=0.8)
+        ax.set_xlabel("forward-equivalents per image (log; dotted: 1% of exact)")
+        ax.set_title(title, fontsize=10)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="none", label=lab) for lab, c in colors.items()]
+    axes[0].legend(handles=handles, loc="lower right", fontsize=8)
+    fig.suptitle("Backward-selection methods vs exact (paired 95% intervals; red dashed: the faithfulness targets)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+    plt.close(fig)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--job", action="append", required=True, help="LABEL=DIR of an exact anchor job (repeat)")
+    ap.add_argument("--methods", default=DEFAULT, help=f"comma list of {', '.join(METHODS)}")
+    ap.add_argument("--images", type=int, help="at most this many anchored images per model")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--scaling", action="store_true", help="also measure the recommended method at P = 256, 1024, 4096")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "frontier.json")
+    ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "frontier.png")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; known: {', '.join(METHODS)}")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    result: dict[str, Any] = {"machine": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
+                                          "kernels": cpu_kernels()},
+                              "batch_size": args.batch_size, "models": {}}
+    for spec in args.job:
+        label, _, d = spec.partition("=")
+        result["models"][label] = run_model(label, Path(d), methods, args.images, args.batch_size, log)
+    if args.scaling:
+        first = Path(args.job[0].partition("=")[2])
+        result["scaling"] = scaling(first, (16, 32, 64), args.batch_size, log)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(args.out)
+    figure(result, args.figure)
+    log(f"wrote {args.out} and {args.figure}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
