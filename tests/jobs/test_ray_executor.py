@@ -1,13 +1,16 @@
 """The Ray executor on a local 2-CPU cluster that this module starts (and stops):
-same shard bytes as the local executor, retries after a killed worker, Ctrl-C,
-failures, training replicates; and the message when Ray is not installed."""
+same shard bytes as the local executor (KStep and Exact), retries after a killed
+worker, Ctrl-C, failures, training replicates, no Ray process left after the
+driver is SIGKILLed; and the message when Ray is not installed."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import torch
 
 import ray  # in the test extra: these tests must run, not skip
 
-from overinterp import KStep, create_model, save_checkpoint
+from overinterp import Exact, KStep, create_model, save_checkpoint
 from overinterp.jobs import JobSpec, ModelSpec, get_executor, job_status, load_job, run_job, run_shard, shard_paths
 from overinterp.training.replicates import replicate_tasks, train_replicates
 from overinterp.jobs.shard import file_sha256
@@ -119,6 +122,7 @@ def always_fails(task):
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_ray_writes_the_local_executors_bytes(cluster, files, local_job, tmp_path):
     out = tmp_path / "job"
     executor = get_executor("ray", num_cpus=1, max_retries=1)
@@ -256,3 +260,101 @@ def test_threads_default_to_the_cpus_per_task_and_are_recorded(cluster, files, t
     run = json.loads((out / "manifest.json").read_text())["runs"][-1]
     assert run["threads"] == 2 and run["executor"]["threads_per_task"] == 2
     assert {json.loads(shard_paths(out, s)[1].read_text())["threads"] for s in range(2)} == {2}
+
+
+@pytest.mark.slow
+def test_ray_writes_the_local_executors_bytes_for_the_exact_method(cluster, files, tmp_path):
+    """Exact's description holds strings ("logodds") that reach a Ray worker unpickled, not interned: the
+    canonical serialisation keeps the shard bytes equal to the local executor's anyway."""
+    import dataclasses
+
+    spec = dataclasses.replace(_spec(files), method=Exact().describe(), positions=tuple(range(4)))
+    run_job(spec, tmp_path / "local", get_executor("local"), progress=False, log=lambda _: None)
+    run_job(spec, tmp_path / "ray", get_executor("ray", num_cpus=1), progress=False, log=lambda _: None)
+    assert _hashes(tmp_path / "ray") == _hashes(tmp_path / "local") and len(_hashes(tmp_path / "local")) == 2
+    records = [json.loads(shard_paths(tmp_path / "ray", s)[1].read_text()) for s in range(2)]
+    assert {r["pid"] for r in records} != {os.getpid()}  # computed in Ray workers
+
+
+def _proc_stat(pid: int):
+    """``(state, ppid, start time)`` of a process, or ``None`` when it is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(b")") + 2:].split()
+    return rest[0], int(rest[1]), rest[19]
+
+
+def _ray_descendants(root: int) -> dict[int, bytes]:
+    """``{pid: start time}`` of ``root``'s descendants whose command line names Ray."""
+    table = {int(d): st for d in os.listdir("/proc") if d.isdigit() and (st := _proc_stat(int(d))) is not None}
+    kids: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    out, todo = {}, list(kids.get(root, []))
+    while todo:
+        pid = todo.pop()
+        todo += kids.get(pid, [])
+        try:
+            if b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                out[pid] = table[pid][2]
+        except OSError:
+            pass
+    return out
+
+
+def _alive(procs: dict[int, bytes]) -> dict[int, bytes]:
+    return {pid: start for pid, start in procs.items()
+            if (st := _proc_stat(pid)) is not None and st[2] == start and st[0] != b"Z"}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the reaper and this test read /proc (Linux)")
+def test_a_sigkilled_driver_leaves_no_ray_processes(tmp_path):
+    """The driver starts its own local cluster; SIGKILL it mid-job: its Ray processes (the dashboard and
+    runtime-env agents included, which Ray 2.58 leaves running for good) are gone within seconds."""
+    rng = np.random.default_rng(1)
+    npz = tmp_path / "slow.npz"
+    np.savez(npz, images=rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), labels=rng.integers(0, 3, 40))
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(tmp_path / "m.pt", create_model("smallcnn", num_classes=3, preprocessing="cifar10",
+                                                           width=4), "smallcnn")
+    out = tmp_path / "job"
+    script = textwrap.dedent(f"""
+        from overinterp import Exact
+        from overinterp.jobs import JobSpec, ModelSpec, get_executor, run_job
+        spec = JobSpec(model=ModelSpec(checkpoint={str(ckpt)!r}), dataset={str(npz)!r}, positions=tuple(range(40)),
+                       method=Exact().describe(), shard_size=2, threads=1)
+        executor = get_executor("ray", num_cpus=1, init_kwargs=dict(num_cpus=1, object_store_memory=80 * 2**20,
+                                                                      configure_logging=False))
+        run_job(spec, {str(out)!r}, executor, progress=False, log=lambda _: None)
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"}
+    driver = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    seen: dict[int, bytes] = {}
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and driver.poll() is None and not shard_paths(out, 0)[1].exists():
+            seen |= _ray_descendants(driver.pid)
+            time.sleep(0.2)
+        seen |= _ray_descendants(driver.pid)
+        assert driver.poll() is None, "the driver ended before it could be killed"
+        assert shard_paths(out, 0)[1].exists(), "no shard within 180 s"
+        names = {Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in _alive(seen)}
+        assert any(b"DashboardAgent" in n or b"RuntimeEnvAgent" in n for n in names), names
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and _alive(seen):
+            time.sleep(0.25)
+        left = {pid: Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in _alive(seen)}
+        assert not left, f"Ray processes still running 30 s after the driver was killed: {left}"
+        assert job_status(out)["complete"] < 20  # killed mid-job; a rerun resumes (tested elsewhere)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        for pid in _alive(seen):  # never leak what this test started
+            os.kill(pid, signal.SIGKILL)

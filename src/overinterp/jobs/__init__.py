@@ -2,13 +2,21 @@
 scheduled through an :class:`Executor` (local here; Ray with ``overinterp[ray]``)."""
 
 from overinterp.jobs.executors import Executor, LocalExecutor, get_executor, list_executors, register_executor
-from overinterp.jobs.job import JobMismatchError, JobOutput, job_status, load_job, run_job, select_positions
-from overinterp.jobs.shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
+from overinterp.jobs.job import (
+    ForeignShardError,
+    JobMismatchError,
+    JobOutput,
+    job_status,
+    load_job,
+    run_job,
+    select_positions,
+)
+from overinterp.jobs.shard import ShardResult, ShardTask, check_shard, run_shard, shard_complete, shard_paths
 from overinterp.jobs.spec import JobSpec, ModelSpec, images_fingerprint
 
 __all__ = [
     "Executor", "LocalExecutor", "get_executor", "list_executors", "register_executor",
-    "JobMismatchError", "JobOutput", "job_status", "load_job", "run_job", "select_positions",
-    "ShardResult", "ShardTask", "run_shard", "shard_complete", "shard_paths",
+    "ForeignShardError", "JobMismatchError", "JobOutput", "job_status", "load_job", "run_job", "select_positions",
+    "ShardResult", "ShardTask", "run_shard", "check_shard", "shard_complete", "shard_paths",
     "JobSpec", "ModelSpec", "images_fingerprint",
 ]

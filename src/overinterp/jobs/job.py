@@ -9,10 +9,17 @@
   runtime (device, threads, batch size, executor, software versions);
 * ``shards/shard-NNNNN.pt`` + ``.json`` — see :mod:`overinterp.jobs.shard`.
 
-A rerun skips complete shards; a job killed at any moment (SIGKILL included)
-and rerun ends with shard files byte-identical to an uninterrupted run's (same
-device and thread count). A manifest from another model or other settings is
-refused, never overwritten. :func:`load_job` reads the result back as one trace.
+A rerun skips complete shards of this job and removes the temporaries a killed
+write left; a job killed at any moment (SIGKILL included) and rerun ends with
+shard files byte-identical to an uninterrupted run's (same device and thread
+count). A manifest from another model or other settings is refused, never
+overwritten. Every shard carries the job's identity (in its commit record and
+its payload) and is compared with the manifest's — also when the manifest was
+deleted and is being rebuilt: a shard of another model, images, positions,
+method, features, baseline or dtype stops the run (and :func:`job_status`,
+:func:`load_job`) with :class:`ForeignShardError` naming the difference, before
+anything is written; it is never adopted or overwritten. :func:`load_job` reads
+the result back as one trace.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -33,18 +41,28 @@ from tqdm.auto import tqdm
 from overinterp._atomic import atomic_write_text
 from overinterp.sis.trace import BackselectTrace, concat_traces
 from overinterp.jobs.executors import Executor, LocalExecutor
-from overinterp.jobs.shard import ShardResult, ShardTask, load_job_inputs, shard_complete, shard_paths
+from overinterp.jobs.shard import (
+    ForeignShardError,
+    JobMismatchError,
+    ShardResult,
+    ShardTask,
+    baseline_identity,
+    check_shard,
+    load_job_inputs,
+    remove_stale_temporaries,
+    shard_identity,
+    shard_paths,
+)
 from overinterp.jobs.spec import JobSpec, images_fingerprint
 
-__all__ = ["run_job", "load_job", "JobOutput", "JobMismatchError", "select_positions", "job_status", "MANIFEST"]
+__all__ = ["run_job", "load_job", "JobOutput", "JobMismatchError", "ForeignShardError", "select_positions",
+           "job_status", "MANIFEST"]
 
 MANIFEST = "manifest.json"
 JOB_FORMAT = "overinterp-backselect-job"
 JOB_VERSION = 1
-
-
-class JobMismatchError(ValueError):
-    """The output folder holds a job with another identity."""
+#: the temporary of an interrupted manifest write (``atomic_write``'s naming)
+MANIFEST_TEMP = re.compile(r"^\.manifest\.json\.[A-Za-z0-9_]{8}\.tmp$")
 
 
 def select_positions(n: int, *, offset: int = 0, limit: int | None = None, sample: int | None = None,
@@ -81,7 +99,6 @@ def _describe_identity(spec: JobSpec, model: Any, data: Any) -> dict[str, Any]:
     shard_fps = [images_fingerprint(data.images[torch.tensor(spec.shard_positions(s))],
                                     data.labels[torch.tensor(spec.shard_positions(s))])
                  for s in range(spec.num_shards)]
-    baseline = getattr(model, "baseline", None)
     return {
         "spec": spec.identity(),
         "model_fingerprint": model_fingerprint(model),
@@ -90,7 +107,7 @@ def _describe_identity(spec: JobSpec, model: Any, data: Any) -> dict[str, Any]:
         "shard_data_fingerprints": shard_fps,
         "image_shape": list(data.images.shape[1:]),
         "classes": data.classes,
-        "baseline": None if spec.mask_value is not None or baseline is None else baseline.flatten().tolist(),
+        "baseline": baseline_identity(spec, model),
         "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
         "num_images": len(spec.positions),
         "num_shards": spec.num_shards,
@@ -124,14 +141,53 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return []
 
 
+def _expected_shard(identity: dict[str, Any], spec: JobSpec, shard: int) -> dict[str, Any]:
+    """The identity shard ``shard`` of the job (``identity``: the manifest's) must carry."""
+    fps = identity.get("shard_data_fingerprints") or []
+    expected = shard_identity(spec, shard, identity["model_fingerprint"], fps[shard] if shard < len(fps) else None,
+                              identity.get("baseline"))
+    if expected["data_fingerprint"] is None:
+        del expected["data_fingerprint"]  # not recorded: not compared
+    return expected
+
+
+def _check_shards(out: Path, identity: dict[str, Any], spec: JobSpec) -> list[int]:
+    """The shards still to compute; raises :class:`ForeignShardError` (naming
+    each foreign shard, the first one's differences, and how to go on) when a
+    shard in ``out`` was written for another identity."""
+    missing: list[int] = []
+    foreign: list[tuple[int, ForeignShardError]] = []
+    for s in range(identity["num_shards"]):
+        try:
+            if check_shard(out, s, _expected_shard(identity, spec, s)) is None:
+                missing.append(s)
+        except ForeignShardError as exc:
+            foreign.append((s, exc))
+    if len(foreign) == 1:
+        raise foreign[0][1]
+    if foreign:
+        shown = [s for s, _ in foreign]
+        raise ForeignShardError(
+            f"{len(foreign)} shards in {out} were written for another job "
+            f"({shown[:10]}{' …' if len(shown) > 10 else ''}); the first: "
+            + getattr(foreign[0][1], "reason", str(foreign[0][1]))
+            + f". Refusing to adopt or overwrite them. To go on, move their .pt and .json files out of "
+            f"{out / 'shards'} (the job then recomputes them), or run this job into another --out folder")
+    return missing
+
+
 def job_status(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"shards", "complete", "missing": [...]}`` of the job in ``out_dir``."""
+    """``{"shards", "complete", "missing": [...]}`` of the job in ``out_dir``.
+
+    Raises:
+        ForeignShardError: a shard there was written for another job identity.
+    """
     out = Path(out_dir)
     m = _read_manifest(out)
     if m is None:
         raise FileNotFoundError(f"no job in {out} (no {MANIFEST})")
     n = m["identity"]["num_shards"]
-    missing = [s for s in range(n) if shard_complete(out, s) is None]
+    missing = _check_shards(out, m["identity"], JobSpec.from_dict(m["spec"]))
     return {"shards": n, "complete": n - len(missing), "missing": missing}
 
 
@@ -148,6 +204,9 @@ def run_job(
     Raises:
         JobMismatchError: ``out_dir`` holds a job with another identity (nothing
             is overwritten; the message lists the differences).
+        ForeignShardError: (a ``JobMismatchError``) a shard in ``out_dir`` was
+            written for another identity — also when ``manifest.json`` was
+            deleted; checked before anything is written, nothing is overwritten.
     """
     executor = executor or LocalExecutor()
     out = Path(out_dir)
@@ -171,7 +230,10 @@ def run_job(
                 + ". Use another --out folder, or the settings recorded in " + str(out / MANIFEST)
             )
         manifest = existing
-    else:
+    identity = json.loads(json.dumps(identity))
+    # every shard already there must be this job's (also when the manifest was deleted): before writing anything
+    pending = _check_shards(out, identity, spec) if out.is_dir() else list(range(spec.num_shards))
+    if existing is None:
         manifest = {"format": JOB_FORMAT, "version": JOB_VERSION, "identity": identity,
                     "shards": [{"shard": s, "file": str(shard_paths(".", s)[0]),
                                 "positions": [spec.shard_size * s, spec.shard_size * s + len(spec.shard_positions(s))]}
@@ -180,14 +242,21 @@ def run_job(
     manifest["runs"] = list(manifest.get("runs", [])) + [runtime]
     manifest["spec"] = spec.to_dict()
     out.mkdir(parents=True, exist_ok=True)
+    # temporaries of writes killed before their rename (only this job's own naming)
+    stale = remove_stale_temporaries(out)
+    for p in sorted(out.iterdir()):
+        if MANIFEST_TEMP.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            stale.append(p)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
-    pending = [s for s in range(spec.num_shards) if shard_complete(out, s) is None]
     done_images = len(spec.positions) - sum(len(spec.shard_positions(s)) for s in pending)
     inner = progress and executor.shows_shard_progress
     tasks = [ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"],
                        identity["shard_data_fingerprints"][s], progress=inner) for s in pending]
     say = log or (lambda msg: print(msg, file=sys.stderr))
+    if stale:
+        say(f"backselect-dataset: removed {len(stale)} temporary file(s) of interrupted writes in {out}")
     say(f"backselect-dataset: {len(spec.positions)} images of {spec.dataset} in {spec.num_shards} shards "
         f"({spec.num_shards - len(pending)} complete), model {identity['model_name']} "
         f"[{identity['model_fingerprint']}], method {spec.method['name']}, executor {executor.name} → {out}")
@@ -278,7 +347,7 @@ def load_job(out_dir: str | os.PathLike[str], *, allow_partial: bool = False) ->
         raise ValueError(f"{out}: no complete shard yet")
     traces = [BackselectTrace.load(shard_paths(out, s)[0]) for s in shards]
     positions = torch.tensor([p for s in shards for p in spec.shard_positions(s)])
-    meta = {k: v for k, v in traces[0].meta.items() if k not in ("positions", "shard")}
+    meta = {k: v for k, v in traces[0].meta.items() if k not in ("positions", "shard", "job_identity")}
     meta.update({"job": str(out), "shards": shards})
     trace = concat_traces(traces, meta=meta)
     return JobOutput(out, manifest, spec, trace, positions, shards)

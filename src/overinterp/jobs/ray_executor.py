@@ -18,6 +18,14 @@ Object stores are not supported.
   calls — a call blocked inside C does not see it — and are killed when still
   running after ``grace`` seconds), and removes the cancelled shards' partial files, so
   only complete shards remain; rerunning the command resumes.
+* A driver killed by SIGKILL (or the OOM killer) cannot clean up, and Ray 2.58
+  leaves the agents of a local cluster it started (``ray::DashboardAgent``,
+  ``ray::RuntimeEnvAgent``) running for good after the raylet dies. So when this
+  executor starts the local cluster itself, it also starts a small reaper
+  process (Linux: it reads ``/proc``) that remembers the driver's Ray
+  descendants and SIGKILLs those still alive once the driver is gone. Clusters
+  this executor only connects to (``address``, ``$RAY_ADDRESS``, or Ray already
+  initialised) are left alone: their owner stops them.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -100,12 +111,30 @@ class RayExecutor(Executor):
                 "retry_exceptions": self.max_retries > 0}
 
     def _connect(self) -> bool:
-        """Initialise Ray unless it already is; True when this call started it."""
+        """Initialise Ray unless it already is; True when this call started it.
+        When that starts a new local cluster, a reaper watches this driver."""
         if ray.is_initialized():
             return False
         kwargs = {"include_dashboard": False, "log_to_driver": True} | self.init_kwargs
-        ray.init(address=self.address, **kwargs)
+        local = self.address is None and not os.environ.get("RAY_ADDRESS")
+        self._reaper = _start_reaper() if local else None
+        try:
+            ray.init(address=self.address, **kwargs)
+        except BaseException:
+            self._stop_reaper()
+            raise
         return True
+
+    def _disconnect(self) -> None:
+        try:
+            ray.shutdown()
+        finally:
+            self._stop_reaper()
+
+    def _stop_reaper(self) -> None:
+        reaper, self._reaper = getattr(self, "_reaper", None), None
+        if reaper is not None:
+            _stop_reaper(reaper)
 
     def _collect(self, refs: dict[Any, Any], on_result: Callable[[Any], None],
                  on_cancel: Callable[[list[Any]], None] | None = None) -> None:
@@ -166,7 +195,7 @@ class RayExecutor(Executor):
             self._collect(refs, on_result, on_cancel=_discard_partial_shards)
         finally:
             if started:
-                ray.shutdown()
+                self._disconnect()
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], on_result: Callable[[Any], None]) -> None:
         """``fn(item)`` per item as Ray tasks (same resources and retries as shards)."""
@@ -179,7 +208,7 @@ class RayExecutor(Executor):
             self._collect(refs, on_result)
         finally:
             if started:
-                ray.shutdown()
+                self._disconnect()
 
 
 def _discard_partial_shards(tasks: list[ShardTask]) -> None:
@@ -191,3 +220,97 @@ def _discard_partial_shards(tasks: list[ShardTask]) -> None:
         pt, rec = shard_paths(task.out_dir, task.shard)
         for path in (pt, rec, *Path(pt.parent).glob(f".{pt.name}.*.tmp"), *Path(pt.parent).glob(f".{rec.name}.*.tmp")):
             path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- reaper
+
+#: Runs as ``python -c _REAPER DRIVER_PID`` in its own session (Ctrl-C in the
+#: terminal does not reach it). Every 0.3 s it records the driver's descendants
+#: whose command line names Ray, as (pid, start time). ``stop`` on its stdin ends
+#: it quietly (the driver shut Ray down itself); when the driver is gone (EOF on
+#: stdin, or its parent is no longer the driver) it SIGKILLs every recorded
+#: process that still runs with the same start time (never a reused pid), then exits.
+_REAPER = r"""
+import os, select, signal, sys
+driver, me = int(sys.argv[1]), os.getpid()
+
+def stat(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            s = f.read()
+    except OSError:
+        return None
+    rest = s[s.rindex(b")") + 2:].split()
+    return rest[0], int(rest[1]), rest[19]  # state, ppid, start time
+
+def rayish(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"ray" in f.read()
+    except OSError:
+        return False
+
+def scan(known):
+    table = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = stat(int(d))
+            if st is not None:
+                table[int(d)] = st
+    kids = {}
+    for pid, (_, ppid, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    todo = list(kids.get(driver, []))
+    seen = set()
+    while todo:
+        pid = todo.pop()
+        if pid == me or pid in seen:
+            continue
+        seen.add(pid)
+        todo += kids.get(pid, [])
+        if (pid, table[pid][2]) not in known and rayish(pid):
+            known.add((pid, table[pid][2]))
+
+known = set()
+while True:
+    ready, _, _ = select.select([sys.stdin], [], [], 0.3)
+    if ready:
+        line = sys.stdin.buffer.readline()
+        if line.strip() == b"stop":
+            sys.exit(0)
+        if not line:
+            break
+    if os.getppid() != driver:
+        break
+    scan(known)
+for pid, start in known:
+    st = stat(pid)
+    if st is not None and st[2] == start and st[0] != b"Z":
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+"""
+
+
+def _start_reaper() -> subprocess.Popen | None:
+    """The reaper of this driver's local Ray processes (``None`` where there is no ``/proc``)."""
+    if not os.path.isdir("/proc/self"):
+        return None
+    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            close_fds=True)
+
+
+def _stop_reaper(reaper: subprocess.Popen) -> None:
+    try:
+        assert reaper.stdin is not None
+        reaper.stdin.write(b"stop\n")
+        reaper.stdin.close()
+    except OSError:
+        pass
+    try:
+        reaper.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        reaper.kill()
+        reaper.wait()

@@ -4,21 +4,33 @@
 process), runs backward selection on the shard's images, and writes
 
 * ``shards/shard-NNNNN.pt`` — a :class:`~overinterp.BackselectTrace` (float32
-  log-odds, true labels, dataset positions in ``meta``), atomically; its bytes
-  depend only on the spec and the runtime settings, never on the time, so a
-  shard written twice is identical;
-* ``shards/shard-NNNNN.json`` — the commit record (sha256 of the ``.pt``,
-  seconds, device, threads, host), written after it. A shard is complete when
-  both exist and the hash matches.
+  log-odds, true labels, dataset positions and the shard's identity in
+  ``meta``), atomically, in a canonical serialisation (:func:`save_canonical`):
+  its bytes depend only on the spec and the runtime settings — never on the
+  time, the process or the executor that wrote it — so a shard written twice,
+  by the local executor or a Ray worker, is byte-identical;
+* ``shards/shard-NNNNN.json`` — the commit record (sha256 of the ``.pt``, the
+  shard's identity, seconds, device, threads, host), written after it.
+
+A shard is complete when both exist and the hash matches; it belongs to a job
+when the identity in its record *and* in its payload (:func:`shard_identity`:
+model and data fingerprints, positions, method, features, baseline, dtype)
+equal the job's. :func:`check_shard` refuses a complete shard of another
+identity with :class:`ForeignShardError` (never overwriting it). Shards written
+before the identity was recorded ("legacy") are checked on what they hold
+(model fingerprint, positions, method, dtype, feature type).
 """
 
 from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import os
+import re
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +38,25 @@ from typing import Any
 
 import torch
 
-from overinterp._atomic import atomic_write_text
+from overinterp._atomic import atomic_torch_save, atomic_write_text
 from overinterp.jobs.spec import JobSpec, images_fingerprint
 
-__all__ = ["ShardTask", "ShardResult", "run_shard", "shard_paths", "shard_complete", "file_sha256"]
+__all__ = ["ShardTask", "ShardResult", "run_shard", "shard_paths", "shard_complete", "file_sha256",
+           "JobMismatchError", "ForeignShardError", "shard_identity", "baseline_identity", "check_shard",
+           "save_canonical", "remove_stale_temporaries"]
 
 SHARD_DIR = "shards"
+#: the temporaries :func:`overinterp._atomic.atomic_write` makes for a shard's files
+#: (``tempfile.mkstemp(prefix=".NAME.", suffix=".tmp")``: 8 random characters)
+SHARD_TEMP = re.compile(r"^\.shard-\d{5,}\.(pt|json)\.[A-Za-z0-9_]{8}\.tmp$")
+
+
+class JobMismatchError(ValueError):
+    """The output folder holds a job (or shards) with another identity."""
+
+
+class ForeignShardError(JobMismatchError):
+    """A complete shard in the job folder was written for another job identity."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +98,9 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def shard_complete(out_dir: str | os.PathLike[str], shard: int) -> dict[str, Any] | None:
-    """The commit record of a complete shard, else ``None``."""
+    """The commit record of a complete shard (both files, hash matches), else ``None``.
+
+    Says nothing about *whose* shard it is: see :func:`check_shard`."""
     pt, rec = shard_paths(out_dir, shard)
     if not (pt.is_file() and rec.is_file()):
         return None
@@ -81,8 +108,214 @@ def shard_complete(out_dir: str | os.PathLike[str], shard: int) -> dict[str, Any
         record = json.loads(rec.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    return record if record.get("sha256") == file_sha256(pt) else None
+    return record if isinstance(record, dict) and record.get("sha256") == file_sha256(pt) else None
 
+
+# --------------------------------------------------------------------------- identity
+
+
+def _plain(v: Any) -> Any:
+    """JSON round trip: tuples and lists compare equal."""
+    return json.loads(json.dumps(v, sort_keys=True))
+
+
+def _digest(v: Any) -> str | None:
+    return None if v is None else hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def baseline_identity(spec: JobSpec, model: Any) -> list[float] | None:
+    """The baseline the manifest records: the model's own (flattened), or ``None``
+    when the job gives ``mask_value`` or the model has none."""
+    baseline = getattr(model, "baseline", None)
+    return None if spec.mask_value is not None or baseline is None else baseline.flatten().tolist()
+
+
+def shard_identity(spec: JobSpec, shard: int, model_fingerprint: str, data_fingerprint: str | None,
+                   baseline: list[float] | None) -> dict[str, Any]:
+    """What makes ``shard`` this job's: stored in its commit record and its payload."""
+    return _plain({
+        "shard": shard,
+        "model_fingerprint": model_fingerprint,
+        "data_fingerprint": data_fingerprint,
+        "positions": list(spec.shard_positions(shard)),
+        "method": spec.method,
+        "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
+        "baseline": _digest(baseline),
+        "mask_value": None if spec.mask_value is None else list(spec.mask_value),
+        "dtype": spec.dtype,
+        "shard_size": spec.shard_size,
+        "extra": spec.identity_extra,
+    })
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "method" and k != "extra":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str) and len(v) > 20:
+        return v[:16] + "…"
+    if isinstance(v, list) and len(v) > 6:
+        return f"[{', '.join(map(str, v[:3]))}, … {len(v)} items]"
+    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
+
+
+_WHAT = {"model_fingerprint": "model", "data_fingerprint": "images", "positions": "positions",
+         "method": "method", "features.type": "features", "features.patch": "patch size", "baseline": "baseline",
+         "mask_value": "mask value", "dtype": "dtype", "shard_size": "shard size", "extra": "extra identity",
+         "shard": "shard number"}
+
+
+def _identity_differences(found: dict[str, Any], expected: dict[str, Any],
+                          alternatives: dict[str, list[Any]] | None = None) -> list[tuple[str, str, str]]:
+    """``(what, found, expected)`` for each key both hold that differs."""
+    f, e = _flat(_plain(found)), _flat(_plain(expected))
+    order = list(_WHAT)
+    out = []
+    for key in sorted((k for k in e if k in f), key=lambda k: order.index(k) if k in order else len(order)):
+        if f[key] != e[key] and f[key] not in (alternatives or {}).get(key, []):
+            out.append((_WHAT.get(key, key), _show(f[key]), _show(e[key])))
+    return out
+
+
+def _legacy_payload_identity(d: dict[str, Any]) -> dict[str, Any] | None:
+    """What a shard written before identities were recorded holds of one
+    (``None``: not a job's shard at all)."""
+    meta = d.get("meta") or {}
+    if not isinstance(meta, dict) or "model_fingerprint" not in meta or "positions" not in meta:
+        return None
+    found: dict[str, Any] = {k: meta[k] for k in ("shard", "model_fingerprint", "positions", "dtype") if k in meta}
+    if d.get("method") is not None:
+        found["method"] = d["method"]
+    found["features"] = {"type": "pixels" if d.get("features") is None else "patches"}
+    return found
+
+
+def _load_payload(data: bytes) -> dict[str, Any] | None:
+    try:
+        d = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unreadable: not a shard of anyone's
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _refuse(out_dir: Any, shard: int, reason: str) -> ForeignShardError:
+    pt, rec = shard_paths(out_dir, shard)
+    exc = ForeignShardError(
+        f"shard {shard} was written for {reason}. Refusing to adopt or overwrite it "
+        f"({pt}). To go on, move {pt.name} and {rec.name} out of {pt.parent} (the job then recomputes "
+        "that shard), or run this job into another --out folder"
+    )
+    exc.reason = f"shard {shard} was written for {reason}"  # type: ignore[attr-defined]
+    return exc
+
+
+def check_shard(out_dir: str | os.PathLike[str], shard: int, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The commit record of ``shard`` when it is complete and this job's
+    (``expected``: :func:`shard_identity`; keys it lacks are not compared);
+    ``None`` when it is missing or incomplete (to be computed).
+
+    Both the identity in the commit record and the one in the payload's
+    ``meta["job_identity"]`` are compared; a legacy shard (no identity recorded)
+    on its ``meta`` model fingerprint, positions and dtype, its method and its
+    feature type.
+
+    Raises:
+        ForeignShardError: the shard — complete, or a readable trace without a
+            valid record — was written for another identity. The message names
+            each difference ("shard 3 was written for model 1a2b…, this job's
+            model is 9f8e…") and how to go on.
+    """
+    from overinterp.sis.trace import TRACE_FORMAT
+
+    pt, rec = shard_paths(out_dir, shard)
+    if not pt.is_file():
+        return None
+    data = pt.read_bytes()
+    record: Any = None
+    if rec.is_file():
+        try:
+            record = json.loads(rec.read_text())
+        except (OSError, json.JSONDecodeError):
+            record = None
+    complete = isinstance(record, dict) and record.get("sha256") == hashlib.sha256(data).hexdigest()
+    payload = _load_payload(data)
+    if payload is None or payload.get("format") != TRACE_FORMAT:
+        if complete:
+            raise _refuse(out_dir, shard, "nothing this job knows: its committed file is not a backselect trace")
+        return None  # an unreadable leftover: computed again
+    meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
+    found = meta.get("job_identity") if isinstance(meta.get("job_identity"), dict) else _legacy_payload_identity(payload)
+    if found is None:
+        if complete:
+            raise _refuse(out_dir, shard, "no job: its trace records no model fingerprint or positions")
+        return None
+    from overinterp.sis.methods import method_from_description
+
+    try:  # legacy traces hold the method as the worker rebuilt and described it
+        alternatives = {"method": [_plain(method_from_description(expected["method"]).describe())]}
+    except Exception:  # noqa: BLE001
+        alternatives = {}
+    diffs = {d: "payload" for d in _identity_differences(found, expected, alternatives)}
+    if complete and isinstance(record.get("identity"), dict):
+        for d in _identity_differences(record["identity"], expected):
+            diffs[d] = "payload and commit record" if d in diffs else "commit record"
+    if diffs:
+        where = "" if complete else "; it has no valid commit record"
+        raise _refuse(out_dir, shard, "; and for ".join(f"{what} {f}, this job's {what} is {e} ({src})"
+                                                for (what, f, e), src in list(diffs.items())[:6]) + where)
+    return record if complete else None
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _canonical(v: Any) -> Any:
+    """A copy of ``v`` whose pickle depends only on its value: equal strings are one
+    (interned) object, every container and tensor is fresh (no shared storage, no
+    views), dict keys are sorted, tuples are lists. Without this, pickle's memo
+    makes the bytes depend on object identity — e.g. a spec string that arrived
+    through Ray's object store is not the interned literal a local run shares."""
+    if isinstance(v, torch.Tensor):
+        return v.detach().cpu().contiguous().clone()
+    if isinstance(v, dict):
+        return {(sys.intern(k) if isinstance(k, str) else k): _canonical(v[k]) for k in sorted(v, key=str)}
+    if isinstance(v, (list, tuple)):
+        return [_canonical(x) for x in v]
+    if isinstance(v, str):
+        return sys.intern(str(v))
+    return v
+
+
+def save_canonical(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` of :func:`_canonical` ``(obj)``, atomically."""
+    return atomic_torch_save(_canonical(obj), path)
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries a killed write left in ``shards/`` (only names of
+    this module's own pattern, :data:`SHARD_TEMP`); returns what was removed.
+
+    Run by the driver before any task starts. A writer that is still alive (a
+    worker of a killed driver) whose temporary goes fails its rename and writes
+    nothing: files are never half-written either way."""
+    d = Path(out_dir) / SHARD_DIR
+    removed = []
+    if d.is_dir():
+        for p in sorted(d.iterdir()):
+            if SHARD_TEMP.match(p.name) and p.is_file():
+                p.unlink(missing_ok=True)
+                removed.append(p)
+    return removed
+
+
+# --------------------------------------------------------------------------- worker
 
 _CACHE: dict[str, Any] = {}
 
@@ -107,18 +340,20 @@ def load_job_inputs(spec: JobSpec):
 
 
 def run_shard(task: ShardTask) -> ShardResult:
-    """Compute and write one shard (skips it when already complete)."""
+    """Compute and write one shard (skips it when already complete and this job's).
+
+    Raises:
+        ForeignShardError: a complete shard of another identity is in its place
+            (it is left as it is).
+    """
     from overinterp import backselect
     from overinterp.sis.features import patch_features
     from overinterp.sis.methods import method_from_description
     from overinterp.results import model_fingerprint
 
-    done = shard_complete(task.out_dir, task.shard)
     pt, rec = shard_paths(task.out_dir, task.shard)
     spec = JobSpec.from_dict(task.spec)
     positions = list(spec.shard_positions(task.shard))
-    if done is not None:
-        return ShardResult(task.shard, str(pt), done["sha256"], len(positions), 0.0, skipped=True, record=done)
     if spec.threads:
         torch.set_num_threads(spec.threads)
     t0 = time.perf_counter()
@@ -134,6 +369,10 @@ def run_shard(task: ShardTask) -> ShardResult:
     if dfp != expected:
         raise RuntimeError(f"shard {task.shard}: the images of {spec.dataset} differ on this worker "
                            f"(fingerprint {dfp}, job expects {expected})")
+    identity = shard_identity(spec, task.shard, fp, dfp, baseline_identity(spec, model))
+    done = check_shard(task.out_dir, task.shard, identity)
+    if done is not None:
+        return ShardResult(task.shard, str(pt), done["sha256"], len(positions), 0.0, skipped=True, record=done)
     device = torch.device(spec.device)
     dtype = getattr(torch, spec.dtype)
     if device.type != "cpu" or dtype != torch.float32:
@@ -153,13 +392,14 @@ def run_shard(task: ShardTask) -> ShardResult:
                        **kwargs)
     trace.meta.pop("created", None)  # shard bytes must not depend on the time
     trace.meta.update({"job_dataset": spec.dataset, "positions": positions, "shard": task.shard,
-                       "model_fingerprint": fp})
-    trace.save(pt)
+                       "model_fingerprint": fp, "job_identity": identity})
+    save_canonical(trace.to_dict(), pt)
     seconds = time.perf_counter() - t0
     sha = file_sha256(pt)
-    record = {"shard": task.shard, "sha256": sha, "images": len(positions), "seconds": round(seconds, 3),
-              "device": str(device), "threads": torch.get_num_threads(), "batch_size": spec.batch_size,
-              "dataset": spec.dataset, "checkpoint": spec.model.checkpoint, "host": socket.gethostname(),
-              "pid": os.getpid(), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {"shard": task.shard, "sha256": sha, "identity": identity, "images": len(positions),
+              "seconds": round(seconds, 3), "device": str(device), "threads": torch.get_num_threads(),
+              "batch_size": spec.batch_size, "dataset": spec.dataset, "checkpoint": spec.model.checkpoint,
+              "host": socket.gethostname(), "pid": os.getpid(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     atomic_write_text(rec, json.dumps(record, indent=1) + "\n")
     return ShardResult(task.shard, str(pt), sha, len(positions), seconds, record=record)
