@@ -152,3 +152,51 @@ class TwoClassLinear(nn.Module):
     def forward(self, x):
         margin = (x * self.weight).flatten(1).sum(1) + self.bias
         return torch.stack([torch.zeros_like(margin), margin], 1)
+
+
+def reference_fast(model, image: Tensor, target: int, baseline: Tensor, *, step_fraction: float, pool: float,
+                   screened: float, exact: float, width: int, groups: Tensor | None = None):
+    """Fast's semantics, one image, one candidate per forward call (float64).
+
+    While more than ceil(screened·P) features remain, a step masks r = max(1, floor(step_fraction·R))
+    features (never passing that count); after it, single steps; the last ceil(exact·P) features
+    are plain exact steps. A non-exact step: the gradient of the log-odds w.r.t. the mask ranks
+    the remaining features (ties: lowest id), the best max(width, ceil(pool·r)) are each scored by a
+    forward pass, the r best scores are masked (ties: lowest id). Returns the order.
+    """
+    import math
+
+    c, h, w = image.shape
+    if groups is None:
+        groups = torch.arange(h * w).view(h, w)
+    p = int(groups.max()) + 1
+    t_s = min(p, math.ceil(screened * p - 1e-9))
+    t_e = min(p, math.ceil(exact * p - 1e-9))
+    masked = torch.zeros(p, dtype=image.dtype)
+    order: list[int] = []
+    while p - len(order) > t_e:
+        rem = [f for f in range(p) if masked[f] == 0]
+        big = len(rem)
+        r = 1 if big <= t_s else max(1, min(int(step_fraction * big), big - t_s))
+        r = min(r, big - t_e)
+        m = masked.clone().requires_grad_(True)
+        pix = m[groups]  # (H, W)
+        x = image * (1 - pix) + baseline.expand(c, h, w) * pix
+        lo = ref_logodds(model(x[None])[0], target)
+        (g,) = torch.autograd.grad(lo, m)
+        ranked = sorted(rem, key=lambda f: (-float(g[f]), f))
+        cands = sorted(ranked[: min(big, max(width, math.ceil(pool * r)))])
+        with torch.no_grad():
+            scores = [float(score_removal(model, image, target, baseline, order + [f], groups)) for f in cands]
+        best = sorted(range(len(cands)), key=lambda k: (-scores[k], cands[k]))[:r]
+        for k in best:
+            order.append(cands[k])
+            masked[cands[k]] = 1.0
+    # the exact end
+    while len(order) < p:
+        rem = [f for f in range(p) if f not in order]
+        with torch.no_grad():
+            scores = [float(score_removal(model, image, target, baseline, order + [f], groups)) for f in rem]
+        k = max(range(len(rem)), key=lambda j: (scores[j], -rem[j]))
+        order.append(rem[k])
+    return order

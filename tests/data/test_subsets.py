@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from overinterp.data.augment import random_crop_flip
 from overinterp.data.subsets import PixelSubsets, apply_stacked, random_keep_masks, subset_label
-from overinterp.training.trainer import random_crop_flip
 
 
 def _subsets(kind="bs", n=6, h=8, w=8, seed=0):

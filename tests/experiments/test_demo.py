@@ -1,8 +1,9 @@
-"""The demo end to end on a reduced setting, and the training loop it uses."""
+"""The demo end to end on a reduced setting, and the training recipe it gives the project's trainer."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -10,9 +11,9 @@ from typing import Any, Iterator
 
 import pytest
 import torch
-from torch import nn
 
-from overinterp.training.train import evaluate, fit
+from overinterp.experiments.demo import DEMO_DEFAULTS, DEMO_RECIPE, demo_config
+from overinterp.training.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -95,50 +96,45 @@ def test_demo_model_relies_on_shortcut(demo_run: tuple[Path, dict[str, Any], str
 
 
 # ---------------------------------------------------------------------------
-# the training loop
+# the training recipe and the caller's random state
 
 
-def _toy(n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 4, 4, generator=g)
-    y = (x.mean(dim=(1, 2, 3)) > 0).long()
-    return x, y
+@pytest.mark.slow
+def test_demo_trains_with_the_project_trainer(demo_run: tuple[Path, dict[str, Any], str]) -> None:
+    _, summary, _ = demo_run
+    history = summary["training"]
+    assert [h["epoch"] for h in history] == list(range(1, DEMO_DEFAULTS["epochs"] + 1))
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["lr"] == pytest.approx(0.0, abs=1e-3)  # cosine decay towards 0
+    # "auto" preprocessing: the baseline is the training images' mean pixel
+    assert len(summary["normalization"]["mean"]) == 3 and all(0.0 < m < 1.0 for m in summary["normalization"]["mean"])
 
 
-def _net(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(16, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+def test_demo_config_is_the_recipe_with_epochs_and_seed() -> None:
+    cfg = demo_config(epochs=3, seed=7)
+    assert (cfg.epochs, cfg.seed) == (3, 7)
+    assert dataclasses.replace(cfg, epochs=DEMO_RECIPE.epochs, seed=DEMO_RECIPE.seed) == DEMO_RECIPE
+    assert cfg.schedule == "cosine" and cfg.warmup_epochs == 1.0 and not cfg.augment
+    assert not cfg.decay_norm_and_bias and cfg.preprocessing == "auto" and cfg.arch == "smallcnn"
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg  # storable in a checkpoint
 
 
-def test_fit_learns_and_is_deterministic() -> None:
-    x, y = _toy()
-    a, b = _net(), _net()
-    ha = fit(a, x, y, epochs=5, batch_size=32, lr=0.1, progress=False)
-    fit(b, x, y, epochs=5, batch_size=32, lr=0.1, progress=False)
-    assert [h["epoch"] for h in ha] == [1, 2, 3, 4, 5]
-    assert set(ha[0]) >= {"epoch", "loss", "accuracy", "lr", "seconds"}
-    assert ha[-1]["loss"] < ha[0]["loss"]
-    assert ha[-1]["lr"] == pytest.approx(0.0, abs=1e-12)  # cosine decays to zero
-    assert not a.training  # returned in eval mode
-    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
-        assert torch.equal(pa, pb)
-    ev = evaluate(a, *_toy(seed=1))
-    assert ev["accuracy"] > 0.85 and 0.5 <= ev["mean_confidence"] <= 1.0
+def test_demo_leaves_the_callers_random_state(one_thread: None, tmp_path: Path) -> None:
+    from overinterp.experiments import demo
 
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    calls: list[TrainConfig] = []
 
-def test_fit_calls_augment_and_evaluate_restores_mode() -> None:
-    x, y = _toy(64)
-    calls = []
+    def fake_train(config: TrainConfig, train: Any, **kwargs: Any) -> Any:
+        calls.append(config)
+        torch.manual_seed(config.seed)  # what the trainer does
+        torch.rand(3)
+        raise RuntimeError("stop after training")
 
-    def augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        calls.append(batch.shape[0])
-        return batch + 0.01 * torch.randn(batch.shape, generator=generator)
-
-    net = _net()
-    fit(net, x, y, epochs=2, batch_size=16, augment=augment, progress=False)
-    assert calls == [16] * 8
-    net.train()
-    evaluate(net, x, y)
-    assert net.training
-    with pytest.raises(ValueError):
-        fit(net, x, y[:-1], epochs=1, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(demo, "train_classifier", fake_train)
+        with pytest.raises(RuntimeError, match="stop after training"):
+            demo.run_demo(tmp_path, seed=5, n_train=40, n_test=8, n_sis=2, epochs=2, progress=False, verbose=False)
+    assert calls == [demo_config(2, 5)]
+    assert torch.equal(torch.get_rng_state(), before)

@@ -20,10 +20,10 @@ import torch
 
 from overinterp import Classifier, Exact, append_results, model_fingerprint, save_checkpoint, save_ensemble
 from overinterp.analysis import sis_size_curve
+from overinterp.data.base import LabeledImages
 from overinterp.jobs import JobSpec, ModelSpec, load_job, run_job
-from overinterp.models.archs.small_cnn import SmallCNN
 from overinterp.report import ReportOptions, build_report
-from overinterp.training.train import fit
+from overinterp.training.trainer import TrainConfig, train_classifier
 
 CLASSES = ["top-left", "top-right", "bottom-left", "bottom-right"]
 OPTIONS = dict(threshold=0.6, thresholds=(0.4, 0.5, 0.6, 0.7))
@@ -42,11 +42,13 @@ def _quadrant_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _member(seed: int, images: torch.Tensor, labels: torch.Tensor) -> Classifier:
-    torch.manual_seed(seed)
-    model = Classifier(SmallCNN(num_classes=4, width=4), preprocessing=([0.5] * 3, [0.2] * 3), name="smallcnn",
-                       class_names=CLASSES)
-    fit(model, images.float() / 255, labels, epochs=6, batch_size=64, lr=0.05, seed=seed, progress=False)
-    return model.eval()
+    config = TrainConfig(arch="smallcnn", arch_kwargs={"width": 4}, preprocessing={"mean": [0.5] * 3, "std": [0.2] * 3},
+                         epochs=6, batch_size=64, lr=0.05, decay_norm_and_bias=False, schedule="cosine",
+                         milestones=(), warmup_epochs=1.0, augment=False, seed=seed, recipe="test")
+    data = LabeledImages(images, labels, CLASSES, name="quadrants", source="test")
+    model = train_classifier(config, data, device="cpu", progress=False).model
+    assert model.name == "smallcnn" and model.class_names == CLASSES and not model.training
+    return model
 
 
 @pytest.fixture(scope="module")

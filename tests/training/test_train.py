@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from overinterp.cli import main
+from overinterp.data.augment import random_crop_flip
 from overinterp.models import create_model, load_checkpoint_file
 from overinterp.results import read_results
 from overinterp.training.trainer import (
@@ -22,7 +23,6 @@ from overinterp.training.trainer import (
     channel_stats,
     learning_rate,
     make_config,
-    random_crop_flip,
     train_classifier,
 )
 

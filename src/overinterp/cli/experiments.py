@@ -12,6 +12,8 @@
         --dataset cifar10c --results results.csv
     overinterp evaluate --model runs/resnet20x5.json --results results.csv
     overinterp table results.csv --out table1.md
+
+Dataset and model arguments take the specs of the README's "Model and dataset specs".
 """
 
 from __future__ import annotations
@@ -20,34 +22,29 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
 import torch
 
-__all__ = ["add_parsers", "HANDLERS"]
+from overinterp.cli import _common as c
+
+__all__ = ["add_parsers"]
 
 DEFAULT_EVAL_DATASETS = ("cifar10:test", "cifar10.1", "cifar10c")
+_ROOT_HELP = "dataset folder for specs without @ROOT (default $OVERINTERP_DATA or ~/.cache/overinterp/data)"
 
 
-def _floats(text: str) -> list[float]:
-    return [float(v) for v in text.split(",") if v.strip()]
-
-
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(v) for v in text.split(",") if v.strip())
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: c.Subparsers) -> None:
     p = sub.add_parser("train", help="train a classifier (the paper's recipe by default); resumable")
     p.add_argument("--arch", required=True, help="registry name: resnet20, resnet18, vgg16_bn, … (`overinterp models`)")
     p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
                    help="paper: SGD+Nesterov, lr 0.1 ÷5 at 60/120/160, 200 epochs; fast: 4 epochs, one-cycle")
-    p.add_argument("--data", required=True, help="training set NAME[:SPLIT][@ROOT], e.g. cifar10:train, folder:train@x.zip")
-    p.add_argument("--test-data", help="evaluated after each epoch, e.g. cifar10:test")
-    p.add_argument("--root", type=Path, help="dataset folder (default $OVERINTERP_DATA or ~/.cache/overinterp/data)")
+    p.add_argument("--data", required=True, help="training set, e.g. cifar10:train, folder:train@x.zip; " + c.DATASET_HELP)
+    p.add_argument("--test-data", help="evaluated after each epoch, e.g. cifar10:test (same forms as --data)")
+    p.add_argument("--root", type=Path, help=_ROOT_HELP)
     p.add_argument("--download", action="store_true", help="fetch missing official dataset files")
     p.add_argument("--subset", type=int, help="train on a random subset of this many images (seeded by --subset-seed)")
-    p.add_argument("--subset-seed", type=int, default=0)
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the --subset draw (default 0)")
     p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, model.pt, metrics.jsonl")
     p.add_argument("--seed", type=int, help="replicate seed (weights, shuffling, augmentation); default 0")
@@ -55,39 +52,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                        ("weight-decay", float), ("gamma", float), ("warmup-epochs", float),
                        ("label-smoothing", float), ("crop-padding", int)):
         p.add_argument(f"--{name}", type=kind, help="override the recipe's value")
-    p.add_argument("--schedule", choices=["multistep", "onecycle", "cosine", "constant"])
-    p.add_argument("--milestones", type=_ints, help="comma-separated epochs for multistep, e.g. 60,120,160")
-    p.add_argument("--no-nesterov", action="store_true")
+    p.add_argument("--schedule", choices=["multistep", "onecycle", "cosine", "constant"],
+                   help="learning-rate schedule (default: the recipe's)")
+    p.add_argument("--milestones", type=c.ints, help="comma-separated epochs for multistep, e.g. 60,120,160")
+    p.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
     p.add_argument("--no-decay-norm-and-bias", action="store_true", help="exempt biases and norm layers from weight decay")
     p.add_argument("--no-augment", action="store_true", help="no random crop or flip")
-    p.add_argument("--no-flip", action="store_true")
+    p.add_argument("--no-flip", action="store_true", help="random crop but no horizontal flip")
     p.add_argument("--preprocessing", help="cifar10 (default), imagenet, none, or auto (the training set's mean/std)")
     p.add_argument("--force", action="store_true", help="resume even if settings or data differ from the checkpoint's")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run folder")
-    p.add_argument("--device", help="default: cuda when available, else cpu")
+    c.add_device(p)
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
-    p.add_argument("--no-channels-last", action="store_true")
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory layout on CUDA")
+    p.add_argument("--eval-every", type=int, default=1, help="test every N epochs (default 1)")
+    c.add_threads(p)
     p.add_argument("--results", type=Path, help="append the final test accuracy to this results file")
     p.add_argument("--name", help="model name in the results file (default: the architecture)")
-    p.add_argument("--experiment", default="")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--experiment", default="", help="experiment column of the results rows")
+    c.add_progress(p)
     g = p.add_argument_group("replicates and executors")
     g.add_argument("--replicates", type=int, metavar="N",
                    help="train seeds SEED..SEED+N-1 (of each --arch, comma-separated) into OUT/<arch>-seed<k>")
-    g.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help="local: runs one after another here; ray: parallel Ray tasks (pip install 'overinterp[ray]')")
-    g.add_argument("--address", help="Ray cluster: auto, ray://HOST:10001 (default: $RAY_ADDRESS or a local one)")
-    g.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per Ray task (torch threads: --threads or this)")
-    g.add_argument("--gpus-per-task", type=float, default=0.0, help="GPUs per Ray task, fractions allowed (e.g. 0.5)")
-    g.add_argument("--max-retries", type=int, default=3, help="retries of a failed Ray task (it resumes its checkpoint)")
+    c.add_executor_options(g, "training run")  # a retried run resumes its checkpoint
+    p.set_defaults(func=_cmd_train)
 
 
 def _load(spec: str, root: Path | None, download: bool, progress: bool):
-    from overinterp.data import load_dataset
+    from overinterp.data.specs import open_dataset
 
-    return load_dataset(spec, root=root, download=download, progress=progress)
+    return open_dataset(spec, root=root, download=download, progress=progress)
 
 
 def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int | None = None):
@@ -110,8 +104,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from overinterp.results import append_results
     from overinterp.training.trainer import train_classifier
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    c.apply_threads(args)
     if args.replicates is not None or args.executor != "local" or "," in args.arch:
         return _cmd_train_replicates(args)
     config = _train_config(args)
@@ -152,18 +145,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_train_replicates(args: argparse.Namespace) -> int:
     """``train`` with --replicates, several architectures or --executor ray: one task per run."""
-    from overinterp.data import open_dataset
-    from overinterp.training.evaluation import result_rows
-    from overinterp.jobs import get_executor
-    from overinterp.training.replicates import TrainTask, portable_dataset_spec, replicate_tasks, train_replicates
+    from overinterp.data.specs import open_dataset, portable_spec
     from overinterp.models import load_model
     from overinterp.results import append_results
+    from overinterp.training.evaluation import result_rows
+    from overinterp.training.replicates import TrainTask, replicate_tasks, train_replicates
 
     archs = [a.strip() for a in args.arch.split(",") if a.strip()]
     if args.replicates is not None and args.replicates < 1:
         raise ValueError(f"--replicates must be >= 1, got {args.replicates}")
-    train = portable_dataset_spec(args.data, args.root)
-    test = portable_dataset_spec(args.test_data, args.root) if args.test_data else None
+    train = portable_spec(args.data, args.root)
+    test = portable_spec(args.test_data, args.root) if args.test_data else None
     if args.download:  # fetch once here, not in every task
         for spec in filter(None, (train, test)):
             open_dataset(spec, download=True, progress=not args.no_progress)
@@ -177,10 +169,7 @@ def _cmd_train_replicates(args: argparse.Namespace) -> int:
     else:
         tasks = replicate_tasks(_train_config(args, archs[0]), archs, range(first, first + (args.replicates or 1)),
                                 out_dir=args.out, **runtime)
-    executor = get_executor("local") if args.executor == "local" else get_executor(
-        "ray", address=args.address, num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
-        max_retries=args.max_retries)
-    summaries = train_replicates(tasks, executor, progress=not args.no_progress)
+    summaries = train_replicates(tasks, c.executor(args), progress=not args.no_progress)
     for s in summaries:
         print(f"model: {s['checkpoint']}" + (f" (test accuracy {100 * s['test_accuracy']:.2f}% on {s['test_n']} images)"
                                               if s.get("test_accuracy") is not None else ""))
@@ -195,64 +184,68 @@ def _cmd_train_replicates(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+def _add_evaluate(sub: c.Subparsers) -> None:
     p = sub.add_parser("evaluate", help="accuracy on datasets; appends rows to a results file")
-    p.add_argument("--model", required=True,
-                   help="registry name (with --checkpoint), an overinterp checkpoint file, or an ensemble .json")
-    p.add_argument("--checkpoint", type=Path)
-    p.add_argument("--preprocessing", help="for third-party checkpoints: imagenet, cifar10, none")
-    p.add_argument("--num-classes", type=int)
+    c.add_model_options(p)
     p.add_argument("--dataset", action="append",
-                   help="NAME[:SPLIT][@ROOT] or a labelled .npz; repeatable (default: cifar10:test, cifar10.1, cifar10c)")
-    p.add_argument("--root", type=Path, help="dataset folder (default $OVERINTERP_DATA or ~/.cache/overinterp/data)")
-    p.add_argument("--download", action="store_true")
+                   help="repeatable (default: cifar10:test, cifar10.1, cifar10c); " + c.DATASET_HELP)
+    p.add_argument("--root", type=Path, help=_ROOT_HELP)
+    p.add_argument("--download", action="store_true", help="fetch missing official dataset files")
     p.add_argument("--limit", type=int, help="first N images of each dataset only (folders: in class order)")
     p.add_argument("--results", type=Path, help="results CSV to append to")
     p.add_argument("--name", help="model name in the results (default: architecture or ensemble name)")
     p.add_argument("--seed", type=int, help="replicate seed (default: the one the checkpoint records)")
-    p.add_argument("--train-on", default="full")
-    p.add_argument("--evaluate-on", default="full")
-    p.add_argument("--experiment", default="")
-    p.add_argument("--notes", default="")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--train-on", default="full", help="train_on column of the results rows (default full)")
+    p.add_argument("--evaluate-on", default="full", help="evaluate_on column of the results rows (default full)")
+    p.add_argument("--experiment", default="", help="experiment column of the results rows")
+    p.add_argument("--notes", default="", help="notes column of the results rows")
+    p.add_argument("--batch-size", type=int, default=500, help="images per forward call (default 500)")
+    c.add_device(p)
+    c.add_threads(p)
+    c.add_progress(p)
+    p.set_defaults(func=_cmd_evaluate)
 
 
-def _resolve_model(args: argparse.Namespace):
-    """(model, checkpoint path or None, recorded seed or None)."""
-    from overinterp.models import load_checkpoint_file, load_model
+def _recorded_seed(checkpoint: str | None) -> int | None:
+    """The replicate seed an overinterp checkpoint records, if any."""
+    from overinterp.models import load_checkpoint_file
     from overinterp.models.checkpoint import is_own_checkpoint
 
-    name, checkpoint = args.model, args.checkpoint
-    if checkpoint is None and not name.lower().endswith(".json") and Path(name).is_file():
-        name, checkpoint = None, Path(args.model)  # an own-format checkpoint records its architecture
-    seed = None
-    if checkpoint is not None:
-        ckpt = load_checkpoint_file(checkpoint)
-        if is_own_checkpoint(ckpt):
-            seed = (ckpt.get("extra") or {}).get("config", {}).get("seed")
-        model = load_model(name, checkpoint=ckpt, preprocessing=args.preprocessing, num_classes=args.num_classes)
-        return model, checkpoint, seed
-    model = load_model(name, preprocessing=args.preprocessing, num_classes=args.num_classes)
-    return model, (Path(name) if name.lower().endswith(".json") else None), seed
+    if checkpoint is None:
+        return None
+    ckpt = load_checkpoint_file(checkpoint)
+    return (ckpt.get("extra") or {}).get("config", {}).get("seed") if is_own_checkpoint(ckpt) else None
+
+
+def _eval_sets(specs: list[str], args: argparse.Namespace) -> Iterator:
+    """Each --dataset, opened one at a time; all of CIFAR-10-C stays a spec (evaluated per corruption)."""
+    from overinterp.data.specs import parse_dataset
+
+    for text in specs:
+        spec = parse_dataset(text).with_root(args.root)
+        if spec.key == "cifar10c:all" and args.limit is None:
+            yield str(spec)
+        else:
+            yield spec.open(download=args.download, progress=c.progress(args), limit=args.limit)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from overinterp.training.evaluation import evaluate_datasets, result_rows
     from overinterp.results import append_results
+    from overinterp.training.evaluation import evaluate_datasets, result_rows
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, checkpoint, recorded_seed = _resolve_model(args)
-    model = model.to(device).eval()
-    seed = args.seed if args.seed is not None else recorded_seed
+    c.apply_threads(args)
+    device = torch.device(c.device(args))
+    spec = c.model_spec(args)
+    model = spec.load().to(device).eval()
+    seed = args.seed if args.seed is not None else _recorded_seed(spec.checkpoint)
+    # recorded as given on the command line
+    given = args.checkpoint or (Path(args.model) if spec.kind in ("ensemble", "checkpoint") else None)
+    checkpoint = given or (Path(spec.checkpoint) if spec.checkpoint else None)
     datasets = args.dataset or list(DEFAULT_EVAL_DATASETS)
     print(f"evaluate: {getattr(model, 'name', type(model).__name__)} on {', '.join(datasets)} ({device})", file=sys.stderr)
-    evaluations = evaluate_datasets(model, datasets, root=args.root, download=args.download, limit=args.limit,
-                                    batch_size=args.batch_size, progress=not args.no_progress, log=print)
+    evaluations = evaluate_datasets(model, _eval_sets(datasets, args), root=args.root,  # type: ignore[arg-type]
+                                    download=args.download, limit=args.limit, batch_size=args.batch_size,
+                                    progress=c.progress(args), log=print)
     if args.results:
         rows = result_rows(evaluations, model, model_name=args.name, seed=seed, train_on=args.train_on,
                            evaluate_on=args.evaluate_on, experiment=args.experiment, checkpoint=checkpoint,
@@ -262,14 +255,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_table(sub: argparse._SubParsersAction) -> None:
+def _add_table(sub: c.Subparsers) -> None:
     p = sub.add_parser("table", help="render a results file as the paper's Table 1 (Markdown or CSV)")
-    p.add_argument("results", type=Path)
-    p.add_argument("--format", default="markdown", choices=["markdown", "csv"])
-    p.add_argument("--metric", default="accuracy")
+    p.add_argument("results", type=Path, help="results CSV")
+    p.add_argument("--format", default="markdown", choices=["markdown", "csv"], help="output format (default markdown)")
+    p.add_argument("--metric", default="accuracy", help="metric shown in the cells (default accuracy)")
     p.add_argument("--dataset", action="append", help="dataset columns (default: CIFAR-10 test, CIFAR-10.1, CIFAR-10-C, others)")
     p.add_argument("--experiment", action="append", help="only rows of this experiment (repeatable), e.g. table1")
     p.add_argument("--out", type=Path, help="write here (atomically) instead of printing")
+    p.set_defaults(func=_cmd_table)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
@@ -287,12 +281,13 @@ def _cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ensemble(sub: argparse._SubParsersAction) -> None:
+def _add_ensemble(sub: c.Subparsers) -> None:
     p = sub.add_parser("ensemble", help="write an ensemble file (mean of logits) from member checkpoints")
     p.add_argument("checkpoints", nargs="+", type=Path, help="overinterp checkpoints of the members")
     p.add_argument("--out", type=Path, required=True, help="ensemble .json to write")
     p.add_argument("--name", help="ensemble name (default: the file's stem)")
-    p.add_argument("--baseline", type=_floats, help="pixel-space masking value (one or C numbers) for mixed members")
+    p.add_argument("--baseline", type=c.floats, help="pixel-space masking value (one or C numbers) for mixed members")
+    p.set_defaults(func=_cmd_ensemble)
 
 
 def _cmd_ensemble(args: argparse.Namespace) -> int:
@@ -314,17 +309,10 @@ def _cmd_ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: c.Subparsers) -> None:
     """Register train, evaluate, table and ensemble."""
     _add_train(sub)
     _add_evaluate(sub)
     _add_table(sub)
     _add_ensemble(sub)
 
-
-HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "train": _cmd_train,
-    "evaluate": _cmd_evaluate,
-    "table": _cmd_table,
-    "ensemble": _cmd_ensemble,
-}

@@ -13,59 +13,82 @@ commands that need them.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import secrets
 import sys
 from pathlib import Path
 
-__all__ = ["add_parsers", "run"]
+from overinterp.cli import _common as c
+from overinterp.errors import UserInputError
+
+__all__ = ["add_parsers"]
+
+_WEB_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "starlette", "httpx")
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+def _needs_web(handler: c.Handler) -> c.Handler:
+    """A missing web dependency is a user error naming the extra to install."""
+
+    @functools.wraps(handler)
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] in _WEB_MODULES:
+                raise UserInputError(f"needs the web extra (pip install 'overinterp[web]'): {exc}") from exc
+            raise
+
+    return wrapped
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def _usage(args: argparse.Namespace) -> int:
+    print("usage: overinterp human {build,serve,export,score} … (see --help)", file=sys.stderr)
+    return 2
+
+
+def add_parsers(sub: c.Subparsers) -> None:
     """Register ``human`` and its subcommands."""
     h = sub.add_parser("human", help="human classification benchmark: build a study, serve it, export, score")
-    hs = h.add_subparsers(dest="human_command")
-    h.set_defaults(func=run)
+    hs = h.add_subparsers(dest="human_command", metavar="COMMAND")
+    h.set_defaults(func=_usage)
 
     p = hs.add_parser("build", help="sample a study from backward-selection traces; write images and manifest")
     p.add_argument("--out", type=Path, required=True, help="study folder to create")
     p.add_argument("--model", nargs="+", action="append", required=True, metavar="ARG",
-                   help="NAME TRACE IMAGES (trace file + images file/folder or dataset spec NAME[:SPLIT][@ROOT]) "
+                   help="NAME TRACE IMAGES (trace file + images file/folder or a dataset spec, see the README's "
+                   "Model and dataset specs) "
                    "or NAME JOB_DIR (an `overinterp backselect-dataset --out` folder); repeat per model")
-    p.add_argument("--proportions", type=_floats, help="share of images per model, in --model order (default equal)")
+    p.add_argument("--proportions", type=c.floats, help="share of images per model, in --model order (default equal)")
     p.add_argument("--per-class", type=int, default=10, help="images per class (default 10: 100 for CIFAR-10)")
-    p.add_argument("--fractions", type=_floats, default=[0.05, 0.3, 0.5], help="pixel-subset sizes (default 0.05,0.3,0.5)")
+    p.add_argument("--fractions", type=c.floats, default=[0.05, 0.3, 0.5], help="pixel-subset sizes (default 0.05,0.3,0.5)")
     p.add_argument("--min-confidence", type=float, default=0.99, help="the model must predict the label with p ≥ this")
     p.add_argument("--mask-style", default="grey", choices=["grey", "checkerboard"], help="how hidden pixels look")
     p.add_argument("--classes", help="comma-separated class names (default: from the images, else CIFAR-10's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     p.add_argument("--name", help="study name (default: the folder name)")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<out>/study.sqlite)")
     p.add_argument("--force", action="store_true", help="replace an existing study in --out")
+    p.set_defaults(func=_needs_web(_build))
 
     p = hs.add_parser("serve", help="run the study web app")
-    p.add_argument("--study", type=Path, required=True)
+    p.add_argument("--study", type=Path, required=True, help="study folder (human build --out)")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--admin-token", help="admin token (better: $OVERINTERP_ADMIN_TOKEN); a random one is printed if unset")
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (when served over HTTPS)")
     p.add_argument("--max-body", type=int, default=4096, help="largest request body in bytes")
+    p.set_defaults(func=_needs_web(_serve))
 
     p = hs.add_parser("export", help="write every participant's answers as CSV")
-    p.add_argument("--study", type=Path, required=True)
+    p.add_argument("--study", type=Path, required=True, help="study folder")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
     p.add_argument("--out", type=Path, required=True, help="CSV file to write (atomically)")
+    p.set_defaults(func=_needs_web(_export))
 
     p = hs.add_parser("score", help="Table 2 (accuracy per subset size), R² fit and plot (Fig. S5), sheets (Fig. S4)")
-    p.add_argument("--study", type=Path, required=True)
+    p.add_argument("--study", type=Path, required=True, help="study folder")
     p.add_argument("--answers", type=Path, help="exported CSV (default: read the database)")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
     p.add_argument("--out", type=Path, required=True, help="folder for scores.json and the figures")
@@ -74,16 +97,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dataset-key", help="dataset column of the results rows (default: the study's, e.g. cifar10:test)")
     p.add_argument("--include-partial", action="store_true", help="also count batches a participant did not finish")
     p.add_argument("--no-sheets", action="store_true", help="skip the image sheets")
+    p.set_defaults(func=_needs_web(_score))
 
 
 def _build(args: argparse.Namespace) -> int:
+    from overinterp.data.specs import canonical_spec
     from overinterp.human.study import build_study, source_from_files, source_from_job
 
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     sources = []
     for spec in args.model:
         if len(spec) == 3:
-            sources.append(source_from_files(spec[0], spec[1], spec[2], classes=classes))
+            # an existing file or folder as it is, else a dataset spec in its canonical form
+            images = spec[2] if Path(spec[2]).exists() else canonical_spec(spec[2])
+            sources.append(source_from_files(spec[0], spec[1], images, classes=classes))
         elif len(spec) == 2:
             sources.append(source_from_job(spec[0], spec[1], classes=classes))
         else:
@@ -161,18 +188,3 @@ def _score(args: argparse.Namespace) -> int:
     print(f"wrote {Path(args.out) / 'scores.json'} and {len(report['files'])} figures"
           + (f"; appended {report['results_rows']} rows to {args.results}" if args.results else ""))
     return 0
-
-
-def run(args: argparse.Namespace) -> int:
-    """Dispatch ``overinterp human <command>``."""
-    handlers = {"build": _build, "serve": _serve, "export": _export, "score": _score}
-    command = getattr(args, "human_command", None)
-    if command is None:
-        print("usage: overinterp human {build,serve,export,score} … (see --help)", file=sys.stderr)
-        return 2
-    try:
-        return handlers[command](args)
-    except ImportError as exc:
-        print(f"overinterp human {command}: needs the web extra (pip install 'overinterp[web]'): {exc}",
-              file=sys.stderr)
-        return 2

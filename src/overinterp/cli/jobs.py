@@ -5,87 +5,53 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["add_parsers", "HANDLERS"]
+from overinterp.cli import _common as c
+
+__all__ = ["add_parsers"]
 
 
-def _add_model_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--model", required=required,
-                   help="registry name, ensemble .json, or an overinterp checkpoint file")
-    p.add_argument("--checkpoint", type=Path, help="weights file (public CIFAR ResNet checkpoints or overinterp's own)")
-    p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
-    p.add_argument("--num-classes", type=int)
-
-
-def _model_spec(args: argparse.Namespace):
-    from overinterp.jobs import ModelSpec
-
-    name, ckpt = args.model, args.checkpoint
-    if ckpt is None and name and not name.lower().endswith(".json") and Path(name).is_file():
-        name, ckpt = None, Path(name)
-    return ModelSpec(name=name, checkpoint=None if ckpt is None else str(ckpt),
-                     preprocessing=args.preprocessing, num_classes=args.num_classes)
-
-
-def _add_backselect_dataset(sub: argparse._SubParsersAction) -> None:
-    from overinterp.cli import add_method_options
-
+def _add_backselect_dataset(sub: c.Subparsers) -> None:
     p = sub.add_parser("backselect-dataset",
                        help="backward selection over a dataset: sharded, resumable, local or on Ray")
-    _add_model_options(p)
-    p.add_argument("--dataset", required=True,
-                   help="cifar10-train, cifar10-test, cifar10.1, cifar10c-sample, folder:PATH (ImageFolder dir/zip), "
-                   "any NAME[:SPLIT][@ROOT] spec, or PATH.npz[:PREFIX]")
+    c.add_model_options(p)
+    p.add_argument("--dataset", required=True, help=c.DATASET_HELP)
     p.add_argument("--offset", type=int, default=0, help="first dataset position")
     p.add_argument("--limit", type=int, help="at most this many images from --offset")
     p.add_argument("--sample", type=int, help="a seeded random sample of this many images of the range")
-    p.add_argument("--sample-seed", type=int, default=0)
-    add_method_options(p)
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
+    c.add_method_options(p)
     p.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="precision of the model's forward passes")
     p.add_argument("--shard-size", type=int, default=100, help="images per shard file")
     p.add_argument("--batch-size", type=int, help="candidates per forward call")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, help="torch threads per worker (recorded in the manifest)")
+    c.add_device(p, "cpu")
+    c.add_threads(p, "torch threads per worker (recorded in the manifest)")
     p.add_argument("--out", type=Path, required=True, help="job folder (manifest.json + shards/)")
-    p.add_argument("--executor", default="local", choices=["local", "ray"])
-    p.add_argument("--address", help="ray: cluster address (auto, ray://host:10001); default: start a local one")
-    p.add_argument("--cpus-per-task", type=float, default=1.0, help="ray: CPUs each shard task requests")
-    p.add_argument("--gpus-per-task", type=float, default=0.0, help="ray: GPUs each shard task requests (fractions allowed)")
-    p.add_argument("--max-retries", type=int, default=3, help="ray: retries of a failed shard task")
-    p.add_argument("--no-progress", action="store_true")
+    c.add_executor_options(p, "shard task")
+    c.add_progress(p)
     p.set_defaults(func=_cmd_backselect_dataset)
 
 
-def _executor(args: argparse.Namespace):
-    from overinterp.jobs import get_executor
-
-    if args.executor == "local":
-        return get_executor("local")
-    return get_executor("ray", address=args.address, num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
-                        max_retries=args.max_retries)
-
-
 def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
-    from overinterp.cli import make_method
-    from overinterp.data import open_dataset
+    from overinterp.data.specs import open_dataset, portable_spec
     from overinterp.jobs import JobSpec, run_job, select_positions
-    from overinterp.training.replicates import portable_dataset_spec
+    from overinterp.sis.features import patch_features
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    dataset = portable_dataset_spec(args.dataset)  # absolute paths: workers may run elsewhere
-    n = len(open_dataset(dataset))
+    c.apply_threads(args)
+    dataset = portable_spec(args.dataset)  # absolute paths: workers may run elsewhere
+    data = open_dataset(dataset)
+    n, (h, w) = len(data), data.images.shape[2:]
+    num_features = None if args.patch < 1 else int(patch_features(h, w, args.patch).max()) + 1  # JobSpec refuses < 1
     positions = select_positions(n, offset=args.offset, limit=args.limit, sample=args.sample, seed=args.sample_seed)
-    spec = JobSpec(model=_model_spec(args), dataset=dataset, positions=tuple(positions),
-                   method=make_method(args).describe(), patch=args.patch, dtype=args.dtype,
+    spec = JobSpec(model=c.model_spec(args), dataset=dataset, positions=tuple(positions),
+                   method=c.method_from_args(args, num_features).describe(), patch=args.patch, dtype=args.dtype,
                    shard_size=args.shard_size, device=args.device, threads=args.threads,
                    batch_size=args.batch_size)
-    summary = run_job(spec, args.out, _executor(args), progress=not args.no_progress)
+    summary = run_job(spec, args.out, c.executor(args), progress=c.progress(args))
     print(json.dumps(summary))
     return 0
 
@@ -99,69 +65,69 @@ def _cmd_job_status(args: argparse.Namespace) -> int:
     return 0 if not st["missing"] else 1
 
 
-def _add_subsets(sub: argparse._SubParsersAction) -> None:
+def _add_subsets(sub: c.Subparsers) -> None:
     p = sub.add_parser("subsets", help="pixel-subset experiments on finished backselect-dataset jobs")
     ss = p.add_subparsers(dest="subsets_command", required=True)
 
     e = ss.add_parser("evaluate", help="a model on a job's full images and 5%% BS / random / mask subsets "
                       "(+ confidence drop for the job's own model)")
-    e.add_argument("--job", type=Path, required=True)
-    _add_model_options(e, required=False)
+    e.add_argument("--job", type=Path, required=True, help="a finished backselect-dataset job folder")
+    c.add_model_options(e, required=False)
     e.add_argument("--kinds", default="full,bs,random", help="comma list of full, bs, random, mask")
-    e.add_argument("--fraction", type=float, default=0.05)
+    e.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
     e.add_argument("--seed", type=int, default=0, help="random-subset seed")
     e.add_argument("--name", help="model name in the results file")
     e.add_argument("--train-on", default="full", help="what the model was trained on (results label: full, random5, …)")
     e.add_argument("--dataset-key", help="dataset name in the results file (e.g. cifar10:test)")
     e.add_argument("--results", type=Path, help="append rows to this results file")
-    e.add_argument("--experiment", default="pixel-subsets")
-    e.add_argument("--threads", type=int)
+    e.add_argument("--experiment", default="pixel-subsets", help="experiment column of the results rows")
+    c.add_threads(e)
     e.set_defaults(func=_cmd_subsets_evaluate)
 
     t = ss.add_parser("train", help="retrain an architecture on a job's pixel subsets (Table 1 / S1)")
-    t.add_argument("--train-job", type=Path, required=True)
+    t.add_argument("--train-job", type=Path, required=True, help="job whose subsets train the models")
     t.add_argument("--test-job", action="append", required=True, metavar="DIR[=KEY]",
                    help="job(s) whose subsets of the same kind test the models; KEY names the dataset in the "
                    "results (e.g. DIR=cifar10:test); repeat for CIFAR-10.1 and the CIFAR-10-C sample")
-    t.add_argument("--kind", default="bs", choices=["bs", "random", "mask"])
-    t.add_argument("--fraction", type=float, default=0.05)
-    t.add_argument("--arch", default="resnet20")
-    t.add_argument("--seeds", default="0,1,2,3,4")
-    t.add_argument("--recipe", default="paper", choices=["paper", "fast"])
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--kind", default="bs", choices=["bs", "random", "mask"],
+                   help="backward-selection, random or mask subsets (default bs)")
+    t.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    t.add_argument("--arch", default="resnet20", help="architecture to train (default resnet20)")
+    t.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated replicate seeds (default 0,1,2,3,4)")
+    t.add_argument("--recipe", default="paper", choices=["paper", "fast"], help="training recipe (default paper)")
+    t.add_argument("--epochs", type=int, help="override the recipe's epochs")
     t.add_argument("--augment", action="store_true", help="crop+flip image and keep-mask together (Table S1)")
-    t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--results", type=Path)
-    t.add_argument("--experiment")
-    t.add_argument("--device")
-    t.add_argument("--threads", type=int)
-    t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--out", type=Path, required=True, help="folder for the trained models")
+    t.add_argument("--results", type=Path, help="append rows to this results file")
+    t.add_argument("--experiment", help="experiment column of the results rows")
+    c.add_device(t)
+    c.add_threads(t)
+    c.add_progress(t)
     t.set_defaults(func=_cmd_subsets_train)
 
     r = ss.add_parser("transfer", help="every ordered pair of jobs: B on A's subsets, A's SIS under B")
-    r.add_argument("--jobs", type=Path, nargs="+", required=True)
+    r.add_argument("--jobs", type=Path, nargs="+", required=True, help="finished backselect-dataset job folders")
     r.add_argument("--names", nargs="+", help="model labels, one per job (default: model or folder names)")
-    r.add_argument("--threshold", type=float, default=0.99)
-    r.add_argument("--fraction", type=float, default=0.05)
-    r.add_argument("--dataset-key")
-    r.add_argument("--results", type=Path)
-    r.add_argument("--threads", type=int)
+    r.add_argument("--threshold", type=float, default=0.99, help="SIS threshold τ (default 0.99)")
+    r.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    r.add_argument("--dataset-key", help="dataset name in the results file")
+    r.add_argument("--results", type=Path, help="append rows to this results file")
+    c.add_threads(r)
     r.set_defaults(func=_cmd_subsets_transfer)
 
-    c = ss.add_parser("compare", help="overlap and location maps of two jobs' kept sets (ranking-artefact control)")
-    c.add_argument("job_a", type=Path)
-    c.add_argument("job_b", type=Path)
-    c.add_argument("--fraction", type=float, default=0.05)
-    c.add_argument("--out", type=Path, required=True)
-    c.set_defaults(func=_cmd_subsets_compare)
+    cmp = ss.add_parser("compare", help="overlap and location maps of two jobs' kept sets (ranking-artefact control)")
+    cmp.add_argument("job_a", type=Path, help="first job folder")
+    cmp.add_argument("job_b", type=Path, help="second job folder")
+    cmp.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    cmp.add_argument("--out", type=Path, required=True, help="folder for the overlap maps")
+    cmp.set_defaults(func=_cmd_subsets_compare)
 
 
 def _cmd_subsets_evaluate(args: argparse.Namespace) -> int:
     from overinterp.experiments import evaluate_subsets
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = _model_spec(args).load() if args.model else None
+    c.apply_threads(args)
+    model = c.model_spec(args).load() if args.model else None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     out = evaluate_subsets(args.job, model, kinds=kinds, fraction=args.fraction, seed=args.seed,
                            model_name=args.name, train_on=args.train_on, dataset_key=args.dataset_key, results=args.results,
@@ -179,15 +145,14 @@ def _cmd_subsets_evaluate(args: argparse.Namespace) -> int:
 def _cmd_subsets_train(args: argparse.Namespace) -> int:
     from overinterp.experiments import retrain_on_subsets
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    c.apply_threads(args)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     overrides = {"epochs": args.epochs} if args.epochs else None
     tests = [t.partition("=") for t in args.test_job]
     out = retrain_on_subsets(args.train_job, [Path(d) for d, _, _ in tests], kind=args.kind, fraction=args.fraction, arch=args.arch,
                              seeds=seeds, recipe=args.recipe, augment=args.augment, overrides=overrides,
                              out_dir=args.out, dataset_keys=[k or None for _, _, k in tests], results=args.results,
-                             experiment=args.experiment, device=args.device, progress=not args.no_progress)
+                             experiment=args.experiment, device=args.device, progress=c.progress(args))
     accs = torch.tensor([r["accuracy"] for r in out], dtype=torch.float64)
     std = float(accs.std()) if len(accs) > 1 else 0.0
     for r in out:
@@ -199,8 +164,7 @@ def _cmd_subsets_train(args: argparse.Namespace) -> int:
 def _cmd_subsets_transfer(args: argparse.Namespace) -> int:
     from overinterp.experiments import transfer
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    c.apply_threads(args)
     for r in transfer(args.jobs, threshold=args.threshold, fraction=args.fraction, results=args.results,
                       dataset_key=args.dataset_key, names=args.names):
         print(f"{r['from']} → {r['to']}: accuracy on subsets {100 * r['subset_accuracy']:.2f}%, "
@@ -216,12 +180,10 @@ def _cmd_subsets_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: c.Subparsers) -> None:
+    """Register backselect-dataset, job-status and subsets."""
     _add_backselect_dataset(sub)
     p = sub.add_parser("job-status", help="which shards of a backselect-dataset job are complete")
-    p.add_argument("job", type=Path)
+    p.add_argument("job", type=Path, help="job folder")
     p.set_defaults(func=_cmd_job_status)
     _add_subsets(sub)
-
-
-HANDLERS: dict = {}

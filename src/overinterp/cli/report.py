@@ -5,35 +5,27 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from overinterp.cli import _common as c
+
 __all__ = ["add_parsers"]
 
 
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    import torch
-
     from overinterp.report import ReportOptions, build_report
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    c.apply_threads(args)
     opt = ReportOptions(mask_style=args.mask_style, threshold=args.threshold, fraction=args.fraction,
                         per_class=args.per_class, max_model_images=args.max_model_images,
                         use_model=not args.no_model)
     if args.thresholds:
-        opt.thresholds = args.thresholds
+        opt.thresholds = tuple(args.thresholds)
     report = build_report(args.run_dir, args.out, opt)
     print(f"report: {report.html_path}")
     print(f"summary: {report.markdown_path}")
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: c.Subparsers) -> None:
     """Register ``report``."""
     p = sub.add_parser("report", help="the overinterpretation report of a run folder (HTML + Markdown + figures)")
     p.add_argument("run_dir", type=Path, help="run folder: job folders (manifest.json) and results.csv under it")
@@ -41,11 +33,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mask-style", default="grey", choices=["grey", "checkerboard", "baseline"],
                    help="how masked pixels are drawn")
     p.add_argument("--threshold", type=float, default=0.99, help="τ of the SIS heatmaps and examples")
-    p.add_argument("--thresholds", type=_floats, help="τ sweep of the SIS-size figures, comma-separated")
+    p.add_argument("--thresholds", type=c.floats, help="τ sweep of the SIS-size figures, comma-separated")
     p.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size of the location heatmaps")
     p.add_argument("--per-class", type=int, default=1, help="SIS examples per class")
     p.add_argument("--max-model-images", type=int, default=1000,
                    help="at most this many images per job get a forward pass (subset confidences)")
     p.add_argument("--no-model", action="store_true", help="no forward passes: subset confidences from results only")
-    p.add_argument("--threads", type=int)
+    c.add_threads(p)
     p.set_defaults(func=_cmd_report)

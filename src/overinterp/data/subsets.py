@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages
 
 __all__ = ["PixelSubsets", "random_keep_masks", "SUBSET_KINDS", "subset_label"]
@@ -120,8 +121,6 @@ class PixelSubsets:
         i = i % n
         if not self.augment:
             return self.pixels(slice(i, i + 1))[0], int(self.labels[i])
-        from overinterp.training.trainer import random_crop_flip
-
         self._draws = getattr(self, "_draws", 0) + 1
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self._draws)
         x = self.subset(slice(i, i + 1)).stacked().float() / 255.0

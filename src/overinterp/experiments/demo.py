@@ -6,9 +6,11 @@ two CPU cores:
 1. draws the synthetic shortcut dataset (:mod:`overinterp.data.synthetic`): a training
    split and a test split whose planted pixels show the class colour on 95% of
    images, and a clean test split where they show a random class's colour;
-2. trains a :class:`~overinterp.models.archs.small_cnn.SmallCNN`, wrapped in a
-   :class:`~overinterp.Classifier` that normalises with the training set's
-   per-channel mean and std (so the masking baseline is the dataset's mean pixel);
+2. trains a :class:`~overinterp.models.archs.small_cnn.SmallCNN` with the project's
+   trainer (:func:`~overinterp.training.trainer.train_classifier`, recipe
+   :data:`DEMO_RECIPE`), wrapped in a :class:`~overinterp.Classifier` that
+   normalises with the training set's per-channel mean and std (so the masking
+   baseline is the dataset's mean pixel);
 3. compares accuracy on the shortcut and clean test splits: the drop is what the
    model owes to the shortcut;
 4. runs exact backward selection on correctly and confidently classified
@@ -28,6 +30,7 @@ two CPU cores:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -41,12 +44,14 @@ import torch
 from torch import Tensor
 
 from overinterp._atomic import atomic_write_bytes
-from overinterp.models.classifier import Classifier
-from overinterp.models.archs.small_cnn import SmallCNN
+from overinterp.data.base import LabeledImages
 from overinterp.data.synthetic import ShortcutData, make_shortcut_dataset
-from overinterp.training.train import evaluate, fit
+from overinterp.models.classifier import Classifier
+from overinterp.models.predict import predict_logits
+from overinterp.training.evaluation import evaluate_accuracy
+from overinterp.training.trainer import TrainConfig, train_classifier
 
-__all__ = ["run_demo", "format_report", "DEMO_DEFAULTS"]
+__all__ = ["run_demo", "format_report", "DEMO_DEFAULTS", "DEMO_RECIPE", "demo_config"]
 
 #: The embedded default, sized for ~1 minute on 2 CPU cores.
 DEMO_DEFAULTS: dict[str, Any] = {
@@ -66,6 +71,24 @@ DEMO_DEFAULTS: dict[str, Any] = {
     "n_examples": 6,
     "n_misclassified": 8,
 }
+
+#: The demo's training recipe for :func:`~overinterp.training.trainer.train_classifier`:
+#: SGD with Nesterov momentum, weight decay on weights only, one epoch of linear
+#: warm-up then cosine decay to 0, no augmentation, normalisation with the training
+#: set's per-channel mean and std ("auto"). :func:`demo_config` fills in the
+#: settings of :data:`DEMO_DEFAULTS` and the run's epochs and seed.
+DEMO_RECIPE = TrainConfig(
+    arch="smallcnn", arch_kwargs={"width": DEMO_DEFAULTS["width"]}, preprocessing="auto",
+    epochs=DEMO_DEFAULTS["epochs"], batch_size=DEMO_DEFAULTS["train_batch_size"], lr=DEMO_DEFAULTS["lr"],
+    momentum=0.9, nesterov=True, weight_decay=DEMO_DEFAULTS["weight_decay"], decay_norm_and_bias=False,
+    schedule="cosine", milestones=(), warmup_epochs=1.0, augment=False, recipe="demo",
+)
+
+
+def demo_config(epochs: int = DEMO_DEFAULTS["epochs"], seed: int = 0) -> TrainConfig:
+    """:data:`DEMO_RECIPE` with ``epochs`` and ``seed``."""
+    return dataclasses.replace(DEMO_RECIPE, epochs=epochs, seed=seed)
+
 
 #: Grey shown for masked pixels in the figure (display only; masking uses the dataset mean).
 _MASK_GREY = 0.5
@@ -102,7 +125,6 @@ def _split_seeds(seed: int) -> tuple[int, int, int]:
     return int(a), int(b), int(c)
 
 
-@torch.no_grad()
 def _probe_planted(model: Classifier, data: ShortcutData, batch_size: int = 512) -> dict[str, float]:
     """Two cheap probes of the planted pixels on the shortcut-test split.
 
@@ -111,18 +133,16 @@ def _probe_planted(model: Classifier, data: ShortcutData, batch_size: int = 512)
     * ``planted_masked_accuracy``: accuracy with only the planted pixels set to the
       baseline.
     """
-    device = model.baseline.device
-    keep = data.shortcut_mask.to(device)
-    base = model.baseline.to(device).view(-1, 1, 1) if model.baseline.dim() == 1 else model.baseline.to(device)
-    only_hits, masked_hits = 0, 0
-    for start in range(0, len(data), batch_size):
-        x = data.images[start : start + batch_size].to(device)
-        only = torch.where(keep, x, base)
-        masked = torch.where(keep, base, x)
-        only_hits += int((model(only).argmax(1).cpu() == data.shortcut_class[start : start + batch_size]).sum())
-        masked_hits += int((model(masked).argmax(1).cpu() == data.labels[start : start + batch_size]).sum())
+    keep = data.shortcut_mask  # (H, W) bool
+    base = model.baseline.cpu()
+    base = base.view(-1, 1, 1) if base.dim() == 1 else base
+    only = torch.where(keep, data.images, base)  # (N, C, H, W)
+    masked = torch.where(keep, base, data.images)
+    only_pred = predict_logits(model, only, batch_size=batch_size).argmax(1)
+    masked_pred = predict_logits(model, masked, batch_size=batch_size).argmax(1)
     n = max(1, len(data))
-    return {"planted_only_follows_planted": only_hits / n, "planted_masked_accuracy": masked_hits / n}
+    return {"planted_only_follows_planted": int((only_pred == data.shortcut_class).sum()) / n,
+            "planted_masked_accuracy": int((masked_pred == data.labels).sum()) / n}
 
 
 def _sis_statistics(
@@ -419,40 +439,28 @@ def run_demo(
     test.images = (test.images * 255.0).round() / 255.0
     timing["data_s"] = time.perf_counter() - t
 
-    # 2. model: normalise with the training set's statistics, so the baseline is its mean pixel
-    mean = train.images.mean(dim=(0, 2, 3))
-    std = train.images.std(dim=(0, 2, 3))
-    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
-        torch.manual_seed(seed)
-        net = SmallCNN(num_classes=train.num_classes, in_channels=3, width=cfg["width"])
-    model = Classifier(net, preprocessing=(mean.tolist(), std.tolist()), name="smallcnn", class_names=train.class_names)
-
+    # 2. model: the trainer normalises with the training set's statistics ("auto"), so the
+    # baseline is its mean pixel
     t = time.perf_counter()
-    history = fit(
-        model,
-        train.images,
-        train.labels,
-        epochs=epochs,
-        batch_size=cfg["train_batch_size"],
-        lr=cfg["lr"],
-        weight_decay=cfg["weight_decay"],
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
+    dev = torch.device(device)
+    train_set = LabeledImages(train.images, train.labels, list(train.class_names), name="synthetic:train",
+                              source="overinterp demo")
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        # seeded init and training without touching the caller's RNG
+        result = train_classifier(demo_config(epochs, seed), train_set, device=dev, amp=False, progress=progress)
+    model = result.model
+    history = result.history
+    mean, std = model.preprocessing.mean, model.preprocessing.std
     timing["train_s"] = time.perf_counter() - t
 
     # 3. shortcut vs clean accuracy
-    ev_train = evaluate(model, train.images, train.labels)
-    ev_test = evaluate(model, test.images, test.labels)
-    ev_clean = evaluate(model, clean.images, clean.labels)
+    ev_train = evaluate_accuracy(model, train.images, train.labels)
+    ev_test = evaluate_accuracy(model, test.images, test.labels)
+    ev_clean = evaluate_accuracy(model, clean.images, clean.labels)
     probes = _probe_planted(model, test)
 
     # 4. SIS of correctly and confidently classified shortcut-test images
-    with torch.no_grad():
-        probs = torch.cat(
-            [model(test.images[i : i + 512].to(device)).softmax(1).cpu() for i in range(0, n_test, 512)]
-        )
+    probs = predict_logits(model, test.images, batch_size=512).softmax(1)
     eligible = ((probs.argmax(1) == test.labels) & (probs.amax(1) >= threshold)).nonzero().flatten()
     if eligible.numel() == 0:
         raise RuntimeError(f"no shortcut-test image is classified correctly with confidence >= {threshold}")

@@ -36,6 +36,7 @@ from overinterp.analysis.panels import save_sis_panels
 from overinterp._atomic import atomic_torch_save, atomic_write_text
 from overinterp.sis.backselect import backselect
 from overinterp.models.classifier import Classifier
+from overinterp.models.predict import predict_logits
 from overinterp.data.imagenet import ImageNetVal
 from overinterp.sis.methods import BatchedGradient
 from overinterp.sis.scoring import check_threshold
@@ -83,9 +84,9 @@ class ImageNetSISConfig:
 
 
 def _classify(model: Classifier, pixels: Tensor) -> tuple[Tensor, Tensor]:
-    with torch.inference_mode():
-        p = torch.softmax(model(pixels).double(), dim=1)
-    conf, pred = p.max(1)
+    """Float pixels ``(B, C, H, W)`` → ``(B,)`` confidences (float64) and predictions, on the CPU."""
+    logits = predict_logits(model, pixels, batch_size=pixels.shape[0], device=pixels.device, out_device=None)
+    conf, pred = torch.softmax(logits.double(), dim=1).max(1)
     return conf.cpu(), pred.cpu()
 
 

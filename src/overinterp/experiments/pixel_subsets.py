@@ -21,7 +21,9 @@ from torch import Tensor, nn
 
 from overinterp.data.subsets import PixelSubsets, random_keep_masks, subset_label
 from overinterp.jobs import JobOutput, load_job
+from overinterp.models.predict import predict_logits
 from overinterp.results import append_results, make_row, model_fingerprint
+from overinterp.training.evaluation import accuracy_from_logits
 
 __all__ = [
     "make_subsets",
@@ -70,25 +72,16 @@ def make_subsets(job: JobOutput | str | os.PathLike[str], kind: str = "bs", frac
                                                  "key": j.spec.dataset, "seed": seed})
 
 
-@torch.no_grad()
-def subset_predictions(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
-    """Softmax probabilities ``(N, K)`` float64 of ``model`` on float pixels ``(N, C, H, W)``."""
+def _logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """``(N, K)`` float64 logits of ``model`` (put in eval mode) on pixels ``(N, C, H, W)``
+    (uint8 or float), on the CPU."""
     model.eval()
-    device = next(iter(model.parameters()), torch.zeros(())).device
-    out = []
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start:start + batch_size].to(device)
-        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
-        out.append(F.softmax(model(x).double(), dim=1).cpu())
-    return torch.cat(out)
+    return predict_logits(model, images, batch_size=batch_size).double()
 
 
-def _summary(probs: Tensor, labels: Tensor) -> dict[str, Any]:
-    pred = probs.argmax(1)
-    conf = probs.max(1).values
-    return {"accuracy": float((pred == labels).double().mean()), "correct": int((pred == labels).sum()),
-            "n": int(labels.shape[0]), "mean_confidence": float(conf.mean()),
-            "loss": float(F.nll_loss(probs.clamp_min(1e-300).log(), labels))}
+def subset_predictions(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
+    """Softmax probabilities ``(N, K)`` float64 of ``model`` on pixels ``(N, C, H, W)`` (uint8 or float)."""
+    return F.softmax(_logits(model, images, batch_size), dim=1)
 
 
 def confidence_drop(full_probs: Tensor, subset_probs: Tensor) -> dict[str, float]:
@@ -139,14 +132,16 @@ def evaluate_subsets(
     name = model_name or getattr(model, "name", None) or j.model_name
     key = dataset_key or j.spec.dataset
     out: dict[str, dict[str, Any]] = {}
-    full_probs = subset_predictions(model, images, batch_size)
+    full_logits = _logits(model, images, batch_size)
+    full_probs = F.softmax(full_logits, dim=1)
     for kind in kinds:
         if kind == "full":
-            probs, label = full_probs, "full"
+            logits, label = full_logits, "full"
         else:
             subsets = make_subsets(j, kind, fraction, seed=seed, images=images)
-            probs, label = subset_predictions(model, subsets.pixels(), batch_size), subsets.label
-        res = _summary(probs, j.labels)
+            logits, label = _logits(model, subsets.pixels(), batch_size), subsets.label
+        probs = F.softmax(logits, dim=1)
+        res = accuracy_from_logits(logits, j.labels)
         # confidence in the class the model predicts on the full image (what Figure 2 shows)
         res["full_class_confidence"] = float(probs.gather(1, full_probs.argmax(1, keepdim=True)).mean())
         if own and kind != "full":
@@ -221,7 +216,7 @@ def retrain_on_subsets(
         summary: dict[str, Any] = {"seed": int(seed), "run_dir": str(run_dir), "train_on": train_label,
                                    "evaluate_on": label, "accuracies": {}}
         for key, test_sub in zip(keys, test_subs):
-            res_k = _summary(subset_predictions(model, test_sub.pixels()), test_sub.labels)
+            res_k = accuracy_from_logits(_logits(model, test_sub.pixels()), test_sub.labels)
             summary["accuracies"][key] = res_k["accuracy"]
             if "accuracy" not in summary:
                 summary.update(res_k)

@@ -7,18 +7,11 @@ paper compares — robust models need larger SIS. Each model's trace is written
 to ``<out>/traces/<label>.pt``; ``summary.json`` and ``summary.csv`` hold one
 line per model; rows go to a results file via :func:`~overinterp.append_results`.
 
-Models are given as spec strings (:func:`load_model_spec`):
-
-* ``resnet20@weights.th?preprocessing=imagenet`` — a registry architecture
-  (with ``?key=value`` builder or loading options);
-* ``runs/r20/model.pt`` or ``ens.json`` — an overinterp checkpoint or ensemble;
-* ``robustbench:Carmon2019Unlabeled?threat_model=Linf`` — the RobustBench zoo;
-* ``import:pkg.module:WideResNet@ckpt.pt?depth=28&widen_factor=10&baseline=cifar10``
-  — any architecture from another codebase.
-
-Each may be prefixed by ``LABEL=``. Options ``preprocessing``, ``baseline``
-(a number, a comma list, or ``cifar10`` for the CIFAR-10 mean pixel) and
-``num_classes`` are loading options; other options go to the builder.
+Models are given as model specs (:func:`overinterp.models.parse_model_spec`, every
+form in the README's "Model and dataset specs": registry names with ``@CKPT``,
+checkpoints, ensembles, ``robustbench:NAME``, ``import:pkg.module:Class@CKPT``,
+each with ``LABEL=`` and ``?key=value`` options); :func:`load_model_spec` loads one
+as a :class:`RobustModel` of a group.
 """
 
 from __future__ import annotations
@@ -39,20 +32,21 @@ import torch
 from overinterp._atomic import atomic_write_text
 from overinterp.sis.backselect import backselect
 from overinterp.models.classifier import Classifier
+from overinterp.models.predict import predict_logits
+from overinterp.models.spec import ModelSpec, parse_model_spec
 from overinterp.data.base import LabeledImages
 from overinterp.sis.methods import Exact, Method
 from overinterp.sis.scoring import check_threshold
+from overinterp.training.evaluation import accuracy_from_logits
 
-__all__ = ["ModelSpec", "load_model_spec", "run_robust_sis", "ROBUST_GROUP", "STANDARD_GROUP"]
+__all__ = ["RobustModel", "load_model_spec", "run_robust_sis", "ROBUST_GROUP", "STANDARD_GROUP"]
 
 ROBUST_GROUP = "Adv. Robust"
 STANDARD_GROUP = "Standard"
-_LABEL = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
-_LOAD_KEYS = ("preprocessing", "baseline", "num_classes")
 
 
 @dataclass
-class ModelSpec:
+class RobustModel:
     """A loaded model with its row label, group and where it came from."""
 
     label: str
@@ -62,87 +56,30 @@ class ModelSpec:
     checkpoint: str | None = None
 
 
-def _value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
-def _baseline(value: Any) -> Any:
-    from overinterp.models.external import CIFAR10_MEAN_PIXEL
-
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if value.lower() == "cifar10":
-            return CIFAR10_MEAN_PIXEL
-        return [float(v) for v in value.split(",")]
-    return value
-
-
-def load_model_spec(spec: str, group: str = STANDARD_GROUP) -> ModelSpec:
-    """Load a model from a spec string (see the module doc)."""
-    from overinterp.models import load_model
-    from overinterp.models.external import robustbench_classifier, user_model
-
-    label = None
-    m = _LABEL.match(spec)
-    if m:
-        label, spec = m.group(1), m.group(2)
-    body, _, query = spec.partition("?")
-    options: dict[str, Any] = {}
-    for part in filter(None, query.split("&")):
-        key, eq, val = part.partition("=")
-        if not eq or not key:
-            raise ValueError(f"model spec {spec!r}: options are key=value pairs joined by '&', got {part!r}")
-        options[key] = _value(val)
-    load = {k: options.pop(k) for k in _LOAD_KEYS if k in options}
-    baseline = _baseline(load.get("baseline"))
-    if body.startswith("robustbench:"):
-        name = body.split(":", 1)[1]
-        kw = {k: options.pop(k) for k in ("threat_model", "dataset", "model_dir") if k in options}
-        if options:
-            raise ValueError(f"model spec {spec!r}: unknown robustbench options {sorted(options)}")
-        model = robustbench_classifier(name, **kw, **({} if baseline is None else {"baseline": baseline}))
-        return ModelSpec(label or name, group, model, spec)
-    if body.startswith("import:"):
-        target, _, ckpt = body[len("import:"):].partition("@")
-        model = user_model(target, ckpt or None, kwargs=options, preprocessing=load.get("preprocessing", "none"),
-                           baseline=baseline)
-        return ModelSpec(label or target.rpartition(":")[2], group, model, spec, ckpt or None)
-    name, _, ckpt = body.partition("@")
-    if not ckpt and Path(name).is_file() and not name.lower().endswith(".json"):
-        name, ckpt = "", name  # an own-format checkpoint records its architecture
-    kwargs = dict(options)
-    if baseline is not None:
-        kwargs["baseline"] = baseline
-    model = load_model(name or None, checkpoint=ckpt or None, preprocessing=load.get("preprocessing"),
-                       num_classes=load.get("num_classes"), **kwargs)
-    display = label or (Path(name).stem if name.lower().endswith(".json") else name) or getattr(model, "name", "model")
-    return ModelSpec(display, group, model, spec, ckpt or None)
+def load_model_spec(spec: str | ModelSpec, group: str = STANDARD_GROUP) -> RobustModel:
+    """Load a model spec (:func:`~overinterp.models.parse_model_spec`) as a member of ``group``."""
+    parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+    model = parsed.load()
+    label = parsed.label or (getattr(model, "name", "model") if parsed.kind == "checkpoint" else parsed.display_name)
+    return RobustModel(label, group, model, str(spec), parsed.checkpoint)
 
 
 def _confident(model: Classifier, data: LabeledImages, tau: float, correct_only: bool, batch_size: int,
                device: torch.device) -> tuple[list[int], float]:
     """Indices of images with ``f ≥ τ`` (and correct), and the model's accuracy."""
-    keep, correct = [], 0
-    with torch.inference_mode():
-        for s in range(0, len(data), batch_size):
-            x = data.images[s : s + batch_size].to(device)
-            x = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-            p = torch.softmax(model(x).double(), dim=1)
-            conf, pred = p.max(1)
-            lab = data.labels[s : s + batch_size].to(device)
-            correct += int((pred == lab).sum())
-            for r in range(x.shape[0]):
-                if float(conf[r]) >= tau and (not correct_only or int(pred[r]) == int(lab[r])):
-                    keep.append(s + r)
-    return keep, correct / max(1, len(data))
+    if len(data) == 0:
+        return [], 0.0
+    logits = predict_logits(model, data.images, batch_size=batch_size, device=device, dtype=torch.float32,
+                            out_device=None)  # (N, K)
+    conf, pred = torch.softmax(logits.double(), dim=1).max(1)
+    ok = conf >= tau
+    if correct_only:
+        ok &= pred == data.labels.to(pred.device)
+    return ok.nonzero().flatten().tolist(), accuracy_from_logits(logits.float(), data.labels)["accuracy"]
 
 
 def run_robust_sis(
-    models: Sequence[ModelSpec],
+    models: Sequence[RobustModel],
     data: LabeledImages,
     out_dir: str | Path,
     *,

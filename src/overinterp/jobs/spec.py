@@ -1,6 +1,6 @@
 """What a dataset job computes, as plain data that pickles and goes into JSON.
 
-A :class:`JobSpec` holds *specs* (a model's registry name and checkpoint path, a
+A :class:`JobSpec` holds *specs* (a :class:`~overinterp.models.ModelSpec`, a
 dataset's spec string, a method's description), not live objects, so that any
 worker process — local or on a Ray cluster — rebuilds the same model and images.
 """
@@ -10,47 +10,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+
+from overinterp.models.spec import ModelSpec
 
 __all__ = ["ModelSpec", "JobSpec", "images_fingerprint"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How to build the model: ``load_model(name, checkpoint, preprocessing, num_classes)``.
-
-    ``name``: a registry name, an ensemble ``.json``, or ``None`` with an
-    overinterp checkpoint (which records its architecture).
-    """
-
-    name: str | None = None
-    checkpoint: str | None = None
-    preprocessing: str | None = None
-    num_classes: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.name is None and self.checkpoint is None:
-            raise ValueError("a model needs a registry name, an ensemble .json or a checkpoint")
-        for attr in ("name", "checkpoint"):
-            v = getattr(self, attr)
-            # absolute paths, so that workers started elsewhere find the same files
-            if v is not None and (attr == "checkpoint" or str(v).lower().endswith(".json")) and Path(v).exists():
-                object.__setattr__(self, attr, str(Path(v).resolve()))
-
-    def load(self) -> nn.Module:
-        """The model, in eval mode on the CPU."""
-        from overinterp.models import load_model
-
-        model = load_model(self.name, checkpoint=self.checkpoint, preprocessing=self.preprocessing,
-                           num_classes=self.num_classes)
-        return model.eval()
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 def images_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
@@ -113,6 +79,7 @@ class JobSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["model"] = self.model.to_dict()
         d["positions"] = list(self.positions)
         d["mask_value"] = None if self.mask_value is None else list(self.mask_value)
         return d
@@ -120,7 +87,7 @@ class JobSpec:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
         d = dict(d)
-        d["model"] = ModelSpec(**d["model"])
+        d["model"] = ModelSpec.from_dict(d["model"])
         d["positions"] = tuple(d["positions"])
         if d.get("mask_value") is not None:
             d["mask_value"] = tuple(d["mask_value"])

@@ -15,6 +15,7 @@ from overinterp.models.ensemble import Ensemble, load_ensemble, save_ensemble
 from overinterp.models.external import imagenet_classifier, robustbench_classifier, user_model
 from overinterp.models.factory import create_model, load_model
 from overinterp.models.registry import list_models, register_model
+from overinterp.models.spec import ModelSpec, load_model_spec, parse_model_spec
 
 __all__ = [
     "create_model",
@@ -34,4 +35,7 @@ __all__ = [
     "imagenet_classifier",
     "robustbench_classifier",
     "user_model",
+    "ModelSpec",
+    "parse_model_spec",
+    "load_model_spec",
 ]

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from overinterp.models.classifier import Classifier
+from overinterp.models.predict import predict_logits
 
 __all__ = ["BlackBoxClassifier", "tflite_classifier", "INPUT_FORMATS"]
 
@@ -238,9 +239,11 @@ class BlackBoxClassifier(Classifier):
         return self.network.input_size
 
     def probabilities(self, images: Tensor) -> Tensor:
-        """``(N, C, H, W)`` pixels → ``(N, K)`` float64 normalised confidences (softmax of the scores)."""
-        with torch.inference_mode():
-            return torch.softmax(self(images), dim=1)
+        """``(N, C, H, W)`` pixels → ``(N, K)`` float64 normalised confidences (softmax of the scores),
+        on the images' device. The black box is still called ``max_batch`` images at a time."""
+        logits = predict_logits(self, images, batch_size=max(1, int(images.shape[0])), device=images.device,
+                                out_device=None)
+        return torch.softmax(logits, dim=1)
 
 
 def tflite_classifier(

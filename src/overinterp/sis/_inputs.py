@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from overinterp.models.classifier import Classifier, check_eval_mode
+from overinterp.models.predict import model_device, predict_logits
 from overinterp.sis.scoring import check_logits, target_logodds
 
 __all__ = ["prepare_model", "check_images", "check_target", "batched_logits", "batched_logodds"]
@@ -19,13 +20,6 @@ def prepare_model(model: Any) -> Callable[[Tensor], Tensor]:
         raise TypeError(f"model must be an nn.Module or a callable returning logits, got {type(model).__name__}")
     check_eval_mode(model)
     return model
-
-
-def _model_device(model: Any) -> torch.device | None:
-    if isinstance(model, nn.Module):
-        for t in list(model.parameters()) + list(model.buffers()):
-            return t.device
-    return None
 
 
 def check_images(images: Any, model: Any) -> Tensor:
@@ -53,7 +47,7 @@ def check_images(images: Any, model: Any) -> Tensor:
                 f"a Classifier takes pixels in [0, 1]; these images range over [{lo:.3g}, {hi:.3g}] "
                 "(already normalised? pass the raw pixels, the Classifier normalises them)"
             )
-    dev = _model_device(model)
+    dev = model_device(model, None)
     if dev is not None and dev != images.device:
         raise ValueError(f"images are on {images.device} but the model is on {dev}; move one of them")
     return images
@@ -74,14 +68,11 @@ def check_target(target: Any, n: int, num_classes: int, device: torch.device) ->
     return t.contiguous()
 
 
-@torch.inference_mode()
 def batched_logits(forward: Callable[[Tensor], Tensor], x: Tensor, batch_size: int) -> Tensor:
-    """``(N, …)`` → ``(N, K)`` logits, evaluated in chunks of ``batch_size``, validated."""
-    outs = []
-    for s in range(0, x.shape[0], batch_size):
-        chunk = x[s : s + batch_size]
-        outs.append(check_logits(forward(chunk), chunk.shape[0]))
-    return torch.cat(outs)
+    """``(N, C, H, W)`` → ``(N, K)`` logits on ``x``'s device, evaluated in chunks of
+    ``batch_size`` (:func:`~overinterp.models.predict.predict_logits`, in ``x``'s dtype), validated."""
+    logits = predict_logits(forward, x, batch_size=batch_size, device=x.device, dtype=x.dtype, out_device=None)
+    return check_logits(logits, x.shape[0])
 
 
 def batched_logodds(forward: Callable[[Tensor], Tensor], x: Tensor, target: Tensor, batch_size: int) -> Tensor:

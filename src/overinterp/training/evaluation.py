@@ -18,24 +18,35 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from overinterp.data.base import LabeledImages, to_pixels
+from overinterp.data.base import LabeledImages
 from overinterp.data.cifar10c import iter_cifar10c
 from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
+from overinterp.models.predict import model_device, predict_logits
 from overinterp.results import make_row, model_fingerprint
 
-__all__ = ["evaluate_accuracy", "evaluate_datasets", "result_rows", "model_device"]
+__all__ = ["evaluate_accuracy", "accuracy_from_logits", "evaluate_datasets", "result_rows"]
 
 
-def model_device(model: Any) -> torch.device:
-    if isinstance(model, nn.Module):
-        for t in list(model.parameters()) + list(model.buffers()):
-            return t.device
-    return torch.device("cpu")
+def accuracy_from_logits(logits: Tensor, labels: Tensor) -> dict[str, Any]:
+    """Top-1 accuracy, mean cross-entropy and mean confidence from logits ``(N, K)``
+    and labels ``(N,)`` (on the logits' device), computed in the logits' dtype.
+
+    Returns:
+        ``{"accuracy", "loss", "mean_confidence" (mean max softmax probability), "correct", "n"}``.
+    """
+    if logits.dim() != 2 or labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
+        raise ValueError(f"need logits (N, K) and labels (N,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
+    n = int(logits.shape[0])
+    if n == 0:
+        raise ValueError("no predictions to score")
+    y = labels.to(logits.device, torch.long)
+    correct = int((logits.argmax(1) == y).sum())
+    loss = float(F.cross_entropy(logits, y, reduction="none").double().sum())
+    confidence = float(logits.softmax(1).amax(1).double().sum())
+    return {"accuracy": correct / n, "loss": loss / n, "mean_confidence": confidence / n, "correct": correct, "n": n}
 
 
-@torch.inference_mode()
 def evaluate_accuracy(
     model: Callable[[Tensor], Tensor],
     images: Tensor | LabeledImages,
@@ -46,14 +57,17 @@ def evaluate_accuracy(
     progress: bool = False,
     desc: str = "evaluating",
 ) -> dict[str, Any]:
-    """Top-1 accuracy and mean cross-entropy of ``model`` on labelled images.
+    """Top-1 accuracy, mean cross-entropy and mean confidence of ``model`` on
+    labelled images ``(N, C, H, W)`` (uint8 or float pixels) with labels ``(N,)``.
 
-    ``model`` is put in eval mode for the call (its mode is restored). ``amp``
-    runs CUDA models in bfloat16 autocast (off by default: accuracy claims are
-    made in float32).
+    ``model`` is put in eval mode for the call (its mode is restored); the
+    logits come from :func:`~overinterp.models.predict.predict_logits` on the
+    model's device and are scored in float32 (:func:`accuracy_from_logits`).
+    ``amp`` runs CUDA models in bfloat16 autocast (off by default: accuracy
+    claims are made in float32).
 
     Returns:
-        ``{"accuracy", "loss", "correct", "n"}``.
+        ``{"accuracy", "loss", "mean_confidence", "correct", "n"}``.
     """
     if isinstance(images, LabeledImages):
         images, labels = images.images, images.labels if labels is None else labels
@@ -61,34 +75,22 @@ def evaluate_accuracy(
         raise ValueError("evaluate_accuracy needs labels")
     if images.dim() != 4 or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
         raise ValueError(f"need images (N, C, H, W) and labels (N,); got {tuple(images.shape)} and {tuple(labels.shape)}")
-    n = int(images.shape[0])
-    if n == 0:
+    if int(images.shape[0]) == 0:
         raise ValueError("no images to evaluate")
     device = model_device(model)
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
         model.eval()
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    loss = torch.zeros((), dtype=torch.float64, device=device)
     use_amp = amp and device.type == "cuda"
     amp_dtype = torch.float16 if use_amp and not torch.cuda.is_bf16_supported() else torch.bfloat16
     try:
-        bar = tqdm(total=n, desc=desc, unit="img", disable=not progress, leave=False)
-        for start in range(0, n, batch_size):
-            x = to_pixels(images[start:start + batch_size].to(device, non_blocking=True))
-            y = labels[start:start + batch_size].to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
-                logits = model(x)
-            logits = logits.float()
-            correct += (logits.argmax(1) == y).sum()
-            loss += F.cross_entropy(logits, y, reduction="sum").double()
-            bar.update(int(y.shape[0]))
-        bar.close()
+        with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
+            logits = predict_logits(model, images, batch_size=batch_size, device=device, dtype=torch.float32,
+                                    out_device=None, progress=progress, desc=desc)
     finally:
         if was_training:
             model.train()
-    c = int(correct)
-    return {"accuracy": c / n, "loss": float(loss) / n, "correct": c, "n": n}
+    return accuracy_from_logits(logits.float(), labels)
 
 
 def evaluate_datasets(
@@ -109,7 +111,7 @@ def evaluate_datasets(
     already-loaded :class:`LabeledImages`.
 
     Returns one dict per evaluated set — ``dataset`` (its key), ``accuracy``,
-    ``loss``, ``correct``, ``n`` — plus, for ``cifar10c`` / ``cifar10c:all``, one
+    ``loss``, ``mean_confidence``, ``correct``, ``n`` — plus, for ``cifar10c`` / ``cifar10c:all``, one
     per corruption × severity block before the overall one.
     """
     out: list[dict[str, Any]] = []
@@ -144,7 +146,9 @@ def evaluate_datasets(
             total = sum(b["n"] for b in blocks)
             correct = sum(b["correct"] for b in blocks)
             loss = sum(b["loss"] * b["n"] for b in blocks) / total
-            out.append({"dataset": key, "accuracy": correct / total, "loss": loss, "correct": correct, "n": total})
+            confidence = sum(b["mean_confidence"] * b["n"] for b in blocks) / total
+            out.append({"dataset": key, "accuracy": correct / total, "loss": loss, "mean_confidence": confidence,
+                        "correct": correct, "n": total})
         else:
             data = load_dataset(name, where, split, download=download, limit=limit, progress=progress)
             res = evaluate_accuracy(model, data, batch_size=batch_size, amp=amp, progress=progress, desc=key)

@@ -52,7 +52,9 @@ from tqdm.auto import tqdm
 
 from overinterp._atomic import atomic_write_text
 from overinterp.models.classifier import Classifier
+from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages, to_pixels
+from overinterp.data.subsets import PixelSubsets, apply_stacked
 from overinterp.training.evaluation import evaluate_accuracy
 
 __all__ = [
@@ -62,7 +64,6 @@ __all__ = [
     "TrainResult",
     "train_classifier",
     "learning_rate",
-    "random_crop_flip",
     "data_fingerprint",
     "channel_stats",
 ]
@@ -179,26 +180,6 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return config.lr * factor
 
 
-def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4, flip: bool = True) -> Tensor:
-    """Per-image random crop of the zero-padded batch (pixel value 0 outside the
-    image, as torchvision's ``RandomCrop(padding=…)``) and horizontal flip with
-    probability ½, on ``x``'s device, drawing only from ``generator``."""
-    n, c, h, w = x.shape
-    dev = x.device
-    if padding > 0:
-        padded = F.pad(x, (padding, padding, padding, padding))
-        dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
-        dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
-        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
-        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
-        x = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                   rows, cols]
-    if flip:
-        mirror = torch.rand(n, generator=generator, device=dev) < 0.5
-        x = torch.where(mirror[:, None, None, None], x.flip(3), x)
-    return x
-
-
 def data_fingerprint(images: Tensor, labels: Tensor) -> str:
     """sha256 (16 hex) of the images' and labels' bytes, dtypes and shapes."""
     h = hashlib.sha256()
@@ -282,8 +263,6 @@ def _resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def _as_data(data: Any, what: str) -> tuple[Tensor, Tensor, list[str] | None]:
-    from overinterp.data.subsets import PixelSubsets
-
     if isinstance(data, PixelSubsets):
         if what == "test":
             return data.pixels(), data.labels, data.classes
@@ -352,8 +331,6 @@ def train_classifier(
             data (unless ``force``), or one with ``resume=False``.
     """
     from overinterp.models import create_model, save_checkpoint  # late: models import classifier only
-
-    from overinterp.data.subsets import PixelSubsets, apply_stacked
 
     images, labels, classes = _as_data(train, "train")
     # pixel subsets: image + keep-mask channels, cropped/flipped together, then masked

@@ -72,6 +72,8 @@ class Fast(Method):
             by screened single steps or exactly; the head removes the rest.
         exact: fraction of the features (the very last removed) chosen by
             exact single steps; ``exact ≤ screened``.
+        exact_cap: at most this many features in the exact end (its cost is
+            quadratic in its length; the cap keeps the method linear in ``P``).
         width: candidates per screened step scored exactly (``≥ 1``).
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
@@ -81,6 +83,7 @@ class Fast(Method):
     screened: float = 0.15
     exact: float = 0.03
     width: int = 8
+    exact_cap: int = 32
     channels_last: bool | None = None
 
     name: ClassVar[str] = "fast"
@@ -96,18 +99,21 @@ class Fast(Method):
         if isinstance(self.pool, bool) or not isinstance(self.pool, (int, float)) or not float(self.pool) >= 1.0:
             raise ValueError(f"Fast: pool (exactly scored candidates per head block, as a multiple of the block "
                              f"size) must be a number >= 1, got {self.pool!r}")
+        if isinstance(self.exact_cap, bool) or not isinstance(self.exact_cap, int) or self.exact_cap < 0:
+            raise ValueError(f"Fast: exact_cap must be an integer >= 0, got {self.exact_cap!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
             raise ValueError(f"Fast: width (candidates scored exactly per screened step) must be an integer "
                              f">= 1, got {self.width!r}")
 
     def stage_counts(self, total: int) -> tuple[int, int]:
         """``(T_s, T_e)``: features left when the screened steps and the exact end begin."""
-        return ceil_fraction(float(self.screened), total), ceil_fraction(float(self.exact), total)
+        te = min(ceil_fraction(float(self.exact), total), int(self.exact_cap))
+        return max(ceil_fraction(float(self.screened), total), te), te
 
     def step_size(self, remaining: int, total: int) -> int:
         """Features masked by the next step at ``remaining`` of ``total``: geometric
         blocks down to ``⌈screened·P⌉``, single steps after."""
-        ts = ceil_fraction(float(self.screened), total)
+        ts = self.stage_counts(total)[0]
         if remaining <= ts:
             return 1
         return max(1, min(int(float(self.step_fraction) * remaining), remaining - ts))

@@ -1,0 +1,191 @@
+"""Options several commands share, and turning them into library objects."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from overinterp.data.specs import FORMS as DATASET_FORMS
+
+__all__ = [
+    "Subparsers", "DATASET_HELP", "MODEL_HELP", "floats", "ints",
+    "add_model_options", "model_spec", "add_method_options", "method_from_args",
+    "add_device", "device", "add_threads", "apply_threads", "add_progress", "progress",
+    "add_executor_options", "executor",
+]
+
+Subparsers = argparse._SubParsersAction
+Handler = Callable[[argparse.Namespace], int]
+
+DATASET_HELP = f"dataset spec: {DATASET_FORMS} (README: Model and dataset specs)"
+MODEL_HELP = ("model spec: a registry name (`overinterp models`) [@CKPT], an overinterp checkpoint, an ensemble "
+              ".json, robustbench:NAME or import:pkg.module:Class[@CKPT], with [LABEL=] and [?key=value&…] "
+              "(README: Model and dataset specs)")
+
+
+def floats(text: str) -> list[float]:
+    """``"0.1,0.2"`` → ``[0.1, 0.2]`` (an argparse ``type``)."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def ints(text: str) -> tuple[int, ...]:
+    """``"60,120"`` → ``(60, 120)`` (an argparse ``type``)."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+# --------------------------------------------------------------------------- models
+
+
+def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """--model SPEC with --checkpoint, --preprocessing and --num-classes."""
+    p.add_argument("--model", required=required, help=MODEL_HELP)
+    p.add_argument("--checkpoint", type=Path, help="weights file for a registry --model (public CIFAR ResNet "
+                   "checkpoints or overinterp's own)")
+    p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
+    p.add_argument("--num-classes", type=int, help="number of classes of a registry --model")
+
+
+def model_spec(args: argparse.Namespace):
+    """The :class:`~overinterp.models.ModelSpec` of the model options."""
+    from overinterp.models import parse_model_spec
+
+    return parse_model_spec(args.model, checkpoint=args.checkpoint, preprocessing=args.preprocessing,
+                            num_classes=args.num_classes)
+
+
+# --------------------------------------------------------------------------- methods
+
+#: method option → (dest, help); each applies to the registered methods with a field of that name
+_METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "--rank-by": ("rank_by", dict(choices=["logodds", "probability"],
+                                  help="what exact steps rank by (default logodds)")),
+    "--k": ("k", dict(type=int, help="features per block/step: gradient (default 1), kstep (default 16)")),
+    "--step-fraction": ("step_fraction", dict(type=float, help="adaptive: head step = this × remaining (default 0.05)")),
+    "--tail": ("tail", dict(type=float, help="adaptive: fraction removed by exact single steps (default 0.15)")),
+    "--head": ("head", dict(choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen (default kstep)")),
+    "--rescore-top": ("rescore_top", dict(type=int, help="screened: candidates re-scored in full precision (default 16)")),
+}
+#: the command line's defaults where a method's own field has none
+_CLI_DEFAULTS: dict[str, dict[str, Any]] = {"gradient": {"k": 1}, "kstep": {"k": 16}}
+
+
+def _method_classes() -> dict[str, type]:
+    from overinterp.sis import methods
+
+    return {name: methods._BY_NAME[name] for name in methods.method_names()}  # the registry's classes
+
+
+def _fields(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def add_method_options(p: argparse.ArgumentParser, *, names: Sequence[str] | None = None, default: str = "exact") -> None:
+    """--method (choices: the registered methods, or ``names`` of them) and its parameters."""
+    from overinterp.sis.methods import method_names
+
+    choices = [n for n in method_names() if names is None or n in names]
+    p.add_argument("--method", default=default, choices=choices,
+                   help=f"backward-selection method (default {default}): exact; gradient: Batched Gradient "
+                   "(--k per block); kstep: exact scores, --k removals per step; adaptive: large steps then an "
+                   "exact --tail; screened: steps chosen by a bf16 screen + float32 re-scoring of the "
+                   "--rescore-top best" + ("" if names is None else f"; here: {', '.join(choices)}"))
+    classes = _method_classes()
+    for flag, (dest, kw) in _METHOD_OPTIONS.items():
+        if any(dest in _fields(classes[n]) for n in choices):
+            p.add_argument(flag, dest=dest, default=None, **kw)
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def method_from_args(args: argparse.Namespace, num_features: int | None = None):
+    """The method of the method options, built by :func:`overinterp.sis.methods.make_method`.
+
+    An option the chosen method does not take is an error naming the methods that
+    take it; ``k`` is checked against ``num_features`` when given.
+    """
+    from overinterp.sis.methods import make_method
+
+    classes = _method_classes()
+    fields = _fields(classes[args.method])
+    params = dict(_CLI_DEFAULTS.get(args.method, {}))
+    for flag, (dest, _) in _METHOD_OPTIONS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if dest not in fields:
+            takers = [n for n, c in classes.items() if dest in _fields(c)]
+            raise ValueError(f"{flag} applies to --method {_either(takers)} only")
+        params[dest] = value
+    if "k" in params and num_features is not None:
+        from overinterp.experiments.imagenet import check_block_size
+
+        check_block_size(params["k"], num_features)
+    return make_method(args.method, **params)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+def add_device(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """--device (``None``: cuda when available, else cpu)."""
+    p.add_argument("--device", default=default,
+                   help=f"torch device (default: {default or 'cuda when available, else cpu'})")
+
+
+def device(args: argparse.Namespace) -> str:
+    """--device, or cuda when available, else cpu."""
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def add_threads(p: argparse.ArgumentParser, help: str = "CPU threads for torch") -> None:
+    p.add_argument("--threads", type=int, help=help)
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """``torch.set_num_threads(--threads)`` when given."""
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def add_progress(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def progress(args: argparse.Namespace) -> bool:
+    return not args.no_progress
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def add_executor_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, task: str = "task") -> None:
+    """--executor local|ray and the Ray options."""
+    p.add_argument("--executor", default="local", choices=["local", "ray"],
+                   help=f"local: one {task} after another here; ray: parallel Ray tasks (pip install 'overinterp[ray]')")
+    p.add_argument("--address", help="ray: cluster address (auto, ray://HOST:10001); default $RAY_ADDRESS or a local one")
+    p.add_argument("--cpus-per-task", type=float, default=1.0, help=f"ray: CPUs each {task} requests (default 1)")
+    p.add_argument("--gpus-per-task", type=float, default=0.0,
+                   help=f"ray: GPUs each {task} requests, fractions allowed (e.g. 0.5; default 0)")
+    p.add_argument("--max-retries", type=int, default=3, help=f"ray: retries of a failed {task} (default 3)")
+
+
+def executor(args: argparse.Namespace):
+    """The executor the executor options name."""
+    from overinterp.jobs import get_executor
+
+    if args.executor == "local":
+        return get_executor("local")
+    return get_executor("ray", address=args.address, num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
+                        max_retries=args.max_retries)

@@ -1,0 +1,244 @@
+"""One model-spec parser: a string (or command-line options) → :class:`ModelSpec` → a model.
+
+The forms (documented once, in the README's "Model and dataset specs"), each
+optionally prefixed by ``LABEL=`` and followed by ``?key=value&…`` options:
+
+* ``NAME[@CKPT]`` — a registry architecture (``overinterp models``) with optional weights;
+* ``PATH.json`` — an ensemble file;
+* ``PATH`` — an overinterp checkpoint (it records its architecture);
+* ``robustbench:NAME`` — the RobustBench zoo (options ``threat_model``, ``dataset``, ``model_dir``);
+* ``import:pkg.module:Class[@CKPT]`` — any architecture from another codebase
+  (other options are the constructor's keyword arguments).
+
+Options ``preprocessing``, ``baseline`` (a number, a comma list, or ``cifar10`` for the
+CIFAR-10 mean pixel) and ``num_classes`` are loading options; the rest go to the builder.
+An existing file is always taken whole as a path, so paths may contain ``@``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from torch import nn
+
+__all__ = ["ModelSpec", "parse_model_spec", "load_model_spec"]
+
+_LABEL = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
+_LOAD_KEYS = ("preprocessing", "baseline", "num_classes")
+_ROBUSTBENCH_KEYS = ("threat_model", "dataset", "model_dir")
+ROBUSTBENCH = "robustbench:"
+IMPORT = "import:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model, as plain data that pickles and goes into JSON.
+
+    ``name``: a registry name, an ensemble ``.json``, ``robustbench:NAME``,
+    ``import:pkg.module:Class``, or ``None`` with an overinterp checkpoint (which
+    records its architecture). ``options``: builder keyword arguments;
+    ``baseline``: the masking value; ``label``: the display name (default: derived).
+    """
+
+    name: str | None = None
+    checkpoint: str | None = None
+    preprocessing: str | None = None
+    num_classes: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    baseline: Any = field(default=None, hash=False)
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.name is None and self.checkpoint is None:
+            raise ValueError("a model needs a registry name, an ensemble .json or a checkpoint")
+        object.__setattr__(self, "options", dict(self.options or {}))
+        for attr in ("name", "checkpoint"):
+            v = getattr(self, attr)
+            # absolute paths, so that workers started elsewhere find the same files
+            if v is not None and (attr == "checkpoint" or str(v).lower().endswith(".json")) and Path(v).exists():
+                object.__setattr__(self, attr, str(Path(v).resolve()))
+
+    @property
+    def kind(self) -> str:
+        """``registry``, ``ensemble``, ``checkpoint``, ``robustbench`` or ``import``."""
+        name = self.name or ""
+        if name.startswith(ROBUSTBENCH):
+            return "robustbench"
+        if name.startswith(IMPORT):
+            return "import"
+        if name.lower().endswith(".json"):
+            return "ensemble"
+        return "registry" if name else "checkpoint"
+
+    @property
+    def display_name(self) -> str:
+        """``label``, else the architecture, class or file stem."""
+        if self.label:
+            return self.label
+        name = self.name or ""
+        if self.kind == "robustbench":
+            return name[len(ROBUSTBENCH):]
+        if self.kind == "import":
+            return name.rpartition(":")[2]
+        if self.kind == "ensemble":
+            return Path(name).stem
+        return name or Path(str(self.checkpoint)).stem
+
+    def load(self) -> nn.Module:
+        """The model, in eval mode on the CPU."""
+        from overinterp.models.external import robustbench_classifier, user_model
+        from overinterp.models.factory import load_model
+
+        baseline = _baseline(self.baseline)
+        kind = self.kind
+        if kind == "robustbench":
+            kw = dict(self.options)
+            unknown = sorted(set(kw) - set(_ROBUSTBENCH_KEYS))
+            if unknown or self.checkpoint or self.preprocessing or self.num_classes:
+                raise ValueError(f"model {self.name}: robustbench models take only the options "
+                                 f"{', '.join(_ROBUSTBENCH_KEYS)} and baseline, got {unknown or 'a checkpoint/preprocessing'}")
+            if baseline is not None:
+                kw["baseline"] = baseline
+            model = robustbench_classifier(str(self.name)[len(ROBUSTBENCH):], **kw)
+        elif kind == "import":
+            if self.num_classes is not None:
+                raise ValueError(f"model {self.name}: pass num_classes as the constructor's own option")
+            model = user_model(str(self.name)[len(IMPORT):], self.checkpoint, kwargs=dict(self.options),
+                               preprocessing=self.preprocessing or "none", baseline=baseline)
+        else:
+            kwargs = dict(self.options)
+            if baseline is not None:
+                kwargs["baseline"] = baseline
+            model = load_model(self.name, checkpoint=self.checkpoint, preprocessing=self.preprocessing,
+                               num_classes=self.num_classes, **kwargs)
+        return model.eval()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The four classic fields always; ``options``, ``baseline`` and ``label`` only when set
+        (so a plain spec's JSON — a job manifest's — is what it always was)."""
+        d = dataclasses.asdict(self)
+        for key in ("options", "baseline", "label"):
+            if not d[key]:
+                d.pop(key)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelSpec":
+        return cls(**dict(d))
+
+    def __str__(self) -> str:
+        parts = [self.name or str(self.checkpoint)]
+        if self.name and self.checkpoint:
+            parts.append(f"@{self.checkpoint}")
+        return "".join(parts)
+
+
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _baseline(value: Any) -> Any:
+    from overinterp.models.external import CIFAR10_MEAN_PIXEL
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value.lower() == "cifar10":
+            return CIFAR10_MEAN_PIXEL
+        try:
+            return [float(v) for v in value.split(",")]
+        except ValueError:
+            raise ValueError(f"baseline {value!r}: expected a number, a comma list or cifar10") from None
+    return value
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).expanduser().is_file()
+    except OSError:
+        return False
+
+
+def parse_model_spec(
+    spec: str | os.PathLike[str] | None,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    preprocessing: str | None = None,
+    num_classes: int | None = None,
+) -> ModelSpec:
+    """Parse a model spec (see the module doc); the keyword arguments are the command
+    line's ``--checkpoint``, ``--preprocessing`` and ``--num-classes``, and may not
+    contradict the string."""
+    ckpt = None if checkpoint is None else os.fspath(checkpoint)
+    if spec is None:
+        if ckpt is None:
+            raise ValueError("give a model: a registry name, an ensemble .json or a checkpoint")
+        return ModelSpec(None, ckpt, preprocessing, num_classes)
+    text = os.fspath(spec).strip()
+    label = None
+    if not _is_file(text):
+        m = _LABEL.match(text)
+        if m:
+            label, text = m.group(1), m.group(2)
+    if _is_file(text):  # a file, taken whole: an ensemble or an own checkpoint
+        if text.lower().endswith(".json"):
+            return ModelSpec(text, ckpt, preprocessing, num_classes, label=label)
+        if ckpt is not None:
+            raise ValueError(f"model {text!r} is a checkpoint file; do not also pass --checkpoint {ckpt}")
+        return ModelSpec(None, text, preprocessing, num_classes, label=label)
+    body, _, query = text.partition("?")
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, val = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"model spec {spec!r}: options are key=value pairs joined by '&', got {part!r}")
+        options[key] = _value(val)
+    load = {k: options.pop(k) for k in _LOAD_KEYS if k in options}
+    for key, given in (("preprocessing", preprocessing), ("num_classes", num_classes)):
+        if given is not None:
+            if key in load and load[key] != given:
+                raise ValueError(f"model spec {spec!r} sets {key}={load[key]!r}, but {given!r} was also given")
+            load[key] = given
+    start = -1
+    name: str | None
+    if body.startswith(ROBUSTBENCH):
+        name, ref = body, None
+        unknown = sorted(set(options) - set(_ROBUSTBENCH_KEYS))
+        if unknown:
+            raise ValueError(f"model spec {spec!r}: unknown robustbench options {unknown}; "
+                             f"known: {', '.join(_ROBUSTBENCH_KEYS)}")
+    else:
+        start = len(IMPORT) if body.startswith(IMPORT) else 0
+        at = body.find("@", start)
+        name, ref = (body, None) if at < 0 else (body[:at], body[at + 1:] or None)
+        if not name or name == IMPORT:
+            raise ValueError(f"model spec {spec!r}: expected NAME[@CKPT], PATH, robustbench:NAME or "
+                             "import:pkg.module:Class[@CKPT]")
+    if ref is None and start == 0 and _is_file(name) and not name.lower().endswith(".json"):
+        name, ref = None, name  # an own checkpoint with options: it records its architecture
+    if ref is not None and ckpt is not None and ref != ckpt:
+        raise ValueError(f"model spec {spec!r} names checkpoint {ref}, but --checkpoint {ckpt} was also given")
+    preproc = load.get("preprocessing")
+    n = load.get("num_classes")
+    return ModelSpec(name, ref or ckpt, None if preproc is None else str(preproc),
+                     None if n is None else int(n), options, load.get("baseline"), label)
+
+
+def load_model_spec(
+    spec: str | os.PathLike[str] | None,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    preprocessing: str | None = None,
+    num_classes: int | None = None,
+) -> nn.Module:
+    """The model a spec names: ``parse_model_spec(...).load()``."""
+    return parse_model_spec(spec, checkpoint=checkpoint, preprocessing=preprocessing, num_classes=num_classes).load()

@@ -1,0 +1,64 @@
+"""The one model-spec parser: every form, the options, and a job manifest's model dict."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from jobkit import write_model
+from overinterp.models import ModelSpec, load_model_spec, parse_model_spec
+
+
+def test_forms(tmp_path):
+    ckpt = write_model(tmp_path / "a@b.pt")  # '@' in a file name: an existing file is taken whole
+    assert parse_model_spec(str(ckpt)) == ModelSpec(None, str(ckpt))
+    assert parse_model_spec(f"mine={ckpt}").label == "mine"
+    assert parse_model_spec("resnet20@w.th?preprocessing=imagenet") == ModelSpec("resnet20", "w.th", "imagenet")
+    assert parse_model_spec("resnet20", checkpoint="w.th", num_classes=10) == ModelSpec("resnet20", "w.th", None, 10)
+    spec = parse_model_spec("lab=import:pkg.mod:Net@c.pt?depth=28&baseline=cifar10")
+    assert (spec.kind, spec.name, spec.checkpoint, spec.options, spec.baseline, spec.label) == (
+        "import", "import:pkg.mod:Net", "c.pt", {"depth": 28}, "cifar10", "lab")
+    rb = parse_model_spec("robustbench:Carmon2019Unlabeled?threat_model=Linf")
+    assert rb.kind == "robustbench" and rb.options == {"threat_model": "Linf"} and rb.display_name == "Carmon2019Unlabeled"
+    assert parse_model_spec("ens.json").kind == "ensemble"
+    assert parse_model_spec(None, checkpoint=ckpt).kind == "checkpoint"
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="key=value"):
+        parse_model_spec("smallcnn?width")
+    with pytest.raises(ValueError, match="robustbench"):
+        parse_model_spec("robustbench:Foo?colour=1")
+    with pytest.raises(ValueError, match="also given"):
+        parse_model_spec("resnet20@a.th", checkpoint="b.th")
+    with pytest.raises(ValueError, match="also given"):
+        parse_model_spec("resnet20?preprocessing=cifar10", preprocessing="imagenet")
+    with pytest.raises(ValueError):
+        parse_model_spec(None)
+
+
+def test_load_and_manifest_dict(tmp_path):
+    ckpt = write_model(tmp_path / "m.pt")
+    model = load_model_spec(f"{ckpt}")
+    assert model.arch == "smallcnn" and not model.training
+    assert load_model_spec("smallcnn?width=4&num_classes=3").network is not None
+    plain = parse_model_spec(str(ckpt))
+    assert plain.to_dict() == {"name": None, "checkpoint": str(ckpt), "preprocessing": None, "num_classes": None}
+    assert ModelSpec.from_dict(plain.to_dict()) == plain
+    rich = parse_model_spec("smallcnn?width=4&baseline=0.5")
+    assert ModelSpec.from_dict(rich.to_dict()) == rich
+
+
+def test_old_top_level_name():
+    import overinterp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        assert overinterp.load_model_spec is load_model_spec
+
+
+def test_one_model_spec_class():
+    from overinterp.jobs import ModelSpec as JobsModelSpec
+
+    assert JobsModelSpec is ModelSpec
