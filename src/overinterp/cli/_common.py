@@ -70,7 +70,17 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--rank-by": ("rank_by", dict(choices=["logodds", "probability"],
                                   help="what exact steps rank by (default logodds)")),
     "--k": ("k", dict(type=int, help="features per block/step: gradient (default 1), kstep (default 16)")),
-    "--step-fraction": ("step_fraction", dict(type=float, help="adaptive: head step = this × remaining (default 0.05)")),
+    "--step-fraction": ("step_fraction", dict(type=float, help="adaptive, fast: head step = this × remaining "
+                                              "(default 0.05)")),
+    "--pool": ("pool", dict(type=float, help="fast: candidates scored exactly per head block, × the block size "
+                            "(default 2)")),
+    "--screened": ("screened", dict(type=float, help="fast: fraction of the features (the last removed) taken by "
+                                    "single steps (default 0.15)")),
+    "--width": ("width", dict(type=int, help="fast: gradient-screened candidates scored exactly per single step "
+                              "(default 8)")),
+    "--exact-end": ("exact", dict(type=float, help="fast: fraction of the features (the very last) taken by exact "
+                                  "steps (default 0.03)")),
+    "--exact-cap": ("exact_cap", dict(type=int, help="fast: at most this many exact end steps (default 32)")),
     "--tail": ("tail", dict(type=float, help="adaptive: fraction removed by exact single steps (default 0.15)")),
     "--head": ("head", dict(choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen (default kstep)")),
     "--rescore-top": ("rescore_top", dict(type=int, help="screened: candidates re-scored in full precision (default 16)")),
@@ -80,9 +90,9 @@ _CLI_DEFAULTS: dict[str, dict[str, Any]] = {"gradient": {"k": 1}, "kstep": {"k":
 
 
 def _method_classes() -> dict[str, type]:
-    from overinterp.sis import methods
+    from overinterp.sis.methods import method_classes
 
-    return {name: methods._BY_NAME[name] for name in methods.method_names()}  # the registry's classes
+    return method_classes()
 
 
 def _fields(cls: type) -> set[str]:
@@ -95,7 +105,9 @@ def add_method_options(p: argparse.ArgumentParser, *, names: Sequence[str] | Non
 
     choices = [n for n in method_names() if names is None or n in names]
     p.add_argument("--method", default=default, choices=choices,
-                   help=f"backward-selection method (default {default}): exact; gradient: Batched Gradient "
+                   help=f"backward-selection method (default {default}): exact (P(P+1)/2 forward passes per image); "
+                   "fast (recommended when exact does not fit the budget: about 1%% of exact's cost, gradient-"
+                   "screened exactly scored steps, exact end); gradient: Batched Gradient "
                    "(--k per block); kstep: exact scores, --k removals per step; adaptive: large steps then an "
                    "exact --tail; screened: steps chosen by a bf16 screen + float32 re-scoring of the "
                    "--rescore-top best" + ("" if names is None else f"; here: {', '.join(choices)}"))

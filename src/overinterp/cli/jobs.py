@@ -23,7 +23,7 @@ def _add_backselect_dataset(sub: c.Subparsers) -> None:
     p.add_argument("--limit", type=int, help="at most this many images from --offset")
     p.add_argument("--sample", type=int, help="a seeded random sample of this many images of the range")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
-    c.add_method_options(p)
+    c.add_method_options(p, default="fast")
     p.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="precision of the model's forward passes")
     p.add_argument("--shard-size", type=int, default=100, help="images per shard file")

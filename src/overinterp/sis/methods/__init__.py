@@ -48,3 +48,11 @@ def method_names() -> list[str]:
 
 
 __all__ += ["method_names"]
+
+
+def method_classes() -> dict[str, type[Method]]:
+    """Name → method class of every registered method (a copy)."""
+    return dict(_BY_NAME)
+
+
+__all__ += ["method_classes"]
