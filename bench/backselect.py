@@ -134,11 +134,15 @@ def main() -> int:
         rate = 0.0
         for _ in range(args.repeats):  # best of k: throughput under background noise
             t0 = time.perf_counter()
-            trace = backselect(model, images, method=Exact(channels_last=cl), features=groups, batch_size=bs, progress=False)
+            trace = backselect(
+                model, images, method=Exact(channels_last=cl), features=groups, batch_size=bs, progress=False
+            )
             rate = max(rate, total / (time.perf_counter() - t0))
         runs[label] = rate
         layout = "channels_last" if trace.meta["channels_last"] else "contiguous"
-        print(f"   {label:15s} (batch {bs}, {layout}): {rate:9.1f} evaluations/s = {rate / best:.3f} × best raw forward")
+        print(
+            f"   {label:15s} (batch {bs}, {layout}): {rate:9.1f} evaluations/s = {rate / best:.3f} × best raw forward"
+        )
     engine = runs["best raw config"]
 
     print(f"\n3. original-pipeline baseline ({args.baseline_steps} steps of one image, numpy masks, batches of 128)")
@@ -151,13 +155,24 @@ def main() -> int:
     print(f"   engine / original-pipeline baseline: {engine / base_rate:.2f}×")
     print(f"   exact backselect of one 32×32 image (P = 1024, 524,800 evals) ≈ {524800 / engine:.0f} s here")
     if args.json:
-        args.json.write_text(json.dumps({
-            "threads": torch.get_num_threads(), "model": source,
-            "raw": {f"{b}/{'cl' if c else 'contig'}": r for (b, c), r in sweep.items()},
-            "best_raw": best, "best_batch": best_bs, "best_channels_last": best_cl,
-            "engine": runs,
-            "baseline": base_rate, "ratio": ratio, "speedup": engine / base_rate, "P": p,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "threads": torch.get_num_threads(),
+                    "model": source,
+                    "raw": {f"{b}/{'cl' if c else 'contig'}": r for (b, c), r in sweep.items()},
+                    "best_raw": best,
+                    "best_batch": best_bs,
+                    "best_channels_last": best_cl,
+                    "engine": runs,
+                    "baseline": base_rate,
+                    "ratio": ratio,
+                    "speedup": engine / base_rate,
+                    "P": p,
+                },
+                indent=2,
+            )
+        )
     return 0 if math.isfinite(ratio) else 1
 
 

@@ -86,8 +86,10 @@ def cpu_name() -> str:
 
 def cpu_kernels() -> dict[str, Any]:
     """Which CPU kernels PyTorch uses here (ISA level, oneDNN, bf16/int8 support)."""
-    out: dict[str, Any] = {"capability": torch.backends.cpu.get_cpu_capability(),
-                           "mkldnn": torch.backends.mkldnn.is_available()}
+    out: dict[str, Any] = {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn": torch.backends.mkldnn.is_available(),
+    }
     try:
         flags = Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0]
         out["isa"] = {f: f in flags.split() for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")}
@@ -182,13 +184,15 @@ def summarize(q: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str,
         row[f"d_{k}"] = paired(v, ref[k])
     for tau in ("99", "90"):
         both = ~(np.isnan(q[f"sis{tau}"]) | np.isnan(ref[f"sis{tau}"]))
-        row[f"sis{tau}_ratio"] = (float(q[f"sis{tau}"][both].mean() / ref[f"sis{tau}"][both].mean())
-                                  if both.any() else float("nan"))
+        row[f"sis{tau}_ratio"] = (
+            float(q[f"sis{tau}"][both].mean() / ref[f"sis{tau}"][both].mean()) if both.any() else float("nan")
+        )
     return row
 
 
-def run_model(label: str, job_dir: Path, methods: list[str], images_limit: int | None, batch: int,
-              log: Callable[[str], None]) -> dict[str, Any]:
+def run_model(
+    label: str, job_dir: Path, methods: list[str], images_limit: int | None, batch: int, log: Callable[[str], None]
+) -> dict[str, Any]:
     job = load_job(job_dir, allow_partial=True)
     model = job.load_model()
     images = job.load_images()
@@ -203,45 +207,73 @@ def run_model(label: str, job_dir: Path, methods: list[str], images_limit: int |
     p = int(anchor.num_features[0])
     log(f"[{label}] {n} anchored images, P = {p}, job {job_dir}")
     ratio = measure_fb_ratio(model, images, batch)
-    log(f"[{label}] forward {ratio['forward_s'] * 1e3:.3f} ms/image, forward+backward "
-        f"{ratio['forward_backward_s'] * 1e3:.3f} ms/image: ratio {ratio['ratio']:.2f}")
+    log(
+        f"[{label}] forward {ratio['forward_s'] * 1e3:.3f} ms/image, forward+backward "
+        f"{ratio['forward_backward_s'] * 1e3:.3f} ms/image: ratio {ratio['ratio']:.2f}"
+    )
     ref = quality(anchor, model, images, labels)
     exact_cost = {"forward": p * (p + 1) / 2, "forward_backward": 0.0, "forward_equivalents": p * (p + 1) / 2}
-    rows: dict[str, Any] = {"exact": {**summarize(ref, ref), "cost": exact_cost,
-                                      "wall_s_per_image": exact_cost["forward"] * ratio["forward_s"],
-                                      "wall_note": "modelled: P(P+1)/2 x measured forward time"}}
+    rows: dict[str, Any] = {
+        "exact": {
+            **summarize(ref, ref),
+            "cost": exact_cost,
+            "wall_s_per_image": exact_cost["forward"] * ratio["forward_s"],
+            "wall_note": "modelled: P(P+1)/2 x measured forward time",
+        }
+    }
     for name in methods:
         mname, params = METHODS[name]
         method = make_method(mname, **params)
         if mname == "screened":
             est = p * (p + 1) / 2 * _autocast_forward_s(model, batch)
-            rows[name] = {"skipped": f"bf16 screen of P(P+1)/2 passes: about {est:.0f} s per image on this CPU "
-                          "(bf16 autocast is slower than float32 here; see levers)"}
+            rows[name] = {
+                "skipped": f"bf16 screen of P(P+1)/2 passes: about {est:.0f} s per image on this CPU "
+                "(bf16 autocast is slower than float32 here; see levers)"
+            }
             log(f"[{label}] {name}: skipped ({rows[name]['skipped']})")
             continue
         t0 = time.perf_counter()
         trace = overinterp.backselect(model, images, method=method, batch_size=batch, progress=False)
         wall = (time.perf_counter() - t0) / n
         q = quality(trace, model, images, labels)
-        row = {**summarize(q, ref), "cost": cost_of(trace, trace.meta, ratio["ratio"]), "wall_s_per_image": wall,
-               "method": method.describe()}
+        row = {
+            **summarize(q, ref),
+            "cost": cost_of(trace, trace.meta, ratio["ratio"]),
+            "wall_s_per_image": wall,
+            "method": method.describe(),
+        }
         rows[name] = row
-        log(f"[{label}] {name}: {row['cost']['forward_equivalents']:.0f} fe/image ({wall:.2f} s), "
+        log(
+            f"[{label}] {name}: {row['cost']['forward_equivalents']:.0f} fe/image ({wall:.2f} s), "
             f"acc5 {row['acc5']:.3f} (Δ {row['d_acc5']['mean']:+.3f}), prob5 {row['prob5']:.3f} "
-            f"(Δ {row['d_prob5']['mean']:+.3f}), SIS99 {row['sis99']:.1f} (×{row['sis99_ratio']:.2f} exact)")
-    return {"job": str(job_dir), "images": n, "P": p, "positions": job.positions[:n].tolist(),
-            "model": job.model_name, "fb_ratio": ratio, "methods": rows}
+            f"(Δ {row['d_prob5']['mean']:+.3f}), SIS99 {row['sis99']:.1f} (×{row['sis99_ratio']:.2f} exact)"
+        )
+    return {
+        "job": str(job_dir),
+        "images": n,
+        "P": p,
+        "positions": job.positions[:n].tolist(),
+        "model": job.model_name,
+        "fb_ratio": ratio,
+        "methods": rows,
+    }
 
 
 def _select(trace, keep: list[int]):
     from dataclasses import replace
 
     idx = torch.tensor(keep)
-    return replace(trace, order_padded=trace.order_padded[idx], logodds_padded=trace.logodds_padded[idx],
-                   evaluated=trace.evaluated[idx], num_features=trace.num_features[idx], target=trace.target[idx],
-                   full_logodds=trace.full_logodds[idx],
-                   features=None if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
-                   labels=None if trace.labels is None else trace.labels[idx])
+    return replace(
+        trace,
+        order_padded=trace.order_padded[idx],
+        logodds_padded=trace.logodds_padded[idx],
+        evaluated=trace.evaluated[idx],
+        num_features=trace.num_features[idx],
+        target=trace.target[idx],
+        full_logodds=trace.full_logodds[idx],
+        features=None if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
+        labels=None if trace.labels is None else trace.labels[idx],
+    )
 
 
 def _autocast_forward_s(model, batch: int) -> float:
@@ -266,12 +298,19 @@ def scaling(job_dir: Path, sizes: tuple[int, ...], batch: int, log: Callable[[st
         t0 = time.perf_counter()
         trace = overinterp.backselect(model, x, method=method, batch_size=batch, progress=False)
         wall = (time.perf_counter() - t0) / len(x)
-        row = {"side": side, "P": side * side, "forward": trace.meta["evaluations"] / len(x),
-               "forward_backward": trace.meta["forward_backward_passes"] / len(x), "wall_s_per_image": wall,
-               "planned": method.planned_cost(side * side)}
+        row = {
+            "side": side,
+            "P": side * side,
+            "forward": trace.meta["evaluations"] / len(x),
+            "forward_backward": trace.meta["forward_backward_passes"] / len(x),
+            "wall_s_per_image": wall,
+            "planned": method.planned_cost(side * side),
+        }
         out.append(row)
-        log(f"[scaling] P = {side * side}: {row['forward']:.0f} forward + {row['forward_backward']:.0f} "
-            f"forward+backward per image, {wall:.2f} s")
+        log(
+            f"[scaling] P = {side * side}: {row['forward']:.0f} forward + {row['forward_backward']:.0f} "
+            f"forward+backward per image, {wall:.2f} s"
+        )
     return out
 
 
@@ -281,8 +320,11 @@ def figure(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("d_acc5", "Δ accuracy on 5% subsets (vs exact)"), ("d_prob5", "Δ mean p(class) on 5% subsets"),
-              ("sis99_ratio", "mean SIS size at τ=0.99 / exact's")]
+    panels = [
+        ("d_acc5", "Δ accuracy on 5% subsets (vs exact)"),
+        ("d_prob5", "Δ mean p(class) on 5% subsets"),
+        ("sis99_ratio", "mean SIS size at τ=0.99 / exact's"),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.6))
     markers = dict(zip(sorted({m for r in result["models"].values() for m in r["methods"]}), "o^sDvP*XhH<>p"))
     colors = {lab: c for lab, c in zip(result["models"], ("tab:blue", "tab:orange", "tab:green"))}
@@ -340,9 +382,11 @@ def main() -> int:
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    result: dict[str, Any] = {"machine": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__,
-                                          "kernels": cpu_kernels()},
-                              "batch_size": args.batch_size, "models": {}}
+    result: dict[str, Any] = {
+        "machine": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "kernels": cpu_kernels()},
+        "batch_size": args.batch_size,
+        "models": {},
+    }
     for spec in args.job:
         label, _, d = spec.partition("=")
         result["models"][label] = run_model(label, Path(d), methods, args.images, args.batch_size, log)

@@ -18,10 +18,10 @@ import time
 import torch
 
 from overinterp.models.classifier import resolve_baseline
+from overinterp.models.external import imagenet_classifier
 from overinterp.sis.features import resolve_features
 from overinterp.sis.methods.base import Problem
 from overinterp.sis.methods.gradient import run_gradient
-from overinterp.models.external import imagenet_classifier
 from overinterp.sis.scoring import target_logodds
 
 
@@ -43,11 +43,22 @@ def gradient_rate(model, x: torch.Tensor, k: int, iterations: int, channels_last
     p = h * w
     with torch.inference_mode():
         target = model(x).argmax(1)
-    problem = Problem(model, x, resolve_baseline(None, model, (c, h, w), x.dtype, x.device), target,
-                      resolve_features(None, n, h, w, x.device))
+    problem = Problem(
+        model,
+        x,
+        resolve_baseline(None, model, (c, h, w), x.dtype, x.device),
+        target,
+        resolve_features(None, n, h, w, x.device),
+    )
     t0 = time.perf_counter()
-    out = run_gradient(problem, batch_size=n, progress=False, step_size=lambda remaining, total: k,
-                       stop=[p - iterations * k] * n, channels_last=channels_last)
+    out = run_gradient(
+        problem,
+        batch_size=n,
+        progress=False,
+        step_size=lambda remaining, total: k,
+        stop=[p - iterations * k] * n,
+        channels_last=channels_last,
+    )
     seconds = time.perf_counter() - t0
     passes = int(out.stats["forward_backward_passes"])
     assert passes == n * (iterations + 1), passes
@@ -83,8 +94,10 @@ def main() -> None:
     fb = max(plain.values())
     best = max(layouts, key=lambda cl: grad[cl][0])
     bg, per_iter = grad[best]
-    print(f"Inception-v3 (random weights), {args.size}×{args.size}, batch {args.batch}, "
-          f"{torch.get_num_threads()} thread(s), torch {torch.__version__}")
+    print(
+        f"Inception-v3 (random weights), {args.size}×{args.size}, batch {args.batch}, "
+        f"{torch.get_num_threads()} thread(s), torch {torch.__version__}"
+    )
     print(f"{'':<38}{'images/s':>10}")
     for cl in layouts:
         print(f"{'forward+backward, ' + ('channels-last' if cl else 'contiguous'):<38}{plain[cl]:>10.2f}")
@@ -93,9 +106,11 @@ def main() -> None:
         print(f"{label:<38}{rate:>10.2f}   ratio {rate / fb:.2f} (to the best plain)")
     print(f"one iteration of the batch ({'channels-last' if best else 'contiguous'}): {per_iter:.2f} s")
     sis_s = passes_per_sis / bg
-    print(f"full SIS: P = {p:,} pixels → {passes_per_sis} passes/image → {sis_s:.0f} s/image "
-          f"({sis_s / 60:.1f} min) at this rate; 1,000 images: {1000 * sis_s / 3600:.1f} h "
-          f"(plain passes alone: {passes_per_sis / fb:.0f} s/image)")
+    print(
+        f"full SIS: P = {p:,} pixels → {passes_per_sis} passes/image → {sis_s:.0f} s/image "
+        f"({sis_s / 60:.1f} min) at this rate; 1,000 images: {1000 * sis_s / 3600:.1f} h "
+        f"(plain passes alone: {passes_per_sis / fb:.0f} s/image)"
+    )
 
 
 if __name__ == "__main__":

@@ -203,17 +203,23 @@ def main() -> int:
     with torch.inference_mode():
         full_acc = float((model(images).argmax(1) == labels).float().mean())
     cmd = "bench/methods.py " + " ".join(sys.argv[1:])
-    print(f"overinterp {overinterp.__version__}, torch {torch.__version__}, {platform.machine()}, "
-          f"threads {torch.get_num_threads()}, batch {args.batch_size}")
-    print(f"pretrained ResNet20, {n} lossless CIFAR-10 test images (0..{n - 1}), P = {p} features "
-          f"(patch {args.patch}), model accuracy on them {full_acc:.2f}", flush=True)
+    print(
+        f"overinterp {overinterp.__version__}, torch {torch.__version__}, {platform.machine()}, "
+        f"threads {torch.get_num_threads()}, batch {args.batch_size}"
+    )
+    print(
+        f"pretrained ResNet20, {n} lossless CIFAR-10 test images (0..{n - 1}), P = {p} features "
+        f"(patch {args.patch}), model accuracy on them {full_acc:.2f}",
+        flush=True,
+    )
 
     traces, walls = {}, {}
     for name in names:
         t0 = time.perf_counter()
         bs = args.batch_size - 1 if name == "exact-rerun" and args.batch_size > 1 else args.batch_size
-        traces[name] = backselect(model, images, method=SPECS[name], features=features,
-                                  batch_size=bs, progress=False, labels=labels)
+        traces[name] = backselect(
+            model, images, method=SPECS[name], features=features, batch_size=bs, progress=False, labels=labels
+        )
         walls[name] = (time.perf_counter() - t0) / n
         print(f"  {name}: {walls[name]:.2f} s/image", file=sys.stderr, flush=True)
 
@@ -225,15 +231,24 @@ def main() -> int:
         meta = tr.meta
         fwd = meta.get("evaluations", 0) / n
         fb = meta.get("forward_backward_passes", 0) / n
-        row = {"method": name, "params": method.describe(), "wall_s_per_image": walls[name],
-               "speedup": walls["exact"] / walls[name], "forward_per_image": fwd, "fwd_bwd_per_image": fb}
+        row = {
+            "method": name,
+            "params": method.describe(),
+            "wall_s_per_image": walls[name],
+            "speedup": walls["exact"] / walls[name],
+            "forward_per_image": fwd,
+            "fwd_bwd_per_image": fb,
+        }
         if "screened_evaluations" in meta:
             row["screened_per_image"] = meta["screened_evaluations"] / n
             row["rescored_per_image"] = meta["rescored_evaluations"] / n
         pos = single_step_positions(method, p)
         if name != "exact" and pos:
-            take = pos if args.audit_steps <= 0 or len(pos) <= args.audit_steps else [
-                pos[round(j * (len(pos) - 1) / (args.audit_steps - 1))] for j in range(args.audit_steps)]
+            take = (
+                pos
+                if args.audit_steps <= 0 or len(pos) <= args.audit_steps
+                else [pos[round(j * (len(pos) - 1) / (args.audit_steps - 1))] for j in range(args.audit_steps)]
+            )
             t0 = time.perf_counter()
             res = audit_steps(model, images, tr, [take] * n, args.batch_size)
             print(f"  audit {name}: {len(res)} steps, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
@@ -253,20 +268,28 @@ def main() -> int:
         rows.append(row)
 
     rates = measure_rates(model, args.batch_size)
-    print(f"  rates (images/s): fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f}, "
-          f"fwd+bwd {rates['fwd_bwd']:.0f}", file=sys.stderr, flush=True)
+    print(
+        f"  rates (images/s): fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f}, fwd+bwd {rates['fwd_bwd']:.0f}",
+        file=sys.stderr,
+        flush=True,
+    )
     for r in rows:
         fp32 = r["forward_per_image"] - r.get("screened_per_image", 0.0)
-        r["modelled_s_per_image"] = (fp32 / rates["fp32"] + r.get("screened_per_image", 0.0) / rates["bf16"]
-                                     + r["fwd_bwd_per_image"] / rates["fwd_bwd"])
+        r["modelled_s_per_image"] = (
+            fp32 / rates["fp32"]
+            + r.get("screened_per_image", 0.0) / rates["bf16"]
+            + r["fwd_bwd_per_image"] / rates["fwd_bwd"]
+        )
     for r in rows:
         r["modelled_speedup"] = rows[0]["modelled_s_per_image"] / r["modelled_s_per_image"]
 
     pct = f"{100 * args.fraction:g}%"
     print(f"\nCommand: `{cmd}`\n")
-    print(f"| method | forward passes/img | fwd+bwd passes/img | single-step agreement (same state / same position) "
-          f"| wall s/img (speed-up) | modelled s/img (speed-up) | {pct} kept overlap "
-          f"| mean SIS size τ={args.tau:g} (images) | accuracy on {pct} subsets |")
+    print(
+        f"| method | forward passes/img | fwd+bwd passes/img | single-step agreement (same state / same position) "
+        f"| wall s/img (speed-up) | modelled s/img (speed-up) | {pct} kept overlap "
+        f"| mean SIS size τ={args.tau:g} (images) | accuracy on {pct} subsets |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "screened_per_image" in r:
@@ -283,19 +306,36 @@ def main() -> int:
         else:
             agree = "n/a (no single steps)"
         sis = f"{r['sis_mean_size']:.1f} ({r['sis_images']}/{n})"
-        print(f"| {r['method']} | {fwd} | {fb} | {agree} | {r['wall_s_per_image']:.2f} ({r['speedup']:.1f}×) "
-              f"| {r['modelled_s_per_image']:.2f} ({r['modelled_speedup']:.1f}×) "
-              f"| {r['kept_overlap']:.3f} | {sis} | {r['subset_accuracy']:.2f} |")
-    print(f"\nModelled: passes ÷ rates measured at the end of this run at batch {args.batch_size} "
-          f"(fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f}, fwd+bwd {rates['fwd_bwd']:.0f} images/s); "
-          f"wall times include the load of anything else running on the machine.")
+        print(
+            f"| {r['method']} | {fwd} | {fb} | {agree} | {r['wall_s_per_image']:.2f} ({r['speedup']:.1f}×) "
+            f"| {r['modelled_s_per_image']:.2f} ({r['modelled_speedup']:.1f}×) "
+            f"| {r['kept_overlap']:.3f} | {sis} | {r['subset_accuracy']:.2f} |"
+        )
+    print(
+        f"\nModelled: passes ÷ rates measured at the end of this run at batch {args.batch_size} "
+        f"(fp32 {rates['fp32']:.0f}, bf16 {rates['bf16']:.0f}, fwd+bwd {rates['fwd_bwd']:.0f} images/s); "
+        f"wall times include the load of anything else running on the machine."
+    )
     if args.json:
-        args.json.write_text(json.dumps({
-            "command": cmd, "images": n, "P": p, "patch": args.patch, "threads": torch.get_num_threads(),
-            "batch_size": args.batch_size, "tau": args.tau, "fraction": args.fraction, "full_accuracy": full_acc,
-            "rates": rates,
-            "torch": str(torch.__version__), "rows": rows,
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "command": cmd,
+                    "images": n,
+                    "P": p,
+                    "patch": args.patch,
+                    "threads": torch.get_num_threads(),
+                    "batch_size": args.batch_size,
+                    "tau": args.tau,
+                    "fraction": args.fraction,
+                    "full_accuracy": full_acc,
+                    "rates": rates,
+                    "torch": str(torch.__version__),
+                    "rows": rows,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

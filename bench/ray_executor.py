@@ -68,7 +68,7 @@ def leftovers(out: Path) -> list[str]:
     bad = []
     for path in sorted(folder.iterdir()) if folder.exists() else []:
         stem = path.name.split(".")[0]
-        if not stem.startswith("shard-") or shard_complete(out, int(stem[len("shard-"):])) is None:
+        if not stem.startswith("shard-") or shard_complete(out, int(stem[len("shard-") :])) is None:
             bad.append(path.name)
     return bad
 
@@ -89,28 +89,43 @@ def main() -> None:
     torch.set_num_threads(1)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp / "cnn.pt", create_model("smallcnn", num_classes=10, preprocessing="cifar10", width=8),
-                           "smallcnn")
+    ckpt = save_checkpoint(
+        tmp / "cnn.pt", create_model("smallcnn", num_classes=10, preprocessing="cifar10", width=8), "smallcnn"
+    )
     rng = np.random.default_rng(0)
     npz = tmp / "images.npz"
-    np.savez(npz, images=rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8),
-             labels=rng.integers(0, 10, args.images))
-    spec = JobSpec(model=ModelSpec(checkpoint=str(ckpt)), dataset=str(npz), positions=tuple(range(args.images)),
-                   method=KStep(k=args.k).describe(), shard_size=args.shard_size, threads=1)
+    np.savez(
+        npz,
+        images=rng.integers(0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8),
+        labels=rng.integers(0, 10, args.images),
+    )
+    spec = JobSpec(
+        model=ModelSpec(checkpoint=str(ckpt)),
+        dataset=str(npz),
+        positions=tuple(range(args.images)),
+        method=KStep(k=args.k).describe(),
+        shard_size=args.shard_size,
+        threads=1,
+    )
     n = spec.num_shards
     quiet = dict(progress=False, log=lambda _: None)
     rows: dict[str, dict[str, object]] = {}
-    print(f"job: {args.images} images {args.size}×{args.size}, {n} shards of {args.shard_size}, KStep(k={args.k}), "
-          f"smallcnn width 8, torch threads 1; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
-          flush=True)
+    print(
+        f"job: {args.images} images {args.size}×{args.size}, {n} shards of {args.shard_size}, KStep(k={args.k}), "
+        f"smallcnn width 8, torch threads 1; load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
 
     # 1. local
     t0 = time.perf_counter()
     run_job(spec, tmp / "local", get_executor("local"), **quiet)
     local_wall = time.perf_counter() - t0
     local_sec = shard_seconds(tmp / "local", n)
-    rows["local"] = {"wall_s": round(local_wall, 2), "sum_shard_s": round(sum(local_sec), 2),
-                     "mean_shard_s": round(sum(local_sec) / n, 3)}
+    rows["local"] = {
+        "wall_s": round(local_wall, 2),
+        "sum_shard_s": round(sum(local_sec), 2),
+        "mean_shard_s": round(sum(local_sec) / n, 3),
+    }
 
     # 2. Ray
     import ray
@@ -130,12 +145,16 @@ def main() -> None:
         run_job(spec, tmp / "ray", ex, **quiet)
         ray_wall = time.perf_counter() - t0
         ray_sec = shard_seconds(tmp / "ray", n)
-        rows["ray"] = {"wall_s": round(ray_wall, 2), "sum_shard_s": round(sum(ray_sec), 2),
-                       "mean_shard_s": round(sum(ray_sec) / n, 3), "cluster_start_s": round(startup, 2),
-                       "empty_task_roundtrip_ms": round(1000 * roundtrip, 1),
-                       "job_overhead_per_task_s": round((args.cpus * ray_wall - sum(ray_sec)) / n, 3),
-                       "speedup_vs_local": round(local_wall / ray_wall, 2),
-                       "same_sha256_as_local": hashes(tmp / "ray") == hashes(tmp / "local")}
+        rows["ray"] = {
+            "wall_s": round(ray_wall, 2),
+            "sum_shard_s": round(sum(ray_sec), 2),
+            "mean_shard_s": round(sum(ray_sec) / n, 3),
+            "cluster_start_s": round(startup, 2),
+            "empty_task_roundtrip_ms": round(1000 * roundtrip, 1),
+            "job_overhead_per_task_s": round((args.cpus * ray_wall - sum(ray_sec)) / n, 3),
+            "speedup_vs_local": round(local_wall / ray_wall, 2),
+            "same_sha256_as_local": hashes(tmp / "ray") == hashes(tmp / "local"),
+        }
 
         # 3. a worker killed mid-job
         ex_fault = get_executor("ray", num_cpus=1, max_retries=2, task_fn=crash_after_trace_once)
@@ -144,19 +163,43 @@ def main() -> None:
         fault_wall = time.perf_counter() - t0
         killed = int((tmp / "fault" / "killed-1.pid").read_text())
         redo = json.loads(shard_paths(tmp / "fault", 1)[1].read_text())
-        rows["ray+kill"] = {"wall_s": round(fault_wall, 2), "worker_killed": True,
-                            "shard1_redone_by_other_pid": redo["pid"] != killed,
-                            "complete": f"{summary['complete']}/{n}", "missing": job_status(tmp / "fault")["missing"],
-                            "leftover_files": leftovers(tmp / "fault"),
-                            "same_sha256_as_local": hashes(tmp / "fault") == hashes(tmp / "local")}
+        rows["ray+kill"] = {
+            "wall_s": round(fault_wall, 2),
+            "worker_killed": True,
+            "shard1_redone_by_other_pid": redo["pid"] != killed,
+            "complete": f"{summary['complete']}/{n}",
+            "missing": job_status(tmp / "fault")["missing"],
+            "leftover_files": leftovers(tmp / "fault"),
+            "same_sha256_as_local": hashes(tmp / "fault") == hashes(tmp / "local"),
+        }
     finally:
         ray.shutdown()
 
     # 4. Ctrl-C on the CLI driver (its own local Ray cluster)
     out = tmp / "ctrlc"
-    cmd = [sys.executable, "-m", "overinterp", "backselect-dataset", "--model", str(ckpt), "--dataset", str(npz),
-           "--method", "kstep", "--k", str(args.k), "--shard-size", "1", "--threads", "1", "--out", str(out),
-           "--executor", "ray", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "overinterp",
+        "backselect-dataset",
+        "--model",
+        str(ckpt),
+        "--dataset",
+        str(npz),
+        "--method",
+        "kstep",
+        "--k",
+        str(args.k),
+        "--shard-size",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--no-progress",
+    ]
     with open(tmp / "ctrlc.log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     t0 = time.perf_counter()
@@ -173,18 +216,24 @@ def main() -> None:
     stopped = time.perf_counter() - t_int
     time.sleep(2)
     st = job_status(out)
-    rows["cli ctrl-c"] = {"exit_code": proc.returncode, "stopped_after_s": round(stopped, 2),
-                          "complete": f"{st['complete']}/{st['shards']}", "leftover_files": leftovers(out),
-                          "raylets_left": raylets()}
+    rows["cli ctrl-c"] = {
+        "exit_code": proc.returncode,
+        "stopped_after_s": round(stopped, 2),
+        "complete": f"{st['complete']}/{st['shards']}",
+        "leftover_files": leftovers(out),
+        "raylets_left": raylets(),
+    }
 
     print(json.dumps(rows, indent=1))
     a, b = rows["local"], rows["ray"]
     print(f"\n{'':24}{'local':>12}{'ray (' + str(args.cpus) + ' CPUs)':>16}")
     for key in ("wall_s", "sum_shard_s", "mean_shard_s"):
         print(f"{key:24}{a[key]:>12}{b[key]:>16}")
-    print(f"Ray cluster start {b['cluster_start_s']} s (not in wall_s); empty-task round trip "
-          f"{b['empty_task_roundtrip_ms']} ms; job overhead per task {b['job_overhead_per_task_s']} s; "
-          f"speedup {b['speedup_vs_local']}×; same bytes: {b['same_sha256_as_local']}")
+    print(
+        f"Ray cluster start {b['cluster_start_s']} s (not in wall_s); empty-task round trip "
+        f"{b['empty_task_roundtrip_ms']} ms; job overhead per task {b['job_overhead_per_task_s']} s; "
+        f"speedup {b['speedup_vs_local']}×; same bytes: {b['same_sha256_as_local']}"
+    )
     shutil.rmtree(tmp, ignore_errors=True)
 
 

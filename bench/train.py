@@ -79,21 +79,30 @@ def main() -> None:
         train = (data.images, data.labels)
     else:
         g = torch.Generator().manual_seed(0)
-        train = (torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=g),
-                 torch.randint(0, 10, (args.images,), generator=g))
+        train = (
+            torch.randint(0, 256, (args.images, 3, 32, 32), dtype=torch.uint8, generator=g),
+            torch.randint(0, 10, (args.images,), generator=g),
+        )
     config = make_config("paper", arch=args.arch, epochs=2, batch_size=args.batch_size)
     # epoch 1 warms up (allocator, kernels); epoch 2 is the measurement
     result = train_classifier(config, train, None, None, device=device, progress=False)
     trained = result.history[-1]["images_per_second"]
     raw = raw_throughput(args.arch, args.batch_size, device, args.seconds, amp)
     report = {
-        "arch": args.arch, "device": str(device), "threads": torch.get_num_threads(), "amp": amp,
-        "batch_size": args.batch_size, "images": len(train[1]),
-        "raw_forward_backward_images_per_s": round(raw, 1), "training_images_per_s": round(trained, 1),
+        "arch": args.arch,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "amp": amp,
+        "batch_size": args.batch_size,
+        "images": len(train[1]),
+        "raw_forward_backward_images_per_s": round(raw, 1),
+        "training_images_per_s": round(trained, 1),
         "ratio": round(trained / raw, 3),
     }
-    print(f"{args.arch} on {device} ({torch.get_num_threads()} threads, batch {args.batch_size}"
-          f"{', bf16 autocast' if amp else ''}, channels-last):")
+    print(
+        f"{args.arch} on {device} ({torch.get_num_threads()} threads, batch {args.batch_size}"
+        f"{', bf16 autocast' if amp else ''}, channels-last):"
+    )
     print(f"  raw forward+backward : {raw:9.1f} images/s")
     print(f"  training (1 epoch)   : {trained:9.1f} images/s  (shuffle, uint8→float, crop+flip, SGD step)")
     print(f"  ratio                : {trained / raw:9.3f}")

@@ -30,8 +30,16 @@ def write_dataset(path: Path, n: int = 12, size: int = 8, seed: int = 0, prefix:
     return path
 
 
-def make_spec(model: Path, data: Path, n: int = 12, method=None, shard_size: int = 4, prefix: str = "test",
-              **kw) -> JobSpec:
+def make_spec(
+    model: Path, data: Path, n: int = 12, method=None, shard_size: int = 4, prefix: str = "test", **kw
+) -> JobSpec:
     method = method or overinterp.Exact()
-    return JobSpec(model=ModelSpec(checkpoint=str(model)), dataset=f"{data}:{prefix}", positions=tuple(range(n)),
-                   method=method.describe(), shard_size=shard_size, threads=1, **kw)
+    return JobSpec(
+        model=ModelSpec(checkpoint=str(model)),
+        dataset=f"{data}:{prefix}",
+        positions=tuple(range(n)),
+        method=method.describe(),
+        shard_size=shard_size,
+        threads=1,
+        **kw,
+    )

@@ -9,7 +9,16 @@ from torch import Tensor, nn
 class TinyCNN(nn.Module):
     """conv-bn-relu → maxpool → conv-relu → flatten → linear; any small image size."""
 
-    def __init__(self, num_classes: int = 3, in_channels: int = 3, height: int = 7, width: int = 6, seed: int = 0, scale: float = 0.5, bias: bool = True):
+    def __init__(
+        self,
+        num_classes: int = 3,
+        in_channels: int = 3,
+        height: int = 7,
+        width: int = 6,
+        seed: int = 0,
+        scale: float = 0.5,
+        bias: bool = True,
+    ):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.conv1 = nn.Conv2d(in_channels, 6, 3, padding=1)
@@ -70,7 +79,9 @@ def reference_backselect(model, image: Tensor, target: int, baseline: Tensor, gr
 
 
 @torch.no_grad()
-def score_removal(model, image: Tensor, target: int, baseline: Tensor, removed: list[int], groups: Tensor | None = None) -> float:
+def score_removal(
+    model, image: Tensor, target: int, baseline: Tensor, removed: list[int], groups: Tensor | None = None
+) -> float:
     """Log-odds of ``image`` with the features ``removed`` masked (float64 model recommended)."""
     c, h, w = image.shape
     if groups is None:
@@ -154,8 +165,19 @@ class TwoClassLinear(nn.Module):
         return torch.stack([torch.zeros_like(margin), margin], 1)
 
 
-def reference_fast(model, image: Tensor, target: int, baseline: Tensor, *, step_fraction: float, pool: float,
-                   screened: float, exact: float, width: int, groups: Tensor | None = None):
+def reference_fast(
+    model,
+    image: Tensor,
+    target: int,
+    baseline: Tensor,
+    *,
+    step_fraction: float,
+    pool: float,
+    screened: float,
+    exact: float,
+    width: int,
+    groups: Tensor | None = None,
+):
     """Fast's semantics, one image, one candidate per forward call (float64).
 
     While more than ceil(screened·P) features remain, a step masks r = max(1, floor(step_fraction·R))

@@ -22,8 +22,19 @@ from overinterp.results import (
 
 
 def rows_for(model, seed, values, train_on="full"):
-    return [dict(model=model, dataset=d, metric="accuracy", value=v, seed=seed, n=10, train_on=train_on,
-                 fingerprint=f"{model}-{seed}") for d, v in values.items()]
+    return [
+        dict(
+            model=model,
+            dataset=d,
+            metric="accuracy",
+            value=v,
+            seed=seed,
+            n=10,
+            train_on=train_on,
+            fingerprint=f"{model}-{seed}",
+        )
+        for d, v in values.items()
+    ]
 
 
 def test_make_row_validates():
@@ -63,7 +74,9 @@ def test_concurrent_appends_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     rows = read_results(path)
-    assert len(rows) == 20 and {(r["model"], r["seed"]) for r in rows} == {(f"m{k}", i) for k in range(4) for i in range(5)}
+    assert len(rows) == 20 and {(r["model"], r["seed"]) for r in rows} == {
+        (f"m{k}", i) for k in range(4) for i in range(5)
+    }
 
 
 def test_refuses_foreign_or_newer_files(tmp_path):
@@ -88,8 +101,11 @@ def test_refuses_foreign_or_newer_files(tmp_path):
 def test_summary_and_table1_layout(tmp_path):
     rows = []
     for seed, acc in enumerate([0.90, 0.92, 0.94]):
-        rows += rows_for("ResNet20", seed, {"cifar10:test": acc, "cifar10.1:v6": acc - 0.1, "cifar10c:all": acc - 0.2,
-                                            "cifar10c:fog/5": 0.1})
+        rows += rows_for(
+            "ResNet20",
+            seed,
+            {"cifar10:test": acc, "cifar10.1:v6": acc - 0.1, "cifar10c:all": acc - 0.2, "cifar10c:fog/5": 0.1},
+        )
     rows += rows_for("ResNet20", 0, {"cifar10:test": 0.5}, train_on="bs5")
     rows += rows_for("ResNet20", 2, {"cifar10:test": 0.95})  # a re-evaluation: the last row counts
     path = tmp_path / "results.csv"

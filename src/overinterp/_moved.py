@@ -45,11 +45,9 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname, path=None, target=None):  # noqa: ANN001
         if not fullname.startswith("overinterp."):
             return None
-        old = fullname[len("overinterp."):]
+        old = fullname[len("overinterp.") :]
         if old in MOVED:
-            raise ModuleNotFoundError(
-                f"{fullname} moved in overinterp 0.2: import it from {MOVED[old]}", name=fullname
-            )
+            raise ModuleNotFoundError(f"{fullname} moved in overinterp 0.2: import it from {MOVED[old]}", name=fullname)
         return None
 
 

@@ -20,6 +20,12 @@ class UserInputError(OverinterpError, ValueError):
 
 #: Exceptions the command line prints as ``overinterp CMD: error: …`` with exit code 2.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    OverinterpError, ValueError, FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError,
-    NotADirectoryError, FloatingPointError,
+    OverinterpError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    FloatingPointError,
 )

@@ -66,8 +66,21 @@ __all__ = [
 
 RESULTS_SCHEMA_VERSION = 1
 RESULT_COLUMNS = (
-    "schema_version", "recorded_at", "experiment", "model", "arch", "fingerprint", "checkpoint",
-    "train_on", "evaluate_on", "dataset", "seed", "metric", "value", "n", "notes",
+    "schema_version",
+    "recorded_at",
+    "experiment",
+    "model",
+    "arch",
+    "fingerprint",
+    "checkpoint",
+    "train_on",
+    "evaluate_on",
+    "dataset",
+    "seed",
+    "metric",
+    "value",
+    "n",
+    "notes",
 )
 _REQUIRED = ("model", "dataset", "metric", "value")
 
@@ -248,9 +261,7 @@ def read_results(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- tables
 
 
-def summarize(
-    rows: Iterable[Mapping[str, Any]], metric: str = "accuracy"
-) -> list[dict[str, Any]]:
+def summarize(rows: Iterable[Mapping[str, Any]], metric: str = "accuracy") -> list[dict[str, Any]]:
     """Mean and standard deviation over seeds, per model × train_on × evaluate_on × dataset.
 
     Of repeated rows for one seed (same model, fingerprint … dataset, seed), the
@@ -275,8 +286,17 @@ def summarize(
         n = len(values)
         mean = sum(values) / n
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-        out.append({"model": model, "train_on": train_on, "evaluate_on": evaluate_on, "dataset": dataset,
-                    "mean": mean, "std": std, "replicates": n})
+        out.append(
+            {
+                "model": model,
+                "train_on": train_on,
+                "evaluate_on": evaluate_on,
+                "dataset": dataset,
+                "mean": mean,
+                "std": std,
+                "replicates": n,
+            }
+        )
     return out
 
 

@@ -10,9 +10,15 @@ import torch
 from overinterp import BackselectTrace
 
 
-def make_trace(values: Sequence[Sequence[float]], *, targets: Sequence[int], labels: Sequence[int] | None = None,
-               image_shape: tuple[int, int, int] = (1, 2, 2), features: torch.Tensor | None = None,
-               orders: Sequence[Sequence[int]] | None = None) -> BackselectTrace:
+def make_trace(
+    values: Sequence[Sequence[float]],
+    *,
+    targets: Sequence[int],
+    labels: Sequence[int] | None = None,
+    image_shape: tuple[int, int, int] = (1, 2, 2),
+    features: torch.Tensor | None = None,
+    orders: Sequence[Sequence[int]] | None = None,
+) -> BackselectTrace:
     """A trace whose image ``i`` keeps log-odds ``values[i][j]`` with ``order[j:]`` kept
     (``values[i][0]``: the full image). ``P = len(values[i])``; order defaults to 0..P−1."""
     n, p = len(values), len(values[0])
@@ -20,11 +26,18 @@ def make_trace(values: Sequence[Sequence[float]], *, targets: Sequence[int], lab
     order = torch.tensor(orders, dtype=torch.int64) if orders is not None else torch.arange(p).repeat(n, 1)
     logodds = torch.cat([v[:, 1:], torch.full((n, 1), -20.0, dtype=torch.float64)], 1).float()
     return BackselectTrace(
-        order_padded=order, logodds_padded=logodds, evaluated=torch.ones(n, p, dtype=torch.bool),
-        num_features=torch.full((n,), p, dtype=torch.int64), target=torch.tensor(targets, dtype=torch.int64),
-        full_logodds=v[:, 0].float(), method={"name": "exact"}, image_shape=image_shape,
-        baseline=torch.zeros(image_shape), features=features,
-        labels=None if labels is None else torch.tensor(labels, dtype=torch.int64))
+        order_padded=order,
+        logodds_padded=logodds,
+        evaluated=torch.ones(n, p, dtype=torch.bool),
+        num_features=torch.full((n,), p, dtype=torch.int64),
+        target=torch.tensor(targets, dtype=torch.int64),
+        full_logodds=v[:, 0].float(),
+        method={"name": "exact"},
+        image_shape=image_shape,
+        baseline=torch.zeros(image_shape),
+        features=features,
+        labels=None if labels is None else torch.tensor(labels, dtype=torch.int64),
+    )
 
 
 def values_for_size(k: int, p: int, full: float = 8.0) -> list[float]:

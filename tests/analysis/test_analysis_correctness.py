@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from analysis_helpers import make_trace, t_quantile_numeric, values_for_size
+
 from overinterp.analysis import compare_correct_incorrect, plot_group_confidence, plot_percent_increase
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from analysis_helpers import make_trace, values_for_size
+
 from overinterp.analysis import (
     find_result,
     location_frequency,
@@ -26,8 +26,12 @@ from overinterp.analysis import (
 @pytest.fixture
 def trace():
     # 2×2 images, order = removal order; keep_mask(0.25) keeps the last-removed pixel
-    return make_trace([values_for_size(1, 4), values_for_size(2, 4), [1.0, 0.5, 0.2, 0.1]],
-                      targets=[0, 1, 1], labels=[0, 1, 0], orders=[[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 3, 2]])
+    return make_trace(
+        [values_for_size(1, 4), values_for_size(2, 4), [1.0, 0.5, 0.2, 0.1]],
+        targets=[0, 1, 1],
+        labels=[0, 1, 0],
+        orders=[[0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 3, 2]],
+    )
 
 
 def test_subset_and_sis_location_maps_by_hand(trace) -> None:
@@ -88,10 +92,41 @@ def test_example_grids_have_expected_panels() -> None:
 
 def test_score_reads_results_rows(trace) -> None:
     rows = [
-        {"metric": "accuracy", "model": "m", "fingerprint": "f1", "evaluate_on": "bs5", "dataset": "d", "value": 0.9, "n": 10},
-        {"metric": "accuracy", "model": "m", "fingerprint": "f2", "evaluate_on": "bs5", "dataset": "d", "value": 0.1, "n": 10},
-        {"metric": "accuracy", "model": "m", "fingerprint": "f1", "evaluate_on": "full", "dataset": "d", "value": 0.5, "n": 10},
-        {"metric": "confidence_drop_mean", "model": "m", "fingerprint": "", "evaluate_on": "bs5", "dataset": "e", "value": 0.2},
+        {
+            "metric": "accuracy",
+            "model": "m",
+            "fingerprint": "f1",
+            "evaluate_on": "bs5",
+            "dataset": "d",
+            "value": 0.9,
+            "n": 10,
+        },
+        {
+            "metric": "accuracy",
+            "model": "m",
+            "fingerprint": "f2",
+            "evaluate_on": "bs5",
+            "dataset": "d",
+            "value": 0.1,
+            "n": 10,
+        },
+        {
+            "metric": "accuracy",
+            "model": "m",
+            "fingerprint": "f1",
+            "evaluate_on": "full",
+            "dataset": "d",
+            "value": 0.5,
+            "n": 10,
+        },
+        {
+            "metric": "confidence_drop_mean",
+            "model": "m",
+            "fingerprint": "",
+            "evaluate_on": "bs5",
+            "dataset": "e",
+            "value": 0.2,
+        },
     ]
     assert find_result(rows, "accuracy", fingerprint="f1", model="m", evaluate_on="bs5")["value"] == 0.9
     assert find_result(rows, "accuracy", fingerprint="f3", model="m", evaluate_on="bs5") is None

@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from analysis_helpers import make_trace
+
 from overinterp import backselect
 from overinterp.analysis import full_confidence, sis_fraction_matrix, sis_fractions, sis_size_curve, trace_accuracy
 from overinterp.analysis.sis_size import feature_pixel_counts, plot_sis_size_curves
@@ -18,17 +18,16 @@ NAN = float("nan")
 @pytest.fixture
 def trace():
     # kept-prefix log-odds: [full, keep order[1:], keep order[2:], keep order[3:]]
-    return make_trace([[5.0, 4.0, 2.0, 0.5],
-                       [3.0, 2.5, 2.5, 1.0],
-                       [1.0, 0.5, 0.2, 0.1]], targets=[0, 1, 1], labels=[0, 1, 0])
+    return make_trace(
+        [[5.0, 4.0, 2.0, 0.5], [3.0, 2.5, 2.5, 1.0], [1.0, 0.5, 0.2, 0.1]], targets=[0, 1, 1], labels=[0, 1, 0]
+    )
 
 
 def test_sis_fractions_by_hand(trace) -> None:
     # logit(0.5)=0, logit(0.9)=2.197, logit(0.95)=2.944, logit(0.99)=4.595
-    expected = torch.tensor([[0.25, 0.25, 0.25],
-                             [0.75, 0.50, NAN],
-                             [0.75, 1.00, NAN],
-                             [1.00, NAN, NAN]], dtype=torch.float64)
+    expected = torch.tensor(
+        [[0.25, 0.25, 0.25], [0.75, 0.50, NAN], [0.75, 1.00, NAN], [1.00, NAN, NAN]], dtype=torch.float64
+    )
     got = sis_fraction_matrix(trace, [0.5, 0.9, 0.95, 0.99])
     assert torch.allclose(got, expected, equal_nan=True)
     assert torch.allclose(sis_fractions(trace, 0.9), expected[1], equal_nan=True)
@@ -53,8 +52,9 @@ def test_curve_mean_and_interval_by_hand(trace) -> None:
 def test_group_features_count_pixels() -> None:
     # 2×2 image, three features: feature 0 covers the top row (2 pixels)
     groups = torch.tensor([[0, 0], [1, 2]])
-    t = make_trace([[5.0, 5.0, -5.0], [5.0, -5.0, -5.0]], targets=[0, 0], features=groups,
-                   orders=[[1, 2, 0], [0, 1, 2]])
+    t = make_trace(
+        [[5.0, 5.0, -5.0], [5.0, -5.0, -5.0]], targets=[0, 0], features=groups, orders=[[1, 2, 0], [0, 1, 2]]
+    )
     assert feature_pixel_counts(t).tolist() == [[2, 1, 1], [2, 1, 1]]
     # image 0: SIS = order[1:] = {2, 0} → 3 of 4 pixels; image 1: SIS = {0, 1, 2} → all 4
     assert sis_fractions(t, 0.9).tolist() == [0.75, 1.0]

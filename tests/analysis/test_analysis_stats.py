@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
 from analysis_helpers import t_quantile_numeric
+
 from overinterp.analysis import mean_ci, t_quantile, welch_diff_ci
 
 

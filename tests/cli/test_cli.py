@@ -32,7 +32,10 @@ def test_load_images_formats(tmp_path):
     arr = np.random.default_rng(1).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)
     np.save(tmp_path / "a.npy", arr)
     np.savez(tmp_path / "b.npz", test_images=arr, test_labels=np.arange(4))
-    torch.save({"images": torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255, "labels": torch.arange(4)}, tmp_path / "c.pt")
+    torch.save(
+        {"images": torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255, "labels": torch.arange(4)},
+        tmp_path / "c.pt",
+    )
     for name in ("a.npy", "b.npz", "c.pt"):
         s = load_images(tmp_path / name)
         assert s.images.shape == (4, 3, 5, 6) and s.images.dtype == torch.float32
@@ -61,8 +64,26 @@ def test_load_images_errors(tmp_path):
 def test_backselect_command_writes_trace(tmp_path, checkpoint, capsys):
     write_folder(tmp_path / "imgs")
     out = tmp_path / "trace.pt"
-    rc = main(["backselect", "--model", "smallcnn", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "imgs"),
-               "--out", str(out), "--limit", "3", "--threshold", "0.4", "--no-progress", "--batch-size", "17"])
+    rc = main(
+        [
+            "backselect",
+            "--model",
+            "smallcnn",
+            "--checkpoint",
+            str(checkpoint),
+            "--images",
+            str(tmp_path / "imgs"),
+            "--out",
+            str(out),
+            "--limit",
+            "3",
+            "--threshold",
+            "0.4",
+            "--no-progress",
+            "--batch-size",
+            "17",
+        ]
+    )
     assert rc == 0
     trace = BackselectTrace.load(out)
     assert len(trace) == 3 and trace.P == 36 and trace.labels.tolist() == [0, 0, 1]
@@ -75,8 +96,25 @@ def test_backselect_command_patches(tmp_path, checkpoint):
     arr = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
     np.save(tmp_path / "a.npy", arr)
     out = tmp_path / "t.pt"
-    assert main(["backselect", "--model", "smallcnn", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "a.npy"),
-                 "--out", str(out), "--patch", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "backselect",
+                "--model",
+                "smallcnn",
+                "--checkpoint",
+                str(checkpoint),
+                "--images",
+                str(tmp_path / "a.npy"),
+                "--out",
+                str(out),
+                "--patch",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert BackselectTrace.load(out).P == 16
 
 

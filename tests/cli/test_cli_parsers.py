@@ -45,13 +45,15 @@ def test_every_leaf_command_has_a_handler():
 def test_method_choices_come_from_the_registry(monkeypatch):
     from overinterp.sis import methods
 
-    choices = next(a for a in build_parser()._subparsers._group_actions[0].choices["backselect"]._actions
-                   if a.dest == "method").choices
+    choices = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["backselect"]._actions if a.dest == "method"
+    ).choices
     assert list(choices) == method_names()
     monkeypatch.setattr(methods, "method_names", lambda: [*list(methods._BY_NAME), "exact2"])
     monkeypatch.setitem(methods._BY_NAME, "exact2", methods.Exact)
-    choices = next(a for a in build_parser()._subparsers._group_actions[0].choices["backselect"]._actions
-                   if a.dest == "method").choices
+    choices = next(
+        a for a in build_parser()._subparsers._group_actions[0].choices["backselect"]._actions if a.dest == "method"
+    ).choices
     assert "exact2" in choices
 
 

@@ -77,8 +77,26 @@ def test_every_command_takes_every_dataset_form(files, seen, tmp_path, template,
 
 def test_robust_sis_runs_on_an_npz_prefix(files, tmp_path, capsys):
     """`robust-sis --data FILE.npz:test` (once "unknown dataset") and a model given as a checkpoint path."""
-    rc = main(["robust-sis", "--model", f"mine={files['model']}", "--data", f"{files['npz']}:test", "--limit", "1",
-               "--threshold", "0.34", "--method", "kstep", "--k", "16", "--out", str(tmp_path / "r"), "--no-progress"])
+    rc = main(
+        [
+            "robust-sis",
+            "--model",
+            f"mine={files['model']}",
+            "--data",
+            f"{files['npz']}:test",
+            "--limit",
+            "1",
+            "--threshold",
+            "0.34",
+            "--method",
+            "kstep",
+            "--k",
+            "16",
+            "--out",
+            str(tmp_path / "r"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "mine" in capsys.readouterr().out
 
@@ -91,9 +109,35 @@ def test_unknown_dataset_is_a_user_error(files, tmp_path, capsys):
 def test_model_spec_forms_on_the_command_line(files, tmp_path, capsys):
     base = ["--images", f"{files['npz']}:test", "--limit", "1", "--method", "kstep", "--k", "32", "--no-progress"]
     assert main(["backselect", "--model", str(files["model"]), *base, "--out", str(tmp_path / "a.pt")]) == 0
-    assert main(["backselect", "--model", "smallcnn", "--checkpoint", str(files["model"]), *base,
-                 "--out", str(tmp_path / "b.pt")]) == 0
+    assert (
+        main(
+            [
+                "backselect",
+                "--model",
+                "smallcnn",
+                "--checkpoint",
+                str(files["model"]),
+                *base,
+                "--out",
+                str(tmp_path / "b.pt"),
+            ]
+        )
+        == 0
+    )
     assert main(["backselect", "--model", f"smallcnn@{files['model']}", *base, "--out", str(tmp_path / "c.pt")]) == 0
-    assert main(["backselect", "--model", f"smallcnn@{files['model']}", "--checkpoint", str(tmp_path / "x.pt"), *base,
-                 "--out", str(tmp_path / "d.pt")]) == 2
+    assert (
+        main(
+            [
+                "backselect",
+                "--model",
+                f"smallcnn@{files['model']}",
+                "--checkpoint",
+                str(tmp_path / "x.pt"),
+                *base,
+                "--out",
+                str(tmp_path / "d.pt"),
+            ]
+        )
+        == 2
+    )
     assert "--checkpoint" in capsys.readouterr().err

@@ -19,8 +19,8 @@ from overinterp.data import (
     sis_sample_indices,
 )
 from overinterp.data.cifar10 import CIFAR10_ARCHIVE
-from overinterp.data.cifar101 import CIFAR101_FILES
 from overinterp.data.cifar10c import CIFAR10C_ARCHIVE
+from overinterp.data.cifar101 import CIFAR101_FILES
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -38,8 +38,11 @@ def write_cifar10(root, per_batch=3, seed=0):
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         labels = [int(v) for v in rng.integers(0, 10, per_batch)]
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [b"x.png"] * per_batch}, f, protocol=2)
+            pickle.dump(
+                {b"batch_label": name.encode(), b"labels": labels, b"data": data, b"filenames": [b"x.png"] * per_batch},
+                f,
+                protocol=2,
+            )
         batches[name] = (data, labels)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({b"label_names": [c.encode() for c in CLASSES], b"num_vis": 3072}, f, protocol=2)
@@ -150,7 +153,7 @@ def test_cifar10c_splits(cifar10c_root):
     everything = load_dataset("cifar10c", root=cifar10c_root)
     assert len(everything) == 190 and everything.name == "cifar10c:all"
     k = CORRUPTIONS.index("fog")
-    assert torch.equal(everything.images[10 * k:10 * k + 10], torch.from_numpy(fog).permute(0, 3, 1, 2))
+    assert torch.equal(everything.images[10 * k : 10 * k + 10], torch.from_numpy(fog).permute(0, 3, 1, 2))
     with pytest.raises(ValueError, match="severity"):
         load_dataset("cifar10c", root=cifar10c_root, split="fog/6")
     with pytest.raises(ValueError, match="unknown CIFAR-10-C split"):
@@ -182,8 +185,8 @@ def test_cifar10c_blocks_and_missing(cifar10c_root, tmp_path):
 
 
 def test_evaluate_cifar10c_block_by_block(cifar10c_root):
-    from overinterp.training.evaluation import evaluate_datasets, result_rows
     from overinterp.models import create_model
+    from overinterp.training.evaluation import evaluate_datasets, result_rows
 
     torch.manual_seed(0)
     model = create_model("smallcnn", width=4, preprocessing="cifar10")

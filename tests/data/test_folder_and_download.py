@@ -103,8 +103,13 @@ def test_download_verifies_and_is_atomic(tmp_path):
     payload = b"official bytes" * 100
     src = tmp_path / "remote.bin"
     src.write_bytes(payload)
-    good = RemoteFile(src.as_uri(), "remote.bin", sha256=hashlib.sha256(payload).hexdigest(),
-                      md5=hashlib.md5(payload).hexdigest(), size=len(payload))
+    good = RemoteFile(
+        src.as_uri(),
+        "remote.bin",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        md5=hashlib.md5(payload).hexdigest(),
+        size=len(payload),
+    )
     dest = tmp_path / "local" / "file.bin"
     assert download_file(good, dest, progress=False).read_bytes() == payload
     bad = RemoteFile(src.as_uri(), "remote.bin", sha256="0" * 64)

@@ -70,7 +70,12 @@ def test_flat_files_with_devkit_ground_truth(tmp_path):
     assert val.layout == "flat"
     assert val.labels.tolist() == [(5 * 7) % 1000, 7, 0]
     assert val.classes == imagenet_class_names()  # no synset file: torchvision's names
-    assert load_imagenet_val(tmp_path, synsets_by_id=tmp_path / "by_id.txt", crop=8, resize=None).images.shape == (3, 3, 8, 8)
+    assert load_imagenet_val(tmp_path, synsets_by_id=tmp_path / "by_id.txt", crop=8, resize=None).images.shape == (
+        3,
+        3,
+        8,
+        8,
+    )
 
 
 def test_devkit_meta_mat_without_scipy_says_what_to_do(tmp_path, monkeypatch):

@@ -25,31 +25,42 @@ def _folder(root, splits=(None,), n=2, size=6):
 
 def _npz(path, prefix="test", n=5):
     rng = np.random.default_rng(1)
-    np.savez(path, **{f"{prefix}_images": rng.integers(0, 256, (n, 5, 5, 3), dtype=np.uint8),
-                      f"{prefix}_labels": np.arange(n) % 3, "classes": np.array(["a", "b", "c"])})
+    np.savez(
+        path,
+        **{
+            f"{prefix}_images": rng.integers(0, 256, (n, 5, 5, 3), dtype=np.uint8),
+            f"{prefix}_labels": np.arange(n) % 3,
+            "classes": np.array(["a", "b", "c"]),
+        },
+    )
     return path
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("cifar10", DatasetSpec("registry", "cifar10")),
-    ("cifar10:train", DatasetSpec("registry", "cifar10", "train")),
-    ("CIFAR-10-C:fog/5@/data", DatasetSpec("registry", "cifar10c", "fog/5", "/data")),
-    ("cifar10:test@/data/a@b", DatasetSpec("registry", "cifar10", "test", "/data/a@b")),
-    ("cifar10-train", DatasetSpec("registry", "cifar10", "train")),
-    ("cifar10-test", DatasetSpec("registry", "cifar10", "test")),
-    ("cifar10.1", DatasetSpec("registry", "cifar10.1", "v6")),
-    ("cifar10c-sample", DatasetSpec("registry", "cifar10c", "sample")),
-    ("folder:test@x.zip", DatasetSpec("registry", "folder", "test", "x.zip")),
-    ("folder@x.zip", DatasetSpec("registry", "folder", None, "x.zip")),
-    ("folder:x.zip", DatasetSpec("registry", "folder", None, "x.zip")),
-    ("folder:/no/such/a@b", DatasetSpec("registry", "folder", None, "/no/such/a@b")),
-    ("../shared/data/cifar10-lossless.npz:test", DatasetSpec("npz", path="../shared/data/cifar10-lossless.npz",
-                                                             prefix="test")),
-    ("/d/a@b/x.npz:train", DatasetSpec("npz", path="/d/a@b/x.npz", prefix="train")),
-    ("x.npz", DatasetSpec("npz", path="x.npz")),
-    ("x.npy", DatasetSpec("array", path="x.npy")),
-    ("x.pt", DatasetSpec("array", path="x.pt")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("cifar10", DatasetSpec("registry", "cifar10")),
+        ("cifar10:train", DatasetSpec("registry", "cifar10", "train")),
+        ("CIFAR-10-C:fog/5@/data", DatasetSpec("registry", "cifar10c", "fog/5", "/data")),
+        ("cifar10:test@/data/a@b", DatasetSpec("registry", "cifar10", "test", "/data/a@b")),
+        ("cifar10-train", DatasetSpec("registry", "cifar10", "train")),
+        ("cifar10-test", DatasetSpec("registry", "cifar10", "test")),
+        ("cifar10.1", DatasetSpec("registry", "cifar10.1", "v6")),
+        ("cifar10c-sample", DatasetSpec("registry", "cifar10c", "sample")),
+        ("folder:test@x.zip", DatasetSpec("registry", "folder", "test", "x.zip")),
+        ("folder@x.zip", DatasetSpec("registry", "folder", None, "x.zip")),
+        ("folder:x.zip", DatasetSpec("registry", "folder", None, "x.zip")),
+        ("folder:/no/such/a@b", DatasetSpec("registry", "folder", None, "/no/such/a@b")),
+        (
+            "../shared/data/cifar10-lossless.npz:test",
+            DatasetSpec("npz", path="../shared/data/cifar10-lossless.npz", prefix="test"),
+        ),
+        ("/d/a@b/x.npz:train", DatasetSpec("npz", path="/d/a@b/x.npz", prefix="train")),
+        ("x.npz", DatasetSpec("npz", path="x.npz")),
+        ("x.npy", DatasetSpec("array", path="x.npy")),
+        ("x.pt", DatasetSpec("array", path="x.pt")),
+    ],
+)
 def test_parse_forms(text, expected):
     spec = parse_dataset(text)
     assert spec == expected

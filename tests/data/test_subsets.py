@@ -43,7 +43,11 @@ def test_pixels_keep_values_and_fill():
     assert torch.equal(x[k], (s.images.float() / 255)[k])
     fill = torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1).expand_as(x)
     assert torch.equal(x[~k], fill[~k])
-    assert s.label == "bs5" and subset_label("random", 0.05) == "random5" and subset_label("bs", 0.05, "probability") == "bs5-prob"
+    assert (
+        s.label == "bs5"
+        and subset_label("random", 0.05) == "random5"
+        and subset_label("bs", 0.05, "probability") == "bs5-prob"
+    )
     assert torch.equal(s.kept_counts(), s.keep.flatten(1).sum(1))
 
 
@@ -91,7 +95,13 @@ def test_dataset_items_and_augmentation():
     assert any(not torch.equal(a, x) for a in xs)  # crops/flips happen
     for a in xs:  # every shown pixel is either the fill or a pixel value of the image
         fill = s.fill.expand_as(a)
-        assert ((a == fill).all(0) | (a.unsqueeze(-1).unsqueeze(-1) == (s.images[2].float() / 255).unsqueeze(1).unsqueeze(1)).flatten(-2).any(-1).all(0)).all()
+        assert (
+            (a == fill).all(0)
+            | (a.unsqueeze(-1).unsqueeze(-1) == (s.images[2].float() / 255).unsqueeze(1).unsqueeze(1))
+            .flatten(-2)
+            .any(-1)
+            .all(0)
+        ).all()
     loader = torch.utils.data.DataLoader(s, batch_size=4)
     xb, yb = next(iter(loader))
     assert xb.shape == (4, 3, 8, 8) and yb.tolist() == s.labels[:4].tolist()

@@ -7,7 +7,7 @@ import dataclasses
 import io
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -19,11 +19,14 @@ from overinterp.training.trainer import TrainConfig
 @pytest.fixture(scope="module")
 def demo_run(one_thread: None, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], str]:
     from overinterp.experiments.demo import run_demo
+    from overinterp.report import demo_report
 
     out = tmp_path_factory.mktemp("demo")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        summary = run_demo(out, seed=0, n_train=4000, n_test=500, n_sis=12, progress=False, verbose=True)
+        summary = run_demo(
+            out, seed=0, n_train=4000, n_test=500, n_sis=12, progress=False, verbose=True, report=demo_report
+        )
     return out, summary, buf.getvalue()
 
 
@@ -36,7 +39,15 @@ def test_demo_writes_files(demo_run: tuple[Path, dict[str, Any], str]) -> None:
     assert json.loads(js.read_text()) == summary
     # the run folder `overinterp report` reads, and no temp files left anywhere
     assert sorted(p.name for p in out.iterdir()) == [
-        "data", "jobs", "model.pt", "report", "results.csv", "results.csv.lock", "sis_heatmap.png", "summary.json"]
+        "data",
+        "jobs",
+        "model.pt",
+        "report",
+        "results.csv",
+        "results.csv.lock",
+        "sis_heatmap.png",
+        "summary.json",
+    ]
     assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.suffix == ".tmp"]
     # The printed account names the figure, and ends with the report's path.
     html = out / "report" / "report.html"

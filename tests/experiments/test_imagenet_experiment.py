@@ -54,8 +54,16 @@ def test_run_writes_traces_panels_heatmap_summary_and_resumes(tmp_path, monkeypa
     out = tmp_path / "run"
     summary = run_imagenet_sis(model, val, out, _config(), progress=False, log=lambda s: None)
     assert summary["selected"] == 3 and summary["with_sis"] == 3
-    for name in ("selection.json", "summary.json", "panels.png", "heatmap.png", "heatmap.pt",
-                 "traces/batch_0000.pt", "traces/batch_0001.pt", "sis/batch_0001.pt"):
+    for name in (
+        "selection.json",
+        "summary.json",
+        "panels.png",
+        "heatmap.png",
+        "heatmap.pt",
+        "traces/batch_0000.pt",
+        "traces/batch_0001.pt",
+        "sis/batch_0001.pt",
+    ):
         assert (out / name).is_file(), name
     assert summary["forward_backward_passes"] == 3 * (256 // 32 + 1)
     # every SIS alone keeps the model at ≥ τ (checked here independently of find_sis)
@@ -115,9 +123,32 @@ def test_bad_block_sizes_and_mixed_sizes():
 
 def test_command_line(tmp_path, capsys):
     _fake_val(tmp_path / "val", n=2)
-    args = ["imagenet-sis", "--model", "mobilenet_v3_small", "--weights", "random", "--data", str(tmp_path / "val"),
-            "--crop", "32", "--resize", "36", "--confidence", "0", "--threshold", "0.0001", "--k", "256",
-            "--num-images", "2", "--batch-size", "2", "--no-progress", "--out", str(tmp_path / "run")]
+    args = [
+        "imagenet-sis",
+        "--model",
+        "mobilenet_v3_small",
+        "--weights",
+        "random",
+        "--data",
+        str(tmp_path / "val"),
+        "--crop",
+        "32",
+        "--resize",
+        "36",
+        "--confidence",
+        "0",
+        "--threshold",
+        "0.0001",
+        "--k",
+        "256",
+        "--num-images",
+        "2",
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     assert main(args) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["selected"] == 2 and summary["settings"]["k"] == 256

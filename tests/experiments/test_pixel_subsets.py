@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
@@ -49,8 +48,7 @@ def test_confidence_drop_by_hand():
 
 def test_evaluate_subsets_matches_direct_forward(jobs, tmp_path):
     res_path = tmp_path / "results.csv"
-    out = evaluate_subsets(jobs["a"], kinds=("full", "bs", "random", "mask"), results=res_path,
-                           dataset_key="toy:test")
+    out = evaluate_subsets(jobs["a"], kinds=("full", "bs", "random", "mask"), results=res_path, dataset_key="toy:test")
     job = load_job(jobs["a"])
     model, images = job.load_model(), job.load_images()
     for kind, label in (("bs", "bs5"), ("random", "random5"), ("mask", "mask5")):
@@ -132,9 +130,20 @@ def test_compare_on_shared_images_only(jobs, tmp_path):
 
 
 def test_retrain_on_subsets_tiny(jobs, tmp_path):
-    out = retrain_on_subsets(jobs["train"], [jobs["a"], jobs["b"]], kind="random", dataset_keys=["toy:a", None], arch="smallcnn", seeds=(0, 1), recipe="fast",
-                             overrides={"epochs": 1, "batch_size": 8, "arch_kwargs": {"width": 4}},
-                             augment=True, out_dir=tmp_path / "runs", results=tmp_path / "r.csv", progress=False)
+    out = retrain_on_subsets(
+        jobs["train"],
+        [jobs["a"], jobs["b"]],
+        kind="random",
+        dataset_keys=["toy:a", None],
+        arch="smallcnn",
+        seeds=(0, 1),
+        recipe="fast",
+        overrides={"epochs": 1, "batch_size": 8, "arch_kwargs": {"width": 4}},
+        augment=True,
+        out_dir=tmp_path / "runs",
+        results=tmp_path / "r.csv",
+        progress=False,
+    )
     assert [r["seed"] for r in out] == [0, 1]
     assert all((tmp_path / "runs" / f"smallcnn-random5-aug-seed{s}" / "model.pt").is_file() for s in (0, 1))
     rows = read_results(tmp_path / "r.csv")

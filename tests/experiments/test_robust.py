@@ -61,11 +61,14 @@ def test_specs(colournets):
 
 
 def test_sharper_model_needs_smaller_sis(colournets, tmp_path):
-    specs = [load_model_spec("sharp=import:colournets:ColourNet?scale=80"),
-             load_model_spec("soft=import:colournets:ColourNet?scale=30", ROBUST_GROUP)]
+    specs = [
+        load_model_spec("sharp=import:colournets:ColourNet?scale=80"),
+        load_model_spec("soft=import:colournets:ColourNet?scale=30", ROBUST_GROUP),
+    ]
     results = tmp_path / "results.csv"
-    rows = run_robust_sis(specs, _data(), tmp_path / "out", threshold=0.99, limit=4, results=results,
-                          progress=False, log=lambda s: None)
+    rows = run_robust_sis(
+        specs, _data(), tmp_path / "out", threshold=0.99, limit=4, results=results, progress=False, log=lambda s: None
+    )
     sharp, soft = rows
     assert sharp["n"] == 4 and sharp["with_sis"] == 4 and soft["group"] == ROBUST_GROUP
     assert 0 < sharp["sis_fraction_mean"] < soft["sis_fraction_mean"] <= 1
@@ -89,15 +92,49 @@ def test_command_line(colournets, tmp_path, capsys):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(data.images[i].permute(1, 2, 0).numpy()).save(d / f"{i}.png")
     out = tmp_path / "out"
-    rc = main(["robust-sis", "--model", "std=import:colournets:ColourNet?scale=80",
-               "--robust-model", "rob=import:colournets:ColourNet?scale=30", "--data", f"folder@{root}",
-               "--limit", "2", "--method", "kstep", "--k", "4", "--out", str(out), "--results",
-               str(tmp_path / "r.csv"), "--no-progress"])
+    rc = main(
+        [
+            "robust-sis",
+            "--model",
+            "std=import:colournets:ColourNet?scale=80",
+            "--robust-model",
+            "rob=import:colournets:ColourNet?scale=30",
+            "--data",
+            f"folder@{root}",
+            "--limit",
+            "2",
+            "--method",
+            "kstep",
+            "--k",
+            "4",
+            "--out",
+            str(out),
+            "--results",
+            str(tmp_path / "r.csv"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     rows = json.loads((out / "summary.json").read_text())
     assert [r["group"] for r in rows] == ["Standard", "Adv. Robust"]
     assert rows[0]["method"] == {"name": "kstep", "params": {"k": 4, "channels_last": None}}
     assert "mean SIS" in capsys.readouterr().out
-    assert main(["robust-sis", "--model", "std=import:colournets:ColourNet", "--data", f"folder@{root}",
-                 "--method", "kstep", "--k", "65", "--out", str(out)]) == 2
+    assert (
+        main(
+            [
+                "robust-sis",
+                "--model",
+                "std=import:colournets:ColourNet",
+                "--data",
+                f"folder@{root}",
+                "--method",
+                "kstep",
+                "--k",
+                "65",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "exceeds" in capsys.readouterr().err

@@ -29,9 +29,16 @@ def make_trace(labels: torch.Tensor, seed: int, wrong: float = 0.2, unsure: floa
     full = torch.full((n,), 6.0)  # p = 0.9975
     full[torch.rand(n, generator=g) < unsure] = 2.0  # p = 0.88
     return BackselectTrace(
-        order_padded=order, logodds_padded=torch.randn(n, p, generator=g), evaluated=torch.ones(n, p, dtype=torch.bool),
-        num_features=torch.full((n,), p), target=target, full_logodds=full, method={"name": "test"},
-        image_shape=(3, HW, HW), baseline=torch.zeros(3), labels=labels.clone(),
+        order_padded=order,
+        logodds_padded=torch.randn(n, p, generator=g),
+        evaluated=torch.ones(n, p, dtype=torch.bool),
+        num_features=torch.full((n,), p),
+        target=target,
+        full_logodds=full,
+        method={"name": "test"},
+        image_shape=(3, HW, HW),
+        baseline=torch.zeros(3),
+        labels=labels.clone(),
     )
 
 
@@ -48,8 +55,16 @@ def make_sources(seed: int = 0):
 
     images, labels = make_images(seed)
     return [
-        ModelSource(name, make_trace(labels, seed * 10 + m), images, labels, list(CLASSES), "synthetic:test",
-                    torch.arange(N_IMAGES), source="generated")
+        ModelSource(
+            name,
+            make_trace(labels, seed * 10 + m),
+            images,
+            labels,
+            list(CLASSES),
+            "synthetic:test",
+            torch.arange(N_IMAGES),
+            source="generated",
+        )
         for m, name in enumerate(["resnet20", "resnet18", "vgg16_bn"])
     ]
 

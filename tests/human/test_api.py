@@ -43,8 +43,15 @@ def labels_of(manifest) -> dict[str, int]:
 def answer(client: TestClient, pid: str, choice_of) -> dict:
     s = client.get(f"/api/p/{pid}/state").json()
     q = s["question"]
-    r = client.post(f"/api/p/{pid}/answers", json={"stimulus": q["stimulus"], "position": q["position"],
-                                                  "choice": choice_of(q["stimulus"]), "response_ms": 800})
+    r = client.post(
+        f"/api/p/{pid}/answers",
+        json={
+            "stimulus": q["stimulus"],
+            "position": q["position"],
+            "choice": choice_of(q["stimulus"]),
+            "response_ms": 800,
+        },
+    )
     assert r.status_code == 201, r.text
     return r.json()["state"]
 
@@ -228,7 +235,14 @@ def _malformed_cases(pid: str, sid_now: str, sid_later: str):
         ("GET on POST route", "GET", url, None, {}, 405),
         ("export no token", "GET", "/admin/answers.csv", None, {}, 401),
         ("export bad token", "GET", "/admin/answers.csv", None, {"Authorization": "Bearer " + "x" * 40}, 401),
-        ("export non-ascii token", "GET", "/admin/answers.csv", None, {"Authorization": "Bearer \u00e9t\u00e9".encode("utf-8")}, 401),
+        (
+            "export non-ascii token",
+            "GET",
+            "/admin/answers.csv",
+            None,
+            {"Authorization": "Bearer \u00e9t\u00e9".encode("utf-8")},
+            401,
+        ),
         ("export basic auth", "GET", "/admin/answers.csv", None, {"Authorization": "Basic YWRtaW46eA=="}, 401),
         ("HEAD on a page", "HEAD", f"/api/p/{pid}/state", None, {}, 405),
         ("huge position", "POST", url, json.dumps({**ok, "position": 10**30}).encode(), js, 422),
@@ -264,4 +278,6 @@ def test_streamed_oversized_body_gets_413(client):
     r = client.post(f"/api/p/{pid}/answers", content=chunks, headers={"Content-Type": "application/json"})
     assert r.status_code == 413 and "larger than 4096" in r.json()["detail"]
     small = iter([b'{"consent":', b" true}"])
-    assert client.post("/api/participants", content=small, headers={"Content-Type": "application/json"}).status_code == 200
+    assert (
+        client.post("/api/participants", content=small, headers={"Content-Type": "application/json"}).status_code == 200
+    )

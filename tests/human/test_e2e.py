@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from humankit import CLASSES, build_tiny_study
+
 from overinterp.cli import main
 
 CHROMIUM = os.environ.get("OVERINTERP_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
@@ -54,8 +54,23 @@ class Server:
         env = {**os.environ, "OVERINTERP_ADMIN_TOKEN": TOKEN, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "overinterp", "human", "serve", "--study", str(self.study),
-                 "--host", "127.0.0.1", "--port", str(self.port)], stdout=fh, stderr=subprocess.STDOUT, env=env)
+                [
+                    sys.executable,
+                    "-m",
+                    "overinterp",
+                    "human",
+                    "serve",
+                    "--study",
+                    str(self.study),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -203,8 +218,23 @@ def test_two_participants_with_server_kill(tmp_path):
         assert [float(r["fraction"]) for r in mine] == sorted(float(r["fraction"]) for r in mine)
         for r in mine:
             assert int(r["choice"]) == policy[k](r["stimulus"]) and int(r["label"]) == truth[r["stimulus"]]
-    assert main(["human", "score", "--study", str(study), "--answers", str(tmp_path / "answers.csv"),
-                 "--out", str(tmp_path / "scores"), "--results", str(tmp_path / "results.csv")]) == 0
+    assert (
+        main(
+            [
+                "human",
+                "score",
+                "--study",
+                str(study),
+                "--answers",
+                str(tmp_path / "answers.csv"),
+                "--out",
+                str(tmp_path / "scores"),
+                "--results",
+                str(tmp_path / "results.csv"),
+            ]
+        )
+        == 0
+    )
     report = json.loads((tmp_path / "scores" / "scores.json").read_text())
     t2 = {t["fraction"]: (t["mean"], t["participants"]) for t in report["table2"]}
     assert t2 == {0.05: (0.5, 2), 0.3: (1.0, 2), 0.5: (1.0, 2)}

@@ -8,8 +8,8 @@ import math
 
 import numpy as np
 import pytest
-
 from humankit import CLASSES, build_tiny_study
+
 from overinterp import read_results, render_table
 from overinterp.cli import main
 from overinterp.human import db as dbm
@@ -30,19 +30,37 @@ def _rows(spec: dict[int, dict[float, list[int]]]) -> list[dict]:
     for p, by in spec.items():
         for f, marks in by.items():
             for i, ok in enumerate(marks):
-                out.append({"participant": f"p{p}", "participant_number": p, "fraction": f,
-                            "stimulus": f"s{f}-{i}", "label": 3, "choice": 3 if ok else 0})
+                out.append(
+                    {
+                        "participant": f"p{p}",
+                        "participant_number": p,
+                        "fraction": f,
+                        "stimulus": f"s{f}-{i}",
+                        "label": 3,
+                        "choice": 3 if ok else 0,
+                    }
+                )
     return out
 
 
 def test_table2_and_fit_by_hand():
-    rows = _rows({1: {0.05: [1, 0, 0, 0], 0.3: [1, 1, 0, 0], 0.5: [1, 1, 1, 0]},
-                  2: {0.05: [0, 0, 0, 0], 0.3: [1, 1, 1, 0], 0.5: [1, 1, 1, 1]},
-                  3: {0.05: [1, 1, 0, 0], 0.3: [1, 0]}})  # participant 3 did not finish 30%
+    rows = _rows(
+        {
+            1: {0.05: [1, 0, 0, 0], 0.3: [1, 1, 0, 0], 0.5: [1, 1, 1, 0]},
+            2: {0.05: [0, 0, 0, 0], 0.3: [1, 1, 1, 0], 0.5: [1, 1, 1, 1]},
+            3: {0.05: [1, 1, 0, 0], 0.3: [1, 0]},
+        }
+    )  # participant 3 did not finish 30%
     scores = participant_scores(rows, {0.05: 4, 0.3: 4, 0.5: 4})
     assert [(s.number, s.fraction, s.correct, s.answered) for s in scores] == [
-        (1, 0.05, 1, 4), (1, 0.3, 2, 4), (1, 0.5, 3, 4), (2, 0.05, 0, 4), (2, 0.3, 3, 4), (2, 0.5, 4, 4),
-        (3, 0.05, 2, 4)]
+        (1, 0.05, 1, 4),
+        (1, 0.3, 2, 4),
+        (1, 0.5, 3, 4),
+        (2, 0.05, 0, 4),
+        (2, 0.3, 3, 4),
+        (2, 0.5, 4, 4),
+        (3, 0.05, 2, 4),
+    ]
     t = table2(scores)
     assert [x.fraction for x in t] == [0.05, 0.3, 0.5] and [x.participants for x in t] == [3, 2, 2]
     assert t[0].mean == pytest.approx(0.25) and t[0].std == pytest.approx(0.25)  # sd of .25, 0, .5 (ddof 1)
@@ -65,7 +83,11 @@ def test_fit_edge_cases():
     flat = [ParticipantScore("a", 1, 0.05, 1, 2), ParticipantScore("a", 1, 0.5, 1, 2)]
     f = linear_fit(flat)
     assert f.slope == pytest.approx(0) and math.isnan(f.r2)
-    line = [ParticipantScore("a", 1, 0.1, 1, 4), ParticipantScore("a", 1, 0.3, 2, 4), ParticipantScore("a", 1, 0.5, 3, 4)]
+    line = [
+        ParticipantScore("a", 1, 0.1, 1, 4),
+        ParticipantScore("a", 1, 0.3, 2, 4),
+        ParticipantScore("a", 1, 0.5, 3, 4),
+    ]
     assert linear_fit(line).r2 == pytest.approx(1.0)
 
 
@@ -77,7 +99,11 @@ def test_results_rows_render_as_table2(tmp_path):
     append_results(tmp_path / "r.csv", result_rows(scores, manifest))
     rows = read_results(tmp_path / "r.csv")
     assert {(r["evaluate_on"], r["seed"], r["value"]) for r in rows} == {
-        ("bs5", 1, 0.5), ("bs5", 2, 0.0), ("bs50", 1, 1.0), ("bs50", 2, 0.5)}
+        ("bs5", 1, 0.5),
+        ("bs5", 2, 0.0),
+        ("bs50", 1, 1.0),
+        ("bs50", 2, 0.5),
+    }
     table = render_table(rows)
     assert "| human | n/a | bs5 | 25.00 ± 35.36 (n=2) |" in table
     assert "| human | n/a | bs50 | 75.00 ± 35.36 (n=2) |" in table
@@ -102,8 +128,23 @@ def test_score_study_and_cli(tmp_path, capsys):
     assert main(["human", "export", "--study", str(study), "--out", str(tmp_path / "a.csv")]) == 0
     answers = read_answers(tmp_path / "a.csv")
     assert len(answers) == 2 * len(m["stimuli"])
-    assert main(["human", "score", "--study", str(study), "--answers", str(tmp_path / "a.csv"),
-                 "--out", str(tmp_path / "scores"), "--results", str(tmp_path / "results.csv")]) == 0
+    assert (
+        main(
+            [
+                "human",
+                "score",
+                "--study",
+                str(study),
+                "--answers",
+                str(tmp_path / "a.csv"),
+                "--out",
+                str(tmp_path / "scores"),
+                "--results",
+                str(tmp_path / "results.csv"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "R² =" in printed and "5% of pixels: 50.0 ± 70.7%" in printed
     report = json.loads((tmp_path / "scores" / "scores.json").read_text())
@@ -116,12 +157,32 @@ def test_score_study_and_cli(tmp_path, capsys):
     rows = read_results(tmp_path / "results.csv")
     assert len(rows) == 6 and {r["model"] for r in rows} == {"human"} and {r["n"] for r in rows} == {8}
     assert {r["dataset"] for r in rows} == {"synthetic:test"} and {r["seed"] for r in rows} == {1, 2}
-    assert main(["human", "score", "--study", str(study), "--out", str(tmp_path / "s4"), "--no-sheets",
-                 "--results", str(tmp_path / "r2.csv"), "--dataset-key", "cifar10:test"]) == 0
+    assert (
+        main(
+            [
+                "human",
+                "score",
+                "--study",
+                str(study),
+                "--out",
+                str(tmp_path / "s4"),
+                "--no-sheets",
+                "--results",
+                str(tmp_path / "r2.csv"),
+                "--dataset-key",
+                "cifar10:test",
+            ]
+        )
+        == 0
+    )
     assert "| human | n/a | bs50 | 100.00 ± 0.00 (n=2) |" in render_table(read_results(tmp_path / "r2.csv"))
     # scoring straight from the database gives the same report
-    again = score_study(study, dbm.export_rows(dbm.make_engine(dbm.default_database_url(study)), m["study_id"]),
-                        tmp_path / "scores2", sheets=False)
+    again = score_study(
+        study,
+        dbm.export_rows(dbm.make_engine(dbm.default_database_url(study)), m["study_id"]),
+        tmp_path / "scores2",
+        sheets=False,
+    )
     assert again["table2"] == report["table2"] and again["fit"]["r2"] == pytest.approx(report["fit"]["r2"])
     assert main(["human", "score", "--study", str(study), "--out", str(tmp_path / "scores3"), "--no-sheets"]) == 0
     with open(tmp_path / "a.csv", newline="") as fh:
@@ -133,13 +194,24 @@ def test_cli_build(tmp_path, capsys):
     """`overinterp human build` from trace files + an npz, mixing three models 35/35/30."""
     import numpy as np
     import torch
-
     from humankit import make_sources
 
     sources = make_sources()
     np.savez(tmp_path / "imgs.npz", images=sources[0].images.numpy(), labels=sources[0].labels.numpy())
-    args = ["human", "build", "--out", str(tmp_path / "s"), "--per-class", "2", "--proportions", "0.35,0.35,0.3",
-            "--classes", ",".join(CLASSES), "--seed", "1"]
+    args = [
+        "human",
+        "build",
+        "--out",
+        str(tmp_path / "s"),
+        "--per-class",
+        "2",
+        "--proportions",
+        "0.35,0.35,0.3",
+        "--classes",
+        ",".join(CLASSES),
+        "--seed",
+        "1",
+    ]
     for s in sources:
         s.trace.save(tmp_path / f"{s.name}.pt")
         args += ["--model", s.name, str(tmp_path / f"{s.name}.pt"), str(tmp_path / "imgs.npz")]

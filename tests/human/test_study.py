@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from humankit import CLASSES, FRACTIONS, HW, build_tiny_study, make_images, make_sources
 from PIL import Image
 
 import overinterp
-from humankit import CLASSES, FRACTIONS, HW, build_tiny_study, make_images, make_sources
 from overinterp.human import db as dbm
 from overinterp.human.study import build_study, eligible_mask, load_manifest, source_from_files, source_from_job
 
@@ -153,8 +153,12 @@ def test_from_job_folder(tmp_path):
     pred = _centre_logits(model, pixels)
     assert set(pred.tolist()) == set(range(len(jobkit.CLASSES)))
     overinterp.save_checkpoint(tmp_path / "m.pt", model, "smallcnn", arch_kwargs={"width": 4}, num_classes=3)
-    np.savez(tmp_path / "d.npz", test_images=images, test_labels=pred.numpy().astype(np.uint8),
-             classes=np.array(jobkit.CLASSES))
+    np.savez(
+        tmp_path / "d.npz",
+        test_images=images,
+        test_labels=pred.numpy().astype(np.uint8),
+        classes=np.array(jobkit.CLASSES),
+    )
     spec = jobkit.make_spec(tmp_path / "m.pt", tmp_path / "d.npz", n=18, method=overinterp.KStep(8), shard_size=6)
     run_job(spec, tmp_path / "job", progress=False)
     src = source_from_job("smallcnn", tmp_path / "job")

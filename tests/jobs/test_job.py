@@ -111,8 +111,13 @@ def test_select_positions_and_bad_input(inputs, tmp_path):
         select_positions(10, sample=11)
     model_path, data_path = inputs
     with pytest.raises(ValueError, match="positions reach"):
-        run_job(make_spec(model_path, data_path, n=12, shard_size=4).__class__(
-            **{**make_spec(model_path, data_path).__dict__, "positions": (0, 50)}), tmp_path / "j", progress=False)
+        run_job(
+            make_spec(model_path, data_path, n=12, shard_size=4).__class__(
+                **{**make_spec(model_path, data_path).__dict__, "positions": (0, 50)}
+            ),
+            tmp_path / "j",
+            progress=False,
+        )
     with pytest.raises(ValueError, match="float16"):
         make_spec(model_path, data_path, dtype="float16")
     with pytest.raises(ValueError, match="unknown executor"):
@@ -126,15 +131,30 @@ def test_sigkill_and_rerun_gives_identical_shards(inputs, tmp_path):
     """Kill the CLI with SIGKILL after its first shard, rerun: shards byte-equal an uninterrupted run."""
     model_path, data_path = inputs
     big = write_dataset(tmp_path / "big.npz", n=16, size=10, seed=5)
-    cmd = [sys.executable, "-m", "overinterp", "backselect-dataset", "--model", str(model_path),
-           "--dataset", f"{big}:test", "--method", "exact", "--shard-size", "2", "--threads", "1",
-           "--batch-size", "7", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "overinterp",
+        "backselect-dataset",
+        "--model",
+        str(model_path),
+        "--dataset",
+        f"{big}:test",
+        "--method",
+        "exact",
+        "--shard-size",
+        "2",
+        "--threads",
+        "1",
+        "--batch-size",
+        "7",
+        "--no-progress",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = tmp_path / "ref"
     subprocess.run(cmd + ["--out", str(ref)], check=True, env=env, capture_output=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd + ["--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while time.time() < deadline and not shard_paths(killed, 0)[1].exists():
         time.sleep(0.01)
@@ -156,8 +176,9 @@ def test_float64_job_twice_in_one_process(inputs, tmp_path):
     assert run_job(spec, tmp_path / "j64", progress=False)["skipped"] == 1
     out = load_job(tmp_path / "j64")
     assert out.trace.meta["dtype"] == "float64"
-    direct = overinterp.backselect(out.load_model().double(), out.load_images().double() / 255,
-                                   method=overinterp.KStep(8), progress=False)
+    direct = overinterp.backselect(
+        out.load_model().double(), out.load_images().double() / 255, method=overinterp.KStep(8), progress=False
+    )
     assert torch.equal(out.trace.order, direct.order)
 
 
@@ -210,12 +231,32 @@ def test_copied_job_without_manifest_is_refused_for_another_model(two_jobs, tmp_
     # through the command line: exit code 2 and the message
     from overinterp.cli import main
 
-    code = main(["backselect-dataset", "--model", str(model_b), "--dataset", f"{data_path}:test", "--method", "kstep",
-                 "--k", "16", "--shard-size", "4", "--threads", "1", "--out", str(copy), "--no-progress"])
+    code = main(
+        [
+            "backselect-dataset",
+            "--model",
+            str(model_b),
+            "--dataset",
+            f"{data_path}:test",
+            "--method",
+            "kstep",
+            "--k",
+            "16",
+            "--shard-size",
+            "4",
+            "--threads",
+            "1",
+            "--out",
+            str(copy),
+            "--no-progress",
+        ]
+    )
     assert code == 2 and "this job's model is" in capsys.readouterr().err
     assert _files(copy) == before
     # the same model adopts its own shards (the manifest is rebuilt)
-    assert run_job(make_spec(model_a, data_path, method=method), copy, progress=False, log=lambda _: None)["computed"] == 0
+    assert (
+        run_job(make_spec(model_a, data_path, method=method), copy, progress=False, log=lambda _: None)["computed"] == 0
+    )
 
 
 def test_a_shard_copied_from_another_models_job_is_refused(two_jobs, tmp_path):
@@ -239,8 +280,13 @@ def test_a_shard_copied_from_another_models_job_is_refused(two_jobs, tmp_path):
     from overinterp.jobs.job import _read_manifest
 
     ident = _read_manifest(a)["identity"]
-    task = ShardTask(make_spec(model_a, data_path, method=method).to_dict(), 1, str(a), ident["model_fingerprint"],
-                     ident["shard_data_fingerprints"][1])
+    task = ShardTask(
+        make_spec(model_a, data_path, method=method).to_dict(),
+        1,
+        str(a),
+        ident["model_fingerprint"],
+        ident["shard_data_fingerprints"][1],
+    )
     with pytest.raises(ForeignShardError, match=expected):
         run_shard(task)
     assert _files(a) == before
@@ -272,13 +318,19 @@ def test_a_payload_swapped_under_a_valid_record_is_refused(two_jobs, tmp_path):
 def test_shards_of_another_method_or_positions_are_refused(inputs, tmp_path, change):
     """(c) a copied job without manifest, rerun with another method / other positions / features."""
     model_path, data_path = inputs
-    run_job(make_spec(model_path, data_path, method=overinterp.KStep(16)), tmp_path / "a", progress=False,
-            log=lambda _: None)
+    run_job(
+        make_spec(model_path, data_path, method=overinterp.KStep(16)),
+        tmp_path / "a",
+        progress=False,
+        log=lambda _: None,
+    )
     (tmp_path / "a" / "manifest.json").unlink()
     before = _files(tmp_path / "a")
-    other = {"method": dict(method=overinterp.KStep(8)),
-             "positions": dict(method=overinterp.KStep(16), n=12),
-             "patch": dict(method=overinterp.KStep(4), patch=2)}[change]
+    other = {
+        "method": dict(method=overinterp.KStep(8)),
+        "positions": dict(method=overinterp.KStep(16), n=12),
+        "patch": dict(method=overinterp.KStep(4), patch=2),
+    }[change]
     spec = make_spec(model_path, data_path, **other)
     if change == "positions":
         spec = spec.__class__(**{**spec.__dict__, "positions": tuple(reversed(range(12)))})
@@ -325,10 +377,18 @@ def test_stale_temporaries_of_the_jobs_own_naming_are_removed(inputs, tmp_path):
     out = tmp_path / "job"
     run_job(spec, out, progress=False, log=lambda _: None)
     shards = out / "shards"
-    stale = [shards / ".shard-00001.pt.ab3_x9yz.tmp", shards / ".shard-00002.json.q1w2e3r4.tmp",
-             out / ".manifest.json.zzzz0000.tmp"]
-    kept = [shards / ".other.pt.ab3_x9yz.tmp", shards / "notes.tmp", shards / ".shard-00001.pt.tmp",
-            out / ".results.csv.abcdefgh.tmp", shards / "README"]
+    stale = [
+        shards / ".shard-00001.pt.ab3_x9yz.tmp",
+        shards / ".shard-00002.json.q1w2e3r4.tmp",
+        out / ".manifest.json.zzzz0000.tmp",
+    ]
+    kept = [
+        shards / ".other.pt.ab3_x9yz.tmp",
+        shards / "notes.tmp",
+        shards / ".shard-00001.pt.tmp",
+        out / ".results.csv.abcdefgh.tmp",
+        shards / "README",
+    ]
     for p in stale + kept:
         p.write_bytes(b"left by a killed write")
     said = []

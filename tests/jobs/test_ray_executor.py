@@ -16,14 +16,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
 import ray  # in the test extra: these tests must run, not skip
+import torch
 
 from overinterp import Exact, KStep, create_model, save_checkpoint
 from overinterp.jobs import JobSpec, ModelSpec, get_executor, job_status, load_job, run_job, run_shard, shard_paths
-from overinterp.training.replicates import replicate_tasks, train_replicates
 from overinterp.jobs.shard import file_sha256
+from overinterp.training.replicates import replicate_tasks, train_replicates
 from overinterp.training.trainer import make_config
 
 NUM_IMAGES, SHARD_SIZE = 10, 2
@@ -36,8 +35,13 @@ def cluster():
 
     # the fault-injecting task functions below live in this test module, which workers cannot import
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             object_store_memory=80 * 1024 * 1024)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        object_store_memory=80 * 1024 * 1024,
+    )
     try:
         yield
     finally:
@@ -58,15 +62,25 @@ def files(tmp_path_factory) -> dict[str, str]:
     ckpt = save_checkpoint(root / "small.pt", model, "smallcnn")
     rng = np.random.default_rng(0)
     npz = root / "tiny.npz"
-    np.savez(npz, images=rng.integers(0, 256, (NUM_IMAGES, 8, 8, 3), dtype=np.uint8),
-             labels=rng.integers(0, 3, NUM_IMAGES), train_images=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8),
-             train_labels=rng.integers(0, 3, 48))
+    np.savez(
+        npz,
+        images=rng.integers(0, 256, (NUM_IMAGES, 8, 8, 3), dtype=np.uint8),
+        labels=rng.integers(0, 3, NUM_IMAGES),
+        train_images=rng.integers(0, 256, (48, 8, 8, 3), dtype=np.uint8),
+        train_labels=rng.integers(0, 3, 48),
+    )
     return {"ckpt": str(ckpt), "npz": str(npz)}
 
 
 def _spec(files: dict[str, str]) -> JobSpec:
-    return JobSpec(model=ModelSpec(checkpoint=files["ckpt"]), dataset=files["npz"], positions=tuple(range(NUM_IMAGES)),
-                   method=KStep(k=8).describe(), shard_size=SHARD_SIZE, threads=1)
+    return JobSpec(
+        model=ModelSpec(checkpoint=files["ckpt"]),
+        dataset=files["npz"],
+        positions=tuple(range(NUM_IMAGES)),
+        method=KStep(k=8).describe(),
+        shard_size=SHARD_SIZE,
+        threads=1,
+    )
 
 
 def _hashes(out: Path) -> dict[str, str]:
@@ -139,8 +153,9 @@ def test_ray_writes_the_local_executors_bytes(cluster, files, local_job, tmp_pat
     # a rerun computes nothing
     again = run_job(_spec(files), out, executor, progress=False, log=lambda _: None)
     assert again["computed"] == 0 and again["skipped"] == NUM_SHARDS
-    torch.testing.assert_close(load_job(out).trace.logodds, load_job(local_job).trace.logodds, rtol=0, atol=0,
-                               equal_nan=True)
+    torch.testing.assert_close(
+        load_job(out).trace.logodds, load_job(local_job).trace.logodds, rtol=0, atol=0, equal_nan=True
+    )
 
 
 def test_a_shard_written_twice_is_identical(cluster, files, local_job, tmp_path):
@@ -204,17 +219,27 @@ def _tasks(files, out: Path):
     spec = _spec(files)
     identity = _describe_identity(spec, *load_job_inputs(spec))
     (out / "shards").mkdir(parents=True)
-    return [ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"],
-                      identity["shard_data_fingerprints"][s]) for s in range(spec.num_shards)]
+    return [
+        ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"], identity["shard_data_fingerprints"][s])
+        for s in range(spec.num_shards)
+    ]
 
 
 def test_replicates_on_ray_train_the_same_weights_as_locally(cluster, files, tmp_path):
     base = make_config("fast", epochs=1, batch_size=16, preprocessing="none")
     kwargs = dict(train=f"{files['npz']}:train", test=files["npz"], threads=1)
-    local = train_replicates(replicate_tasks(base, ["smallcnn"], [0, 1], out_dir=tmp_path / "local", **kwargs),
-                             get_executor("local"), progress=False, log=lambda _: None)
-    remote = train_replicates(replicate_tasks(base, ["smallcnn"], [0, 1], out_dir=tmp_path / "ray", **kwargs),
-                              get_executor("ray", num_cpus=1), progress=False, log=lambda _: None)
+    local = train_replicates(
+        replicate_tasks(base, ["smallcnn"], [0, 1], out_dir=tmp_path / "local", **kwargs),
+        get_executor("local"),
+        progress=False,
+        log=lambda _: None,
+    )
+    remote = train_replicates(
+        replicate_tasks(base, ["smallcnn"], [0, 1], out_dir=tmp_path / "ray", **kwargs),
+        get_executor("ray", num_cpus=1),
+        progress=False,
+        log=lambda _: None,
+    )
     assert [Path(r["out_dir"]).name for r in remote] == ["smallcnn-seed0", "smallcnn-seed1"]
     assert [r["test_accuracy"] for r in remote] == [r["test_accuracy"] for r in local]
     for name in ("smallcnn-seed0", "smallcnn-seed1"):
@@ -238,15 +263,67 @@ def test_cli_backselect_dataset_and_train_on_ray(cluster, files, local_job, tmp_
     from overinterp.cli import main
 
     out = tmp_path / "job"
-    assert main(["backselect-dataset", "--model", files["ckpt"], "--dataset", files["npz"], "--method", "kstep",
-                 "--k", "8", "--shard-size", str(SHARD_SIZE), "--threads", "1", "--out", str(out),
-                 "--executor", "ray", "--cpus-per-task", "1", "--max-retries", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "backselect-dataset",
+                "--model",
+                files["ckpt"],
+                "--dataset",
+                files["npz"],
+                "--method",
+                "kstep",
+                "--k",
+                "8",
+                "--shard-size",
+                str(SHARD_SIZE),
+                "--threads",
+                "1",
+                "--out",
+                str(out),
+                "--executor",
+                "ray",
+                "--cpus-per-task",
+                "1",
+                "--max-retries",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     summary = [line for line in capsys.readouterr().out.splitlines() if line.startswith("{")][-1]
     assert json.loads(summary)["complete"] == NUM_SHARDS
     assert _hashes(out) == _hashes(local_job)
-    assert main(["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--batch-size", "16",
-                 "--preprocessing", "none", "--data", f"{files['npz']}:train", "--out", str(tmp_path / "runs"),
-                 "--replicates", "2", "--threads", "1", "--executor", "ray", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "smallcnn",
+                "--recipe",
+                "fast",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "16",
+                "--preprocessing",
+                "none",
+                "--data",
+                f"{files['npz']}:train",
+                "--out",
+                str(tmp_path / "runs"),
+                "--replicates",
+                "2",
+                "--threads",
+                "1",
+                "--executor",
+                "ray",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["smallcnn-seed0", "smallcnn-seed1"]
 
 
@@ -282,7 +359,7 @@ def _proc_stat(pid: int):
         raw = Path(f"/proc/{pid}/stat").read_bytes()
     except OSError:
         return None
-    rest = raw[raw.rindex(b")") + 2:].split()
+    rest = raw[raw.rindex(b")") + 2 :].split()
     return rest[0], int(rest[1]), rest[19]
 
 
@@ -305,8 +382,11 @@ def _ray_descendants(root: int) -> dict[int, bytes]:
 
 
 def _alive(procs: dict[int, bytes]) -> dict[int, bytes]:
-    return {pid: start for pid, start in procs.items()
-            if (st := _proc_stat(pid)) is not None and st[2] == start and st[0] != b"Z"}
+    return {
+        pid: start
+        for pid, start in procs.items()
+        if (st := _proc_stat(pid)) is not None and st[2] == start and st[0] != b"Z"
+    }
 
 
 @pytest.mark.slow
@@ -318,8 +398,9 @@ def test_a_sigkilled_driver_leaves_no_ray_processes(tmp_path):
     npz = tmp_path / "slow.npz"
     np.savez(npz, images=rng.integers(0, 256, (40, 16, 16, 3), dtype=np.uint8), labels=rng.integers(0, 3, 40))
     torch.manual_seed(0)
-    ckpt = save_checkpoint(tmp_path / "m.pt", create_model("smallcnn", num_classes=3, preprocessing="cifar10",
-                                                           width=4), "smallcnn")
+    ckpt = save_checkpoint(
+        tmp_path / "m.pt", create_model("smallcnn", num_classes=3, preprocessing="cifar10", width=4), "smallcnn"
+    )
     out = tmp_path / "job"
     script = textwrap.dedent(f"""
         from overinterp import Exact
@@ -331,8 +412,9 @@ def test_a_sigkilled_driver_leaves_no_ray_processes(tmp_path):
         run_job(spec, {str(out)!r}, executor, progress=False, log=lambda _: None)
     """)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"OMP_NUM_THREADS": "1"}
-    driver = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     seen: dict[int, bytes] = {}
     try:
         deadline = time.time() + 180

@@ -60,8 +60,9 @@ def test_numpy_uint8_nhwc_with_quantised_outputs(net):
             p = torch.softmax(net(t), 1)
         return np.round(p.numpy() * 256).clip(0, 255).astype(np.uint8)
 
-    bb = BlackBoxClassifier(fn, num_classes=4, input_format="numpy:nhwc:uint8", dequantize=(1 / 256, 0),
-                            input_size=(8, 8), baseline=0.5)
+    bb = BlackBoxClassifier(
+        fn, num_classes=4, input_format="numpy:nhwc:uint8", dequantize=(1 / 256, 0), input_size=(8, 8), baseline=0.5
+    )
     x = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     out = bb(x)
     assert seen["dtype"] == np.uint8 and seen["shape"] == (3, 8, 8, 3)
@@ -97,8 +98,9 @@ def test_bad_outputs_and_inputs_are_clear_errors(images):
     with pytest.raises(TypeError, match="callable"):
         BlackBoxClassifier("not a function", num_classes=4)
     with pytest.raises(ValueError, match="Classifier takes pixels"):
-        overinterp.backselect(BlackBoxClassifier(lambda b: np.full((b.shape[0], 4), 0.25), num_classes=4),
-                              x * 3, progress=False)
+        overinterp.backselect(
+            BlackBoxClassifier(lambda b: np.full((b.shape[0], 4), 0.25), num_classes=4), x * 3, progress=False
+        )
 
 
 def test_gradient_method_on_a_black_box_says_use_a_forward_only_method(net, images):
@@ -196,9 +198,26 @@ def test_blackbox_command_line_with_superpixels(tmp_path, capsys):
 
     from overinterp.cli import main
 
-    rc = main(["blackbox-sis", "--tflite", str(SHARED / "mobilenet_v1_0.25_128_quant.tflite"), "--labels",
-               str(SHARED / "imagenet_labels.txt"), "--image", str(SHARED / "photos" / "sunflower.bmp"),
-               "--superpixels", "24", "--k", "2", "--ratio", "0.8", "--out", str(tmp_path), "--no-progress"])
+    rc = main(
+        [
+            "blackbox-sis",
+            "--tflite",
+            str(SHARED / "mobilenet_v1_0.25_128_quant.tflite"),
+            "--labels",
+            str(SHARED / "imagenet_labels.txt"),
+            "--image",
+            str(SHARED / "photos" / "sunflower.bmp"),
+            "--superpixels",
+            "24",
+            "--k",
+            "2",
+            "--ratio",
+            "0.8",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     row = summary["images"][0]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from overinterp.models.classifier import PREPROCESSING_PRESETS, Classifier, Normalize
 from overinterp.models import create_model, list_models, load_checkpoint_file, save_checkpoint
+from overinterp.models.classifier import PREPROCESSING_PRESETS, Classifier, Normalize
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 PRETRAINED = DATA / "models" / "resnet20-cifar10.th"

@@ -65,10 +65,23 @@ def test_json_round_trip_relative_paths_and_errors(tmp_path):
     # a third-party member: plain state dict + its architecture and normalisation
     torch.manual_seed(9)
     third = create_model("smallcnn", num_classes=4, preprocessing="cifar10", width=4)
-    torch.save({"state_dict": {"module." + k: v for k, v in third.network.state_dict().items()}},
-               tmp_path / "ckpt" / "third.th")
-    spec = save_ensemble(tmp_path / "ens" / "e.json", [*paths, {"checkpoint": str(tmp_path / "ckpt" / "third.th"),
-                         "arch": "smallcnn", "preprocessing": "cifar10", "arch_kwargs": {"width": 4}}], name="e3")
+    torch.save(
+        {"state_dict": {"module." + k: v for k, v in third.network.state_dict().items()}},
+        tmp_path / "ckpt" / "third.th",
+    )
+    spec = save_ensemble(
+        tmp_path / "ens" / "e.json",
+        [
+            *paths,
+            {
+                "checkpoint": str(tmp_path / "ckpt" / "third.th"),
+                "arch": "smallcnn",
+                "preprocessing": "cifar10",
+                "arch_kwargs": {"width": 4},
+            },
+        ],
+        name="e3",
+    )
     stored = json.loads(spec.read_text())
     assert stored["members"][0] == "../ckpt/m0.pt" and stored["format"] == "overinterp-ensemble"
     ens = load_ensemble(spec)
@@ -93,15 +106,50 @@ def test_cli_ensemble_evaluate_and_table(tmp_path, capsys):
     (tmp_path / "ckpt").mkdir()
     paths = [str(save_checkpoint(tmp_path / "ckpt" / f"m{i}.pt", m, "smallcnn")) for i, m in enumerate(members(2))]
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "test.npz", test_images=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
-             test_labels=rng.integers(0, 4, 6))
+    np.savez(
+        tmp_path / "test.npz",
+        test_images=rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+        test_labels=rng.integers(0, 4, 6),
+    )
     assert main(["ensemble", "--out", str(tmp_path / "e.json"), *paths]) == 0
     assert "2 members" in capsys.readouterr().out
     results = tmp_path / "results.csv"
-    assert main(["evaluate", "--model", str(tmp_path / "e.json"), "--dataset", str(tmp_path / "test.npz"),
-                 "--results", str(results), "--no-progress", "--device", "cpu"]) == 0
-    assert main(["evaluate", "--model", paths[0], "--dataset", str(tmp_path / "test.npz"), "--seed", "4",
-                 "--results", str(results), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tmp_path / "e.json"),
+                "--dataset",
+                str(tmp_path / "test.npz"),
+                "--results",
+                str(results),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                paths[0],
+                "--dataset",
+                str(tmp_path / "test.npz"),
+                "--seed",
+                "4",
+                "--results",
+                str(results),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     rows = read_results(results)
     assert {r["arch"] for r in rows} == {"ensemble", "smallcnn"} and {r["metric"] for r in rows} == {"accuracy", "loss"}
     assert all(r["dataset"] == "file:test.npz" and r["n"] == 6 for r in rows)

@@ -100,7 +100,7 @@ def test_robustbench_missing_and_failing_and_working(monkeypatch):
     assert torch.allclose(model.baseline, torch.tensor(CIFAR10_MEAN_PIXEL))
 
 
-MODULE = '''
+MODULE = """
 import torch
 from torch import nn
 
@@ -112,7 +112,7 @@ class Net(nn.Module):
 
     def forward(self, x):
         return self.head(self.body(x))
-'''
+"""
 
 
 def test_user_architecture_by_import_path(tmp_path, monkeypatch):

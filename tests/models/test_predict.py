@@ -119,7 +119,9 @@ def test_progress_bar_on_and_off(capsys: pytest.CaptureFixture[str], monkeypatch
     predict_logits(model, x, batch_size=3, progress=True, desc="scoring")
     predict_logits(model, x, batch_size=3)
     assert [(b["kwargs"]["total"], b["kwargs"]["disable"], b["kwargs"]["desc"]) for b in bars] == [
-        (7, False, "scoring"), (7, True, "predicting")]
+        (7, False, "scoring"),
+        (7, True, "predicting"),
+    ]
     assert bars[0]["updates"] == [3, 3, 1]
 
 

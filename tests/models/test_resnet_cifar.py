@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from overinterp.models import create_model, list_models
-from overinterp.models.registry import build_network
 from overinterp.models.archs.resnet_cifar import BasicBlock, CifarResNet, PadShortcut
+from overinterp.models.registry import build_network
 
 EXPECTED_PARAMS = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586, "resnet56": 853_018}
 BLOCKS = {"resnet20": 3, "resnet32": 5, "resnet44": 7, "resnet56": 9}

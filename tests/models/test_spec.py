@@ -18,9 +18,17 @@ def test_forms(tmp_path):
     assert parse_model_spec("resnet20", checkpoint="w.th", num_classes=10) == ModelSpec("resnet20", "w.th", None, 10)
     spec = parse_model_spec("lab=import:pkg.mod:Net@c.pt?depth=28&baseline=cifar10")
     assert (spec.kind, spec.name, spec.checkpoint, spec.options, spec.baseline, spec.label) == (
-        "import", "import:pkg.mod:Net", "c.pt", {"depth": 28}, "cifar10", "lab")
+        "import",
+        "import:pkg.mod:Net",
+        "c.pt",
+        {"depth": 28},
+        "cifar10",
+        "lab",
+    )
     rb = parse_model_spec("robustbench:Carmon2019Unlabeled?threat_model=Linf")
-    assert rb.kind == "robustbench" and rb.options == {"threat_model": "Linf"} and rb.display_name == "Carmon2019Unlabeled"
+    assert (
+        rb.kind == "robustbench" and rb.options == {"threat_model": "Linf"} and rb.display_name == "Carmon2019Unlabeled"
+    )
     assert parse_model_spec("ens.json").kind == "ensemble"
     assert parse_model_spec(None, checkpoint=ckpt).kind == "checkpoint"
 

@@ -22,8 +22,14 @@ def test_layout_and_forward_of_a_small_instance():
         out = model(x)
     assert out.shape == (3, 10) and torch.isfinite(out).all()
     keys = set(model.network.state_dict())
-    assert {"conv1.weight", "block1.layer.0.bn1.weight", "block1.layer.0.convShortcut.weight",
-            "block2.layer.0.conv2.weight", "bn1.running_mean", "fc.weight"} <= keys
+    assert {
+        "conv1.weight",
+        "block1.layer.0.bn1.weight",
+        "block1.layer.0.convShortcut.weight",
+        "block2.layer.0.conv2.weight",
+        "bn1.running_mean",
+        "fc.weight",
+    } <= keys
     # depth 10: one block per group; the first group's block widens 16 → 32 channels
     assert model.network.block1.layer[0].conv1.weight.shape == (32, 16, 3, 3)
     assert model.network.block2.layer[0].conv1.stride == (2, 2)

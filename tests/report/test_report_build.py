@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
@@ -37,14 +37,28 @@ def _quadrant_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     colour = 0.6 + 0.4 * torch.rand(n, 3, 1, 1, generator=g)
     for i, y in enumerate(labels.tolist()):
         r, c = divmod(y, 2)
-        x[i, :, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4] = 0.5 * x[i, :, 4 * r: 4 * r + 4, 4 * c: 4 * c + 4] + 0.5 * colour[i]
+        x[i, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] = (
+            0.5 * x[i, :, 4 * r : 4 * r + 4, 4 * c : 4 * c + 4] + 0.5 * colour[i]
+        )
     return (x * 255).round().to(torch.uint8), labels
 
 
 def _member(seed: int, images: torch.Tensor, labels: torch.Tensor) -> Classifier:
-    config = TrainConfig(arch="smallcnn", arch_kwargs={"width": 4}, preprocessing={"mean": [0.5] * 3, "std": [0.2] * 3},
-                         epochs=6, batch_size=64, lr=0.05, decay_norm_and_bias=False, schedule="cosine",
-                         milestones=(), warmup_epochs=1.0, augment=False, seed=seed, recipe="test")
+    config = TrainConfig(
+        arch="smallcnn",
+        arch_kwargs={"width": 4},
+        preprocessing={"mean": [0.5] * 3, "std": [0.2] * 3},
+        epochs=6,
+        batch_size=64,
+        lr=0.05,
+        decay_norm_and_bias=False,
+        schedule="cosine",
+        milestones=(),
+        warmup_epochs=1.0,
+        augment=False,
+        seed=seed,
+        recipe="test",
+    )
     data = LabeledImages(images, labels, CLASSES, name="quadrants", source="test")
     model = train_classifier(config, data, device="cpu", progress=False).model
     assert model.name == "smallcnn" and model.class_names == CLASSES and not model.training
@@ -65,26 +79,100 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ckpts.append(save_checkpoint(root / f"m{seed}" / "model.pt", models[-1], "smallcnn", arch_kwargs={"width": 4}))
     ens = save_ensemble(root / "ens.json", ckpts, name="ens2")
     positions = tuple(range(12))
-    specs = {"m0": ModelSpec(checkpoint=str(ckpts[0])), "m1": ModelSpec(checkpoint=str(ckpts[1])),
-             "ens": ModelSpec(name=str(ens))}
+    specs = {
+        "m0": ModelSpec(checkpoint=str(ckpts[0])),
+        "m1": ModelSpec(checkpoint=str(ckpts[1])),
+        "ens": ModelSpec(name=str(ens)),
+    }
     for name, ms in specs.items():
-        run_job(JobSpec(ms, dataset=str(root / "test.npz"), positions=positions, method=Exact().describe(),
-                        shard_size=6, batch_size=512), root / "jobs" / name, progress=False, log=lambda m: None)
+        run_job(
+            JobSpec(
+                ms,
+                dataset=str(root / "test.npz"),
+                positions=positions,
+                method=Exact().describe(),
+                shard_size=6,
+                batch_size=512,
+            ),
+            root / "jobs" / name,
+            progress=False,
+            log=lambda m: None,
+        )
     fp0 = model_fingerprint(models[0])
     rows = [
-        dict(experiment="table1", model="smallcnn", arch="smallcnn", fingerprint=fp0, dataset="cifar10:test",
-             seed=0, metric="accuracy", value=0.9, n=12),
-        dict(experiment="table1", model="smallcnn", arch="smallcnn", fingerprint=fp0, train_on="bs5",
-             evaluate_on="bs5", dataset="cifar10:test", seed=0, metric="accuracy", value=0.7, n=12),
-        dict(experiment="pixel-subsets", model="smallcnn", arch="smallcnn", fingerprint=fp0, evaluate_on="bs5",
-             dataset=str(root / "test.npz"), metric="accuracy", value=0.8125, n=12),
-        dict(experiment="pixel-subsets", model="smallcnn", arch="smallcnn", fingerprint=fp0, evaluate_on="bs5",
-             dataset=str(root / "test.npz"), metric="confidence_drop_mean", value=0.0625, n=12),
-        dict(experiment="pixel-subsets", model="smallcnn", arch="smallcnn", fingerprint=fp0, evaluate_on="bs5",
-             dataset=str(root / "test.npz"), metric="subset_confidence", value=0.4321, n=12),
-    ] + [dict(experiment="human-study", model="human", arch="human", fingerprint="study1", train_on="n/a",
-              evaluate_on=f"bs{k}", dataset="cifar10:test", seed=p, metric="accuracy", value=v, n=10)
-         for p, (k, v) in enumerate([(5, 0.2), (5, 0.3), (30, 0.6), (30, 0.7)])]
+        dict(
+            experiment="table1",
+            model="smallcnn",
+            arch="smallcnn",
+            fingerprint=fp0,
+            dataset="cifar10:test",
+            seed=0,
+            metric="accuracy",
+            value=0.9,
+            n=12,
+        ),
+        dict(
+            experiment="table1",
+            model="smallcnn",
+            arch="smallcnn",
+            fingerprint=fp0,
+            train_on="bs5",
+            evaluate_on="bs5",
+            dataset="cifar10:test",
+            seed=0,
+            metric="accuracy",
+            value=0.7,
+            n=12,
+        ),
+        dict(
+            experiment="pixel-subsets",
+            model="smallcnn",
+            arch="smallcnn",
+            fingerprint=fp0,
+            evaluate_on="bs5",
+            dataset=str(root / "test.npz"),
+            metric="accuracy",
+            value=0.8125,
+            n=12,
+        ),
+        dict(
+            experiment="pixel-subsets",
+            model="smallcnn",
+            arch="smallcnn",
+            fingerprint=fp0,
+            evaluate_on="bs5",
+            dataset=str(root / "test.npz"),
+            metric="confidence_drop_mean",
+            value=0.0625,
+            n=12,
+        ),
+        dict(
+            experiment="pixel-subsets",
+            model="smallcnn",
+            arch="smallcnn",
+            fingerprint=fp0,
+            evaluate_on="bs5",
+            dataset=str(root / "test.npz"),
+            metric="subset_confidence",
+            value=0.4321,
+            n=12,
+        ),
+    ] + [
+        dict(
+            experiment="human-study",
+            model="human",
+            arch="human",
+            fingerprint="study1",
+            train_on="n/a",
+            evaluate_on=f"bs{k}",
+            dataset="cifar10:test",
+            seed=p,
+            metric="accuracy",
+            value=v,
+            n=10,
+        )
+        for p, (k, v) in enumerate([(5, 0.2), (5, 0.3), (30, 0.6), (30, 0.7)])
+    ]
     append_results(root / "results.csv", rows)
     out = root / "report"
     report = build_report(root, out, ReportOptions(mask_style="checkerboard", **OPTIONS), log=lambda m: None)
@@ -100,8 +188,15 @@ def test_writes_every_file(run: dict[str, Any]) -> None:
     assert report.html_path == out / "report.html" and report.markdown_path == out / "summary.md"
     figures = [f for s in report.sections for f in s.figures]
     keys = {f.key.rsplit("-", 1)[0] if f.key[-1].isdigit() else f.key for f in figures}
-    assert {"fig6-sis-size", "fig5-correct-vs-incorrect", "figS3-group-confidence", "fig2-subset-locations",
-            "fig4-sis-locations", "fig1-sis-examples", "figS2-ensemble"} <= keys
+    assert {
+        "fig6-sis-size",
+        "fig5-correct-vs-incorrect",
+        "figS3-group-confidence",
+        "fig2-subset-locations",
+        "fig4-sis-locations",
+        "fig1-sis-examples",
+        "figS2-ensemble",
+    } <= keys
     for f in figures:
         assert f.png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f.svg is not None and b"<svg" in f.svg.read_bytes()[:2000]
@@ -167,12 +262,25 @@ def test_command_line_without_model(run: dict[str, Any], tmp_path: Path) -> None
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        rc = main(["report", str(run["root"]), "--out", str(tmp_path / "r"), "--no-model", "--threshold", "0.6",
-                   "--thresholds", "0.5,0.6", "--mask-style", "grey"])
+        rc = main(
+            [
+                "report",
+                str(run["root"]),
+                "--out",
+                str(tmp_path / "r"),
+                "--no-model",
+                "--threshold",
+                "0.6",
+                "--thresholds",
+                "0.5,0.6",
+                "--mask-style",
+                "grey",
+            ]
+        )
     assert rc == 0
     assert f"report: {tmp_path / 'r' / 'report.html'}" in buf.getvalue()
     html = (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
-    assert "<td class=\"num\">0.432</td><td>results</td>" in html  # read from the results row instead
+    assert '<td class="num">0.432</td><td>results</td>' in html  # read from the results row instead
     assert "no confidence on the subsets" in html and "overinterp subsets evaluate --job" in html
 
 
@@ -209,7 +317,9 @@ def test_html_renders_in_headless_chromium(run: dict[str, Any], tmp_path: Path) 
             page.on("requestfailed", lambda r: errors.append(f"request failed: {r.url}"))
             page.goto((run["out"] / "report.html").as_uri())
             page.wait_for_load_state("load")
-            sizes = page.eval_on_selector_all("img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])")
+            sizes = page.eval_on_selector_all(
+                "img", "els => els.map(e => [e.complete, e.naturalWidth, e.naturalHeight])"
+            )
             page.screenshot(path=str(shot), full_page=True)
             headings = page.eval_on_selector_all("h2", "els => els.map(e => e.textContent)")
         finally:

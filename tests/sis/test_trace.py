@@ -135,9 +135,23 @@ def test_save_load_roundtrip(tmp_path, trace):
     path = trace.save(tmp_path / "sub" / "trace.pt")
     assert path.exists() and not list(path.parent.glob(".*.tmp"))
     back = BackselectTrace.load(path)
-    for name in ("order_padded", "logodds_padded", "evaluated", "num_features", "target", "full_logodds", "baseline", "labels"):
-        assert torch.equal(getattr(back, name), getattr(trace, name), ) if name != "logodds_padded" else torch.equal(
-            back.logodds_padded.nan_to_num(-9), trace.logodds_padded.nan_to_num(-9)
+    for name in (
+        "order_padded",
+        "logodds_padded",
+        "evaluated",
+        "num_features",
+        "target",
+        "full_logodds",
+        "baseline",
+        "labels",
+    ):
+        assert (
+            torch.equal(
+                getattr(back, name),
+                getattr(trace, name),
+            )
+            if name != "logodds_padded"
+            else torch.equal(back.logodds_padded.nan_to_num(-9), trace.logodds_padded.nan_to_num(-9))
         )
     assert back.method == trace.method and back.image_shape == trace.image_shape
     assert back.meta["overinterp"] == overinterp.__version__

@@ -20,9 +20,13 @@ from overinterp.training.trainer import make_config
 def npz(tmp_path) -> Path:
     rng = np.random.default_rng(1)
     path = tmp_path / "tiny.npz"
-    np.savez(path, train_images=rng.integers(0, 256, (40, 3, 8, 8), dtype=np.uint8),
-             train_labels=rng.integers(0, 3, 40), test_images=rng.integers(0, 256, (12, 3, 8, 8), dtype=np.uint8),
-             test_labels=rng.integers(0, 3, 12))
+    np.savez(
+        path,
+        train_images=rng.integers(0, 256, (40, 3, 8, 8), dtype=np.uint8),
+        train_labels=rng.integers(0, 3, 40),
+        test_images=rng.integers(0, 256, (12, 3, 8, 8), dtype=np.uint8),
+        test_labels=rng.integers(0, 3, 12),
+    )
     return path
 
 
@@ -33,8 +37,12 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 def test_replicate_tasks_name_folders_and_reject_repeats(tmp_path):
     base = make_config("fast")
     tasks = replicate_tasks(base, ["resnet20", "vgg16_bn"], range(3, 5), train="cifar10:train", out_dir=tmp_path)
-    assert [Path(t.out_dir).name for t in tasks] == ["resnet20-seed3", "resnet20-seed4", "vgg16_bn-seed3",
-                                                     "vgg16_bn-seed4"]
+    assert [Path(t.out_dir).name for t in tasks] == [
+        "resnet20-seed3",
+        "resnet20-seed4",
+        "vgg16_bn-seed3",
+        "vgg16_bn-seed4",
+    ]
     assert all(Path(t.out_dir).is_absolute() for t in tasks)
     assert [(t.config["arch"], t.config["seed"], t.config["recipe"]) for t in tasks][1] == ("resnet20", 4, "fast")
     json.dumps([t.__dict__ for t in tasks])  # plain data
@@ -55,8 +63,9 @@ def test_portable_dataset_spec(tmp_path, monkeypatch):
 
 def test_local_replicates_train_resume_and_differ_by_seed(npz, tmp_path):
     base = make_config("fast", arch="smallcnn", epochs=2, batch_size=16, preprocessing="none")
-    tasks = replicate_tasks(base, ["smallcnn"], [0, 1], train=f"{npz}:train", test=f"{npz}:test",
-                            out_dir=tmp_path / "runs", threads=1)
+    tasks = replicate_tasks(
+        base, ["smallcnn"], [0, 1], train=f"{npz}:train", test=f"{npz}:test", out_dir=tmp_path / "runs", threads=1
+    )
     out = train_replicates(tasks, get_executor("local"), progress=False, log=lambda _: None)
     assert [r["seed"] for r in out] == [0, 1] and all(r["resumed_from"] == 0 for r in out)
     assert all(r["test_n"] == 12 and 0 <= r["test_accuracy"] <= 1 for r in out)
@@ -82,21 +91,49 @@ def test_a_replicate_killed_after_an_epoch_resumes_to_the_same_weights(npz, tmp_
 
     torch.set_num_threads(1)
     with pytest.raises(KeyboardInterrupt):
-        train_classifier(base, open_dataset(f"{npz}:train"), None, tmp_path / "cut", callback=die_after_epoch_1,
-                         progress=False)
+        train_classifier(
+            base, open_dataset(f"{npz}:train"), None, tmp_path / "cut", callback=die_after_epoch_1, progress=False
+        )
     assert not (tmp_path / "cut" / "model.pt").exists()
-    (done,) = train_replicates([TrainTask(**{**whole.__dict__, "out_dir": str(tmp_path / "cut")})], progress=False,
-                               log=lambda _: None)
+    (done,) = train_replicates(
+        [TrainTask(**{**whole.__dict__, "out_dir": str(tmp_path / "cut")})], progress=False, log=lambda _: None
+    )
     assert done["resumed_from"] == 1
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_train_replicates(npz, tmp_path, capsys):
-    rc = main(["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--batch-size", "16",
-               "--preprocessing", "none", "--data", f"{npz}:train", "--test-data", f"{npz}:test",
-               "--out", str(tmp_path / "runs"), "--seed", "7", "--replicates", "2", "--threads", "1",
-               "--results", str(tmp_path / "results.csv"), "--no-progress"])
+    rc = main(
+        [
+            "train",
+            "--arch",
+            "smallcnn",
+            "--recipe",
+            "fast",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--preprocessing",
+            "none",
+            "--data",
+            f"{npz}:train",
+            "--test-data",
+            f"{npz}:test",
+            "--out",
+            str(tmp_path / "runs"),
+            "--seed",
+            "7",
+            "--replicates",
+            "2",
+            "--threads",
+            "1",
+            "--results",
+            str(tmp_path / "results.csv"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["smallcnn-seed7", "smallcnn-seed8"]
     assert all((tmp_path / "runs" / n / "model.pt").is_file() for n in ("smallcnn-seed7", "smallcnn-seed8"))
@@ -115,8 +152,23 @@ def test_cli_train_without_replicates_is_unchanged(npz, tmp_path, monkeypatch):
         raise AssertionError("a plain `overinterp train` must not go through the replicate path")
 
     monkeypatch.setattr(cli_experiments, "_cmd_train_replicates", no_replicates)
-    args = ["--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--batch-size", "16", "--preprocessing",
-            "none", "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress"]
+    args = [
+        "--arch",
+        "smallcnn",
+        "--recipe",
+        "fast",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--preprocessing",
+        "none",
+        "--out",
+        str(tmp_path / "run"),
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     # the plain path reads registered datasets only; a folder dataset of PNGs stands in
     from PIL import Image
 
@@ -124,7 +176,9 @@ def test_cli_train_without_replicates_is_unchanged(npz, tmp_path, monkeypatch):
     for c in ("a", "b"):
         (tmp_path / "imgs" / "train" / c).mkdir(parents=True)
         for i in range(8):
-            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "imgs" / "train" / c / f"{i}.png")
+            Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(
+                tmp_path / "imgs" / "train" / c / f"{i}.png"
+            )
     assert main(["train", *args, "--data", f"folder:train@{tmp_path / 'imgs'}"]) == 0
     assert (tmp_path / "run" / "model.pt").is_file() and not (tmp_path / "run" / "smallcnn-seed0").exists()
 

@@ -46,7 +46,13 @@ def test_paper_recipe_is_the_default():
     paper = RECIPES["paper"]
     assert TrainConfig() == paper
     assert (paper.epochs, paper.batch_size, paper.lr, paper.momentum, paper.nesterov, paper.weight_decay) == (
-        200, 128, 0.1, 0.9, True, 5e-4)
+        200,
+        128,
+        0.1,
+        0.9,
+        True,
+        5e-4,
+    )
     assert paper.milestones == (60, 120, 160) and paper.gamma == 0.2 and paper.schedule == "multistep"
     assert paper.augment and paper.crop_padding == 4 and paper.flip and paper.decay_norm_and_bias
     assert make_config("fast", epochs=3).epochs == 3 and make_config("fast").schedule == "onecycle"
@@ -73,7 +79,7 @@ def test_random_crop_flip_windows_and_generator():
     out = random_crop_flip(x, torch.Generator().manual_seed(0), padding=2, flip=True)
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
-        windows = [padded[i, :, r:r + 5, c:c + 5] for r in range(5) for c in range(5)]
+        windows = [padded[i, :, r : r + 5, c : c + 5] for r in range(5) for c in range(5)]
         windows += [w.flip(2) for w in windows]
         assert any(torch.equal(out[i], w) for w in windows)
     again = random_crop_flip(x, torch.Generator().manual_seed(0), padding=2, flip=True)
@@ -126,8 +132,12 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     torch.save({"x": x, "y": y}, tmp_path / "data.pt")
     (tmp_path / "child.py").write_text(CHILD)
     run = tmp_path / "killed"
-    proc = subprocess.run([sys.executable, str(tmp_path / "child.py"), str(tmp_path / "data.pt"),
-                           json.dumps(config.to_dict()), str(run)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(tmp_path / "child.py"), str(tmp_path / "data.pt"), json.dumps(config.to_dict()), str(run)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert load_checkpoint_file(run / "checkpoint.pt")["extra"]["training"]["epoch"] == 2
     assert not (run / "model.pt").exists()
@@ -172,9 +182,30 @@ def write_folder(root, n=4, size=8):
 def test_cli_train_folder_dataset(tmp_path, capsys):
     write_folder(tmp_path / "ds")
     results = tmp_path / "results.csv"
-    code = main(["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "2", "--batch-size", "8",
-                 "--data", f"folder:train@{tmp_path / 'ds'}", "--test-data", f"folder:test@{tmp_path / 'ds'}",
-                 "--out", str(tmp_path / "run"), "--seed", "3", "--no-progress", "--results", str(results)])
+    code = main(
+        [
+            "train",
+            "--arch",
+            "smallcnn",
+            "--recipe",
+            "fast",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--data",
+            f"folder:train@{tmp_path / 'ds'}",
+            "--test-data",
+            f"folder:test@{tmp_path / 'ds'}",
+            "--out",
+            str(tmp_path / "run"),
+            "--seed",
+            "3",
+            "--no-progress",
+            "--results",
+            str(results),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "trained smallcnn for 2 epochs" in out and "test accuracy" in out
@@ -183,10 +214,50 @@ def test_cli_train_folder_dataset(tmp_path, capsys):
     rows = read_results(results)
     assert rows[0]["seed"] == 3 and rows[0]["dataset"] == "folder:test" and rows[0]["n"] == 12
     # the same command again: the run is complete, nothing is retrained; other settings are refused
-    assert main(["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "2", "--batch-size", "8",
-                 "--data", f"folder:train@{tmp_path / 'ds'}", "--out", str(tmp_path / "run"), "--seed", "3",
-                 "--no-progress"]) == 0
-    assert main(["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "2", "--batch-size", "8",
-                 "--data", f"folder:train@{tmp_path / 'ds'}", "--out", str(tmp_path / "run"), "--seed", "4",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "smallcnn",
+                "--recipe",
+                "fast",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--data",
+                f"folder:train@{tmp_path / 'ds'}",
+                "--out",
+                str(tmp_path / "run"),
+                "--seed",
+                "3",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "smallcnn",
+                "--recipe",
+                "fast",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--data",
+                f"folder:train@{tmp_path / 'ds'}",
+                "--out",
+                str(tmp_path / "run"),
+                "--seed",
+                "4",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "seed: 3 → 4" in capsys.readouterr().err

@@ -10,7 +10,12 @@ images and masked images right), :mod:`.style` (greyscale-safe series styles),
 :mod:`.panels` (Figures 3, S6).
 """
 
-from overinterp.analysis.correctness import CorrectnessComparison, compare_correct_incorrect, plot_group_confidence, plot_percent_increase
+from overinterp.analysis.correctness import (
+    CorrectnessComparison,
+    compare_correct_incorrect,
+    plot_group_confidence,
+    plot_percent_increase,
+)
 from overinterp.analysis.display import MASK_STYLES, masked_images, sis_overlay, to_display
 from overinterp.analysis.examples import pick_examples, plot_ensemble_sis, plot_sis_examples
 from overinterp.analysis.heatmaps import location_frequency, plot_heatmap, plot_heatmap_grid, save_figure, save_heatmap

@@ -16,10 +16,10 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from overinterp.sis.trace import BackselectTrace
 from overinterp.analysis.sis_size import DEFAULT_THRESHOLDS, full_confidence, sis_fraction_matrix
 from overinterp.analysis.stats import CI_METHOD_DIFF, welch_diff_ci
 from overinterp.analysis.style import pyplot, series_style
+from overinterp.sis.trace import BackselectTrace
 
 __all__ = ["CorrectnessComparison", "compare_correct_incorrect", "plot_percent_increase", "plot_group_confidence"]
 
@@ -49,8 +49,20 @@ class CorrectnessComparison:
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per threshold (for CSV tables)."""
-        keys = ("n_correct", "n_incorrect", "mean_correct", "mean_incorrect", "diff", "diff_low", "diff_high",
-                "pct_increase", "pct_low", "pct_high", "conf_correct", "conf_incorrect")
+        keys = (
+            "n_correct",
+            "n_incorrect",
+            "mean_correct",
+            "mean_incorrect",
+            "diff",
+            "diff_low",
+            "diff_high",
+            "pct_increase",
+            "pct_low",
+            "pct_high",
+            "conf_correct",
+            "conf_incorrect",
+        )
         out = []
         for k, t in enumerate(self.thresholds):
             row: dict[str, Any] = {"series": self.label, "threshold": t}
@@ -82,9 +94,23 @@ def compare_correct_incorrect(
     f = sis_fraction_matrix(trace, ts) if fractions is None else fractions
     correct = trace.target.cpu() == y.cpu().long()
     conf = full_confidence(trace)
-    cols: dict[str, list[float]] = {k: [] for k in (
-        "n_correct", "n_incorrect", "mean_correct", "mean_incorrect", "diff", "diff_low", "diff_high",
-        "pct_increase", "pct_low", "pct_high", "conf_correct", "conf_incorrect")}
+    cols: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "n_correct",
+            "n_incorrect",
+            "mean_correct",
+            "mean_incorrect",
+            "diff",
+            "diff_low",
+            "diff_high",
+            "pct_increase",
+            "pct_low",
+            "pct_high",
+            "conf_correct",
+            "conf_incorrect",
+        )
+    }
     nan = float("nan")
     for k, t in enumerate(ts):
         counted = conf >= t
@@ -108,8 +134,9 @@ def compare_correct_incorrect(
     return CorrectnessComparison(label=label, thresholds=ts, level=level, **tensors)
 
 
-def plot_percent_increase(comparisons: Sequence[CorrectnessComparison], ax: Any = None,
-                          title: str | None = None, show_n: bool = True) -> Any:
+def plot_percent_increase(
+    comparisons: Sequence[CorrectnessComparison], ax: Any = None, title: str | None = None, show_n: bool = True
+) -> Any:
     """Figure 5: percentage increase of mean SIS size, correct vs incorrect, against τ,
     with error bars (the interval), one series per comparison; ``n`` per group annotated."""
     plt = pyplot()
@@ -125,31 +152,56 @@ def plot_percent_increase(comparisons: Sequence[CorrectnessComparison], ax: Any 
         has_ci = ok & ~torch.isnan(c.pct_low)
         ax.plot(x[ok].tolist(), y[ok].tolist(), label=c.label, **st)
         if bool(has_ci.any()):
-            ax.errorbar(x[has_ci].tolist(), y[has_ci].tolist(),
-                        yerr=[(y - c.pct_low)[has_ci].tolist(), (c.pct_high - y)[has_ci].tolist()],
-                        capsize=3, elinewidth=1.0, linestyle="none", marker="none", color=st["color"])
+            ax.errorbar(
+                x[has_ci].tolist(),
+                y[has_ci].tolist(),
+                yerr=[(y - c.pct_low)[has_ci].tolist(), (c.pct_high - y)[has_ci].tolist()],
+                capsize=3,
+                elinewidth=1.0,
+                linestyle="none",
+                marker="none",
+                color=st["color"],
+            )
         no_ci = ok & ~has_ci
         if bool(no_ci.any()):  # a group with fewer than two images: no interval, hollow marker
-            ax.plot(x[no_ci].tolist(), y[no_ci].tolist(), linestyle="none", marker=st["marker"], color=st["color"],
-                    markerfacecolor="white", markersize=st["markersize"])
+            ax.plot(
+                x[no_ci].tolist(),
+                y[no_ci].tolist(),
+                linestyle="none",
+                marker=st["marker"],
+                color=st["color"],
+                markerfacecolor="white",
+                markersize=st["markersize"],
+            )
         if show_n:
             for k in ok.nonzero().flatten().tolist():
-                ax.annotate(f"{int(c.n_correct[k])}/{int(c.n_incorrect[k])}", (float(x[k]), float(y[k])),
-                            textcoords="offset points", xytext=(4, 6 + 9 * i), fontsize=6, color=st["color"])
+                ax.annotate(
+                    f"{int(c.n_correct[k])}/{int(c.n_incorrect[k])}",
+                    (float(x[k]), float(y[k])),
+                    textcoords="offset points",
+                    xytext=(4, 6 + 9 * i),
+                    fontsize=6,
+                    color=st["color"],
+                )
     ax.axhline(0.0, color="0.4", linewidth=0.8, linestyle=":")
     ax.set_xlabel("confidence threshold τ")
     ax.set_ylabel("% increase in mean SIS size\n(correct vs incorrect)")
     level = int(round(100 * comparisons[0].level)) if comparisons else 95
-    ax.set_title(title or f"Correct vs incorrect: {level}% CI = Welch's t on the difference in means\n"
-                          "labels: n correct / n incorrect with f(x) ≥ τ; hollow: no CI (n < 2)", fontsize=9)
+    ax.set_title(
+        title
+        or f"Correct vs incorrect: {level}% CI = Welch's t on the difference in means\n"
+        "labels: n correct / n incorrect with f(x) ≥ τ; hollow: no CI (n < 2)",
+        fontsize=9,
+    )
     ax.grid(True, alpha=0.3)
     if any(bool((~torch.isnan(c.pct_increase)).any()) for c in comparisons):
         ax.legend(fontsize=8, loc="best")
     return ax
 
 
-def plot_group_confidence(comparisons: Sequence[CorrectnessComparison], ax: Any = None,
-                          title: str | None = None) -> Any:
+def plot_group_confidence(
+    comparisons: Sequence[CorrectnessComparison], ax: Any = None, title: str | None = None
+) -> Any:
     """Figure S3: mean full-image confidence of correctly (solid) and incorrectly (dashed)
     classified images among those with ``f(x) ≥ τ``, against τ."""
     plt = pyplot()

@@ -52,8 +52,13 @@ def _fill(style: str, shape: tuple[int, ...], baseline: Tensor | None) -> Tensor
     raise ValueError(f"unknown mask style {style!r}; choose one of {', '.join(MASK_STYLES)}")
 
 
-def masked_images(images: Tensor, keep: Tensor, style: str = "grey", baseline: Tensor | None = None,
-                  normalization: tuple[Sequence[float], Sequence[float]] | None = None) -> Tensor:
+def masked_images(
+    images: Tensor,
+    keep: Tensor,
+    style: str = "grey",
+    baseline: Tensor | None = None,
+    normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> Tensor:
     """Keep only ``keep`` pixels; the rest drawn in ``style``.
 
     Args:

@@ -15,8 +15,7 @@ __all__ = ["pick_examples", "plot_sis_examples", "plot_ensemble_sis"]
 Normalization = tuple[Sequence[float], Sequence[float]]
 
 
-def pick_examples(eligible: Tensor, labels: Tensor, per_class: int = 1,
-                  num_classes: int | None = None) -> list[int]:
+def pick_examples(eligible: Tensor, labels: Tensor, per_class: int = 1, num_classes: int | None = None) -> list[int]:
     """Indices of up to ``per_class`` eligible images per class, classes in order, the
     first eligible images of each class first (deterministic).
 
@@ -79,8 +78,9 @@ def plot_sis_examples(
     cols = min(m, max_columns)
     blocks = -(-m // cols)
     plt = pyplot()
-    fig, axes = plt.subplots(2 * blocks, cols, figsize=(cols * panel_size + 0.6, 2 * blocks * panel_size + 0.5),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        2 * blocks, cols, figsize=(cols * panel_size + 0.6, 2 * blocks * panel_size + 0.5), squeeze=False
+    )
     for k in range(blocks * cols):
         r, c = 2 * (k // cols), k % cols
         top, bottom = axes[r][c], axes[r + 1][c]

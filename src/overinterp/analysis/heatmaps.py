@@ -13,7 +13,7 @@ from torch import Tensor
 
 from overinterp._atomic import atomic_write_bytes
 
-__all__ = ["location_frequency", "plot_heatmap", "plot_heatmap_grid", "save_figure", "save_heatmap"]
+__all__ = ["pyplot", "location_frequency", "plot_heatmap", "plot_heatmap_grid", "save_figure", "save_heatmap"]
 
 
 def location_frequency(masks: Tensor, valid: Tensor | None = None) -> Tensor:
@@ -36,7 +36,8 @@ def location_frequency(masks: Tensor, valid: Tensor | None = None) -> Tensor:
     return m.double().mean(dim=0)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (safe without a display)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -45,14 +46,20 @@ def _pyplot():
     return plt
 
 
-def plot_heatmap(freq: Tensor, ax: Any = None, title: str | None = None, vmax: float | None = None,
-                 colorbar: bool = True, cmap: str = "viridis") -> Any:
+def plot_heatmap(
+    freq: Tensor,
+    ax: Any = None,
+    title: str | None = None,
+    vmax: float | None = None,
+    colorbar: bool = True,
+    cmap: str = "viridis",
+) -> Any:
     """Draw an ``(H, W)`` frequency map on ``ax`` (a new figure if None); returns the axes.
 
     ``viridis`` is perceptually uniform and monotone in lightness, so it stays
     readable in greyscale print.
     """
-    plt = _pyplot()
+    plt = pyplot()
     if ax is None:
         _, ax = plt.subplots(figsize=(3.2, 3.0))
     f = freq.detach().cpu().double()
@@ -69,9 +76,11 @@ def plot_heatmap(freq: Tensor, ax: Any = None, title: str | None = None, vmax: f
     return ax
 
 
-def save_figure(fig: Any, path: str | os.PathLike[str], formats: tuple[str, ...] = ("png",), dpi: int = 150) -> list[Path]:
+def save_figure(
+    fig: Any, path: str | os.PathLike[str], formats: tuple[str, ...] = ("png",), dpi: int = 150
+) -> list[Path]:
     """Save ``fig`` atomically as ``path`` with each suffix in ``formats``; closes it; returns the paths."""
-    plt = _pyplot()
+    plt = pyplot()
     out = []
     base = Path(path)
     for fmt in formats:
@@ -84,27 +93,37 @@ def save_figure(fig: Any, path: str | os.PathLike[str], formats: tuple[str, ...]
     return out
 
 
-def save_heatmap(freq: Tensor, path: str | os.PathLike[str], title: str | None = None,
-                 formats: tuple[str, ...] = ("png",), **kwargs: Any) -> list[Path]:
+def save_heatmap(
+    freq: Tensor,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    formats: tuple[str, ...] = ("png",),
+    **kwargs: Any,
+) -> list[Path]:
     """:func:`plot_heatmap` on a new figure, saved with :func:`save_figure`."""
     ax = plot_heatmap(freq, title=title, **kwargs)
     return save_figure(ax.figure, path, formats)
 
 
-def plot_heatmap_grid(freqs: "list[Tensor]", titles: "list[str]", subtitles: "list[str] | None" = None,
-                      suptitle: str | None = None, shared_scale: bool = True, cmap: str = "viridis") -> Any:
+def plot_heatmap_grid(
+    freqs: "list[Tensor]",
+    titles: "list[str]",
+    subtitles: "list[str] | None" = None,
+    suptitle: str | None = None,
+    shared_scale: bool = True,
+    cmap: str = "viridis",
+) -> Any:
     """One :func:`plot_heatmap` panel per ``(H, W)`` map, side by side; ``subtitles``
     go under each panel (e.g. the mean confidence on the subsets). Returns the figure.
 
     ``shared_scale``: one colour scale (the largest value over all maps) and one
     colour bar, so panels compare directly.
     """
-    plt = _pyplot()
+    plt = pyplot()
     n = max(1, len(freqs))
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + (0.8 if shared_scale else 0), 3.1 * rows),
-                             squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.9 * cols + (0.8 if shared_scale else 0), 3.1 * rows), squeeze=False)
     top = max((float(f.max()) for f in freqs), default=1.0) if shared_scale else None
     im = None
     for k, ax in enumerate(axes.flat):

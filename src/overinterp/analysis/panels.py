@@ -56,8 +56,13 @@ def plot_sis_panels(
         for j, panel in enumerate((shown[i], located[i], masked[i])):
             ax = axes[i][j]
             img = panel.permute(1, 2, 0).numpy()
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
-                      interpolation="nearest", vmin=0, vmax=1)
+            ax.imshow(
+                img[..., 0] if img.shape[-1] == 1 else img,
+                cmap="gray" if img.shape[-1] == 1 else None,
+                interpolation="nearest",
+                vmin=0,
+                vmax=1,
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

@@ -15,9 +15,9 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from overinterp.sis.trace import BackselectTrace
 from overinterp.analysis.stats import CI_METHOD_MEAN, mean_ci
 from overinterp.analysis.style import pyplot, series_style
+from overinterp.sis.trace import BackselectTrace
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
@@ -98,10 +98,18 @@ class SizeCurve:
 
     def rows(self) -> list[dict[str, Any]]:
         """One dict per threshold (for CSV tables)."""
-        return [{"series": self.label, "threshold": t, "n": int(self.n[k]), "mean_sis_fraction": float(self.mean[k]),
-                 "ci_low": float(self.low[k]), "ci_high": float(self.high[k]),
-                 "accuracy": "" if self.accuracy is None else self.accuracy}
-                for k, t in enumerate(self.thresholds)]
+        return [
+            {
+                "series": self.label,
+                "threshold": t,
+                "n": int(self.n[k]),
+                "mean_sis_fraction": float(self.mean[k]),
+                "ci_low": float(self.low[k]),
+                "ci_high": float(self.high[k]),
+                "accuracy": "" if self.accuracy is None else self.accuracy,
+            }
+            for k, t in enumerate(self.thresholds)
+        ]
 
 
 def sis_size_curve(
@@ -125,12 +133,15 @@ def sis_size_curve(
     stats = [mean_ci(f[k], level) for k in range(len(ts))]
     acc = trace_accuracy(trace, labels)
     return SizeCurve(
-        label=label, thresholds=ts,
+        label=label,
+        thresholds=ts,
         mean=torch.tensor([s.mean for s in stats], dtype=torch.float64),
         low=torch.tensor([s.low for s in stats], dtype=torch.float64),
         high=torch.tensor([s.high for s in stats], dtype=torch.float64),
         n=torch.tensor([s.n for s in stats], dtype=torch.int64),
-        n_images=int(f.shape[1]), accuracy=acc, level=level,
+        n_images=int(f.shape[1]),
+        accuracy=acc,
+        level=level,
     )
 
 
@@ -148,11 +159,24 @@ def plot_sis_size_curves(curves: Sequence[SizeCurve], ax: Any = None, title: str
         ok = ~torch.isnan(c.low)
         if bool(ok.any()):
             xs = [t for t, k in zip(x, ok.tolist()) if k]
-            ax.fill_between(xs, (100 * c.low[ok]).tolist(), (100 * c.high[ok]).tolist(), color=st["color"],
-                            alpha=0.18, linewidth=0, hatch=None)
-            ax.errorbar(xs, (100 * c.mean[ok]).tolist(),
-                        yerr=[(100 * (c.mean - c.low)[ok]).tolist(), (100 * (c.high - c.mean)[ok]).tolist()],
-                        fmt="none", ecolor=st["color"], elinewidth=0.9, capsize=2.5)
+            ax.fill_between(
+                xs,
+                (100 * c.low[ok]).tolist(),
+                (100 * c.high[ok]).tolist(),
+                color=st["color"],
+                alpha=0.18,
+                linewidth=0,
+                hatch=None,
+            )
+            ax.errorbar(
+                xs,
+                (100 * c.mean[ok]).tolist(),
+                yerr=[(100 * (c.mean - c.low)[ok]).tolist(), (100 * (c.high - c.mean)[ok]).tolist()],
+                fmt="none",
+                ecolor=st["color"],
+                elinewidth=0.9,
+                capsize=2.5,
+            )
     ax.set_xlabel("confidence threshold τ")
     ax.set_ylabel("mean SIS size (% of image)")
     level = int(round(100 * curves[0].level)) if curves else 95

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from overinterp.sis._inputs import batched_logits, prepare_model
+from overinterp.models.predict import predict_logits
 
 __all__ = ["mask_with_baseline", "subset_predictions"]
 
@@ -47,11 +47,13 @@ def subset_predictions(
     the subset), ``target_probability`` (float64, probability of ``target``, e.g. the
     trace's class predicted on the full image) and ``prediction`` (int64).
     """
-    forward = prepare_model(model)
     x = mask_with_baseline(images, keep, baseline)
-    logits = batched_logits(forward, x, batch_size).double()
+    logits = predict_logits(model, x, batch_size=batch_size, dtype=None, out_device=x.device).double()
     p = logits.softmax(dim=1)
     conf, pred = p.max(dim=1)
     target = target.to(p.device).long().view(-1, 1)
-    return {"confidence": conf.cpu(), "target_probability": p.gather(1, target).squeeze(1).cpu(),
-            "prediction": pred.cpu()}
+    return {
+        "confidence": conf.cpu(),
+        "target_probability": p.gather(1, target).squeeze(1).cpu(),
+        "prediction": pred.cpu(),
+    }

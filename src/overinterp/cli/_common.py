@@ -4,27 +4,51 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from overinterp.data.specs import FORMS as DATASET_FORMS
+from overinterp.errors import UserInputError
 
 __all__ = [
-    "Subparsers", "DATASET_HELP", "MODEL_HELP", "floats", "ints",
-    "add_model_options", "model_spec", "add_method_options", "method_from_args",
-    "add_device", "device", "add_threads", "apply_threads", "add_progress", "progress",
-    "add_executor_options", "executor",
+    "Subparsers",
+    "DATASET_HELP",
+    "MODEL_HELP",
+    "floats",
+    "ints",
+    "positive_int",
+    "nonnegative_int",
+    "positive_float",
+    "nonnegative_float",
+    "finite_float",
+    "fraction",
+    "device_name",
+    "add_model_options",
+    "model_spec",
+    "add_method_options",
+    "method_from_args",
+    "add_device",
+    "device",
+    "add_threads",
+    "apply_threads",
+    "add_progress",
+    "progress",
+    "add_executor_options",
+    "executor",
 ]
 
 Subparsers = argparse._SubParsersAction
 Handler = Callable[[argparse.Namespace], int]
 
 DATASET_HELP = f"dataset spec: {DATASET_FORMS} (README: Model and dataset specs)"
-MODEL_HELP = ("model spec: a registry name (`overinterp models`) [@CKPT], an overinterp checkpoint, an ensemble "
-              ".json, robustbench:NAME or import:pkg.module:Class[@CKPT], with [LABEL=] and [?key=value&…] "
-              "(README: Model and dataset specs)")
+MODEL_HELP = (
+    "model spec: a registry name (`overinterp models`) [@CKPT], an overinterp checkpoint, an ensemble "
+    ".json, robustbench:NAME or import:pkg.module:Class[@CKPT], with [LABEL=] and [?key=value&…] "
+    "(README: Model and dataset specs)"
+)
 
 
 def floats(text: str) -> list[float]:
@@ -43,47 +67,146 @@ def ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _number(text: str, kind: type, what: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r} (not a finite number)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1 (an argparse ``type``: limits, batch sizes, thread counts …)."""
+    value = _number(text, int, "an integer >= 1")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0 (an argparse ``type``)."""
+    value = _number(text, int, "an integer >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number: ``nan`` and ``inf`` are refused (an argparse ``type``)."""
+    return _number(text, float, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0 (an argparse ``type``)."""
+    value = _number(text, float, "a finite number > 0")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0 (an argparse ``type``)."""
+    value = _number(text, float, "a finite number >= 0")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value:g}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in [0, 1] (an argparse ``type``: thresholds, confidences, pixel fractions)."""
+    value = _number(text, float, "a number in [0, 1]")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value:g}")
+    return value
+
+
+def device_name(text: str) -> str:
+    """A torch device string (``cpu``, ``cuda``, ``cuda:1``, ``mps``; an argparse ``type``)."""
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError, TypeError):
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (use cpu, cuda, cuda:N or mps)") from None
+    return text
+
+
+def check_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device, refused (a user error) when this machine has no such device."""
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserInputError(f"--device {name}: MPS is not available here (use --device cpu)")
+    return dev
+
+
 # --------------------------------------------------------------------------- models
 
 
 def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     """--model SPEC with --checkpoint, --preprocessing and --num-classes."""
     p.add_argument("--model", required=required, help=MODEL_HELP)
-    p.add_argument("--checkpoint", type=Path, help="weights file for a registry --model (public CIFAR ResNet "
-                   "checkpoints or overinterp's own)")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="weights file for a registry --model (public CIFAR ResNet checkpoints or overinterp's own)",
+    )
     p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
-    p.add_argument("--num-classes", type=int, help="number of classes of a registry --model")
+    p.add_argument("--num-classes", type=positive_int, help="number of classes of a registry --model")
 
 
 def model_spec(args: argparse.Namespace):
     """The :class:`~overinterp.models.ModelSpec` of the model options."""
     from overinterp.models import parse_model_spec
 
-    return parse_model_spec(args.model, checkpoint=args.checkpoint, preprocessing=args.preprocessing,
-                            num_classes=args.num_classes)
+    return parse_model_spec(
+        args.model, checkpoint=args.checkpoint, preprocessing=args.preprocessing, num_classes=args.num_classes
+    )
 
 
 # --------------------------------------------------------------------------- methods
 
 #: method option → (dest, help); each applies to the registered methods with a field of that name
 _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--rank-by": ("rank_by", dict(choices=["logodds", "probability"],
-                                  help="what exact steps rank by (default logodds)")),
-    "--k": ("k", dict(type=int, help="features per block/step: gradient (default 1), kstep (default 16)")),
-    "--step-fraction": ("step_fraction", dict(type=float, help="adaptive, fast: head step = this × remaining "
-                                              "(default 0.05)")),
-    "--pool": ("pool", dict(type=float, help="fast: candidates scored exactly per head block, × the block size "
-                            "(default 2)")),
-    "--screened": ("screened", dict(type=float, help="fast: fraction of the features (the last removed) taken by "
-                                    "single steps (default 0.15)")),
-    "--width": ("width", dict(type=int, help="fast: gradient-screened candidates scored exactly per single step "
-                              "(default 8)")),
-    "--exact-end": ("exact", dict(type=float, help="fast: fraction of the features (the very last) taken by exact "
-                                  "steps (default 0.03)")),
-    "--exact-cap": ("exact_cap", dict(type=int, help="fast: at most this many exact end steps (default 32)")),
-    "--tail": ("tail", dict(type=float, help="adaptive: fraction removed by exact single steps (default 0.15)")),
-    "--head": ("head", dict(choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen (default kstep)")),
-    "--rescore-top": ("rescore_top", dict(type=int, help="screened: candidates re-scored in full precision (default 16)")),
+    "--rank-by": (
+        "rank_by",
+        dict(choices=["logodds", "probability"], help="what exact steps rank by (default logodds)"),
+    ),
+    "--k": ("k", dict(type=positive_int, help="features per block/step: gradient (default 1), kstep (default 16)")),
+    "--step-fraction": (
+        "step_fraction",
+        dict(type=fraction, help="adaptive, fast: head step = this × remaining (default 0.05)"),
+    ),
+    "--pool": (
+        "pool",
+        dict(type=positive_float, help="fast: candidates scored exactly per head block, × the block size (default 2)"),
+    ),
+    "--screened": (
+        "screened",
+        dict(type=fraction, help="fast: fraction of the features (the last removed) taken by single steps (default 0.15)"),
+    ),
+    "--width": (
+        "width",
+        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 8)"),
+    ),
+    "--exact-end": (
+        "exact",
+        dict(type=fraction, help="fast: fraction of the features (the very last) taken by exact steps (default 0.05)"),
+    ),
+    "--exact-cap": ("exact_cap", dict(type=nonnegative_int, help="fast: at most this many exact end steps (default 48)")),
+    "--tail": ("tail", dict(type=fraction, help="adaptive: fraction removed by exact single steps (default 0.15)")),
+    "--head": (
+        "head",
+        dict(choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen (default kstep)"),
+    ),
+    "--rescore-top": (
+        "rescore_top",
+        dict(type=positive_int, help="screened: candidates re-scored in full precision (default 16)"),
+    ),
 }
 #: the command line's defaults where a method's own field has none
 _CLI_DEFAULTS: dict[str, dict[str, Any]] = {"gradient": {"k": 1}, "kstep": {"k": 16}}
@@ -99,18 +222,24 @@ def _fields(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def add_method_options(p: argparse.ArgumentParser, *, names: Sequence[str] | None = None, default: str = "exact") -> None:
+def add_method_options(
+    p: argparse.ArgumentParser, *, names: Sequence[str] | None = None, default: str = "exact"
+) -> None:
     """--method (choices: the registered methods, or ``names`` of them) and its parameters."""
     from overinterp.sis.methods import method_names
 
     choices = [n for n in method_names() if names is None or n in names]
-    p.add_argument("--method", default=default, choices=choices,
-                   help=f"backward-selection method (default {default}): exact (P(P+1)/2 forward passes per image); "
-                   "fast (recommended when exact does not fit the budget: about 1%% of exact's cost, gradient-"
-                   "screened exactly scored steps, exact end); gradient: Batched Gradient "
-                   "(--k per block); kstep: exact scores, --k removals per step; adaptive: large steps then an "
-                   "exact --tail; screened: steps chosen by a bf16 screen + float32 re-scoring of the "
-                   "--rescore-top best" + ("" if names is None else f"; here: {', '.join(choices)}"))
+    p.add_argument(
+        "--method",
+        default=default,
+        choices=choices,
+        help=f"backward-selection method (default {default}): exact (P(P+1)/2 forward passes per image); "
+        "fast (recommended when exact does not fit the budget: about 1%% of exact's cost, gradient-"
+        "screened exactly scored steps, exact end); gradient: Batched Gradient "
+        "(--k per block); kstep: exact scores, --k removals per step; adaptive: large steps then an "
+        "exact --tail; screened: steps chosen by a bf16 screen + float32 re-scoring of the "
+        "--rescore-top best" + ("" if names is None else f"; here: {', '.join(choices)}"),
+    )
     classes = _method_classes()
     for flag, (dest, kw) in _METHOD_OPTIONS.items():
         if any(dest in _fields(classes[n]) for n in choices):
@@ -152,17 +281,21 @@ def method_from_args(args: argparse.Namespace, num_features: int | None = None):
 
 def add_device(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """--device (``None``: cuda when available, else cpu)."""
-    p.add_argument("--device", default=default,
-                   help=f"torch device (default: {default or 'cuda when available, else cpu'})")
+    p.add_argument(
+        "--device", type=device_name, default=default, help=f"torch device (default: {default or 'cuda when available, else cpu'})"
+    )
 
 
 def device(args: argparse.Namespace) -> str:
-    """--device, or cuda when available, else cpu."""
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    """--device (refused when this machine lacks it), or cuda when available, else cpu."""
+    if args.device:
+        check_device(args.device)
+        return args.device
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def add_threads(p: argparse.ArgumentParser, help: str = "CPU threads for torch") -> None:
-    p.add_argument("--threads", type=int, help=help)
+    p.add_argument("--threads", type=positive_int, help=help)
 
 
 def apply_threads(args: argparse.Namespace) -> None:
@@ -184,13 +317,23 @@ def progress(args: argparse.Namespace) -> bool:
 
 def add_executor_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, task: str = "task") -> None:
     """--executor local|ray and the Ray options."""
-    p.add_argument("--executor", default="local", choices=["local", "ray"],
-                   help=f"local: one {task} after another here; ray: parallel Ray tasks (pip install 'overinterp[ray]')")
-    p.add_argument("--address", help="ray: cluster address (auto, ray://HOST:10001); default $RAY_ADDRESS or a local one")
-    p.add_argument("--cpus-per-task", type=float, default=1.0, help=f"ray: CPUs each {task} requests (default 1)")
-    p.add_argument("--gpus-per-task", type=float, default=0.0,
-                   help=f"ray: GPUs each {task} requests, fractions allowed (e.g. 0.5; default 0)")
-    p.add_argument("--max-retries", type=int, default=3, help=f"ray: retries of a failed {task} (default 3)")
+    p.add_argument(
+        "--executor",
+        default="local",
+        choices=["local", "ray"],
+        help=f"local: one {task} after another here; ray: parallel Ray tasks (pip install 'overinterp[ray]')",
+    )
+    p.add_argument(
+        "--address", help="ray: cluster address (auto, ray://HOST:10001); default $RAY_ADDRESS or a local one"
+    )
+    p.add_argument("--cpus-per-task", type=positive_float, default=1.0, help=f"ray: CPUs each {task} requests (default 1)")
+    p.add_argument(
+        "--gpus-per-task",
+        type=nonnegative_float,
+        default=0.0,
+        help=f"ray: GPUs each {task} requests, fractions allowed (e.g. 0.5; default 0)",
+    )
+    p.add_argument("--max-retries", type=nonnegative_int, default=3, help=f"ray: retries of a failed {task} (default 3)")
 
 
 def executor(args: argparse.Namespace):
@@ -199,5 +342,10 @@ def executor(args: argparse.Namespace):
 
     if args.executor == "local":
         return get_executor("local")
-    return get_executor("ray", address=args.address, num_cpus=args.cpus_per_task, num_gpus=args.gpus_per_task,
-                        max_retries=args.max_retries)
+    return get_executor(
+        "ray",
+        address=args.address,
+        num_cpus=args.cpus_per_task,
+        num_gpus=args.gpus_per_task,
+        max_retries=args.max_retries,
+    )

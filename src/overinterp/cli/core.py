@@ -46,10 +46,14 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     num_features = images.shape[2] * images.shape[3] if features is None else int(features.max()) + 1
     method = c.method_from_args(args, num_features)
     bs = args.batch_size or overinterp.DEFAULT_BATCH_SIZE
-    print(f"backselect: {len(images)} images {tuple(images.shape[1:])} from {args.images}, model {args.model}, "
-          f"method {method.describe()}, batch {bs}, device {device}", file=sys.stderr)
-    trace = overinterp.backselect(model, images, method=method, features=features, batch_size=bs,
-                                  progress=c.progress(args), labels=data.labels)
+    print(
+        f"backselect: {len(images)} images {tuple(images.shape[1:])} from {args.images}, model {args.model}, "
+        f"method {method.describe()}, batch {bs}, device {device}",
+        file=sys.stderr,
+    )
+    trace = overinterp.backselect(
+        model, images, method=method, features=features, batch_size=bs, progress=c.progress(args), labels=data.labels
+    )
     trace.meta["images"] = str(args.images)
     trace.meta["image_names"] = data.names
     trace.save(args.out)
@@ -82,7 +86,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from overinterp.experiments.demo import run_demo
 
     c.apply_threads(args)
-    run_demo(args.out, seed=args.seed, progress=c.progress(args))
+    from overinterp.report import demo_report
+
+    run_demo(args.out, seed=args.seed, progress=c.progress(args), report=demo_report)
     return 0
 
 
@@ -90,23 +96,25 @@ def add_parsers(sub: c.Subparsers) -> None:
     """Register backselect, inspect, models and demo."""
     p = sub.add_parser("backselect", help="backward selection on images; writes a trace file")
     c.add_model_options(p)
-    p.add_argument("--images", required=True,
-                   help="a .npy/.npz/.pt file, an image file, a folder, or any dataset spec (README: Model and "
-                   "dataset specs)")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument(
+        "--images",
+        required=True,
+        help="a .npy/.npz/.pt file, an image file, a folder, or any dataset spec (README: Model and dataset specs)",
+    )
+    p.add_argument("--limit", type=c.positive_int, help="only the first N images")
     p.add_argument("--out", type=Path, required=True, help="trace file to write (atomically)")
     c.add_method_options(p)
-    p.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
-    p.add_argument("--batch-size", type=int, default=None, help="candidates per forward call")
+    p.add_argument("--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
+    p.add_argument("--batch-size", type=c.positive_int, default=None, help="candidates per forward call")
     c.add_device(p, "cpu")
     c.add_threads(p)
-    p.add_argument("--threshold", type=float, help="also report SIS sizes at this confidence threshold")
+    p.add_argument("--threshold", type=c.fraction, help="also report SIS sizes at this confidence threshold")
     c.add_progress(p)
     p.set_defaults(func=_cmd_backselect)
 
     p = sub.add_parser("inspect", help="summarise a trace file; SIS sizes at a threshold")
     p.add_argument("trace", type=Path, help="a trace file (overinterp backselect --out)")
-    p.add_argument("--threshold", type=float, help="report SIS sizes at this confidence threshold")
+    p.add_argument("--threshold", type=c.fraction, help="report SIS sizes at this confidence threshold")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("models", help="list registered models")

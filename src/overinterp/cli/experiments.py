@@ -37,26 +37,45 @@ _ROOT_HELP = "dataset folder for specs without @ROOT (default $OVERINTERP_DATA o
 def _add_train(sub: c.Subparsers) -> None:
     p = sub.add_parser("train", help="train a classifier (the paper's recipe by default); resumable")
     p.add_argument("--arch", required=True, help="registry name: resnet20, resnet18, vgg16_bn, … (`overinterp models`)")
-    p.add_argument("--recipe", default="paper", choices=["paper", "fast"],
-                   help="paper: SGD+Nesterov, lr 0.1 ÷5 at 60/120/160, 200 epochs; fast: 4 epochs, one-cycle")
-    p.add_argument("--data", required=True, help="training set, e.g. cifar10:train, folder:train@x.zip; " + c.DATASET_HELP)
+    p.add_argument(
+        "--recipe",
+        default="paper",
+        choices=["paper", "fast"],
+        help="paper: SGD+Nesterov, lr 0.1 ÷5 at 60/120/160, 200 epochs; fast: 4 epochs, one-cycle",
+    )
+    p.add_argument(
+        "--data", required=True, help="training set, e.g. cifar10:train, folder:train@x.zip; " + c.DATASET_HELP
+    )
     p.add_argument("--test-data", help="evaluated after each epoch, e.g. cifar10:test (same forms as --data)")
     p.add_argument("--root", type=Path, help=_ROOT_HELP)
     p.add_argument("--download", action="store_true", help="fetch missing official dataset files")
-    p.add_argument("--subset", type=int, help="train on a random subset of this many images (seeded by --subset-seed)")
+    p.add_argument("--subset", type=c.positive_int, help="train on a random subset of this many images (seeded by --subset-seed)")
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --subset draw (default 0)")
-    p.add_argument("--test-limit", type=int, help="evaluate on the first N test images only")
+    p.add_argument("--test-limit", type=c.positive_int, help="evaluate on the first N test images only")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, model.pt, metrics.jsonl")
     p.add_argument("--seed", type=int, help="replicate seed (weights, shuffling, augmentation); default 0")
-    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
-                       ("weight-decay", float), ("gamma", float), ("warmup-epochs", float),
-                       ("label-smoothing", float), ("crop-padding", int)):
+    for name, kind in (
+        ("epochs", c.positive_int),
+        ("batch-size", c.positive_int),
+        ("lr", c.positive_float),
+        ("momentum", c.nonnegative_float),
+        ("weight-decay", c.nonnegative_float),
+        ("gamma", c.positive_float),
+        ("warmup-epochs", c.nonnegative_float),
+        ("label-smoothing", c.nonnegative_float),
+        ("crop-padding", c.nonnegative_int),
+    ):
         p.add_argument(f"--{name}", type=kind, help="override the recipe's value")
-    p.add_argument("--schedule", choices=["multistep", "onecycle", "cosine", "constant"],
-                   help="learning-rate schedule (default: the recipe's)")
+    p.add_argument(
+        "--schedule",
+        choices=["multistep", "onecycle", "cosine", "constant"],
+        help="learning-rate schedule (default: the recipe's)",
+    )
     p.add_argument("--milestones", type=c.ints, help="comma-separated epochs for multistep, e.g. 60,120,160")
     p.add_argument("--no-nesterov", action="store_true", help="plain momentum instead of Nesterov")
-    p.add_argument("--no-decay-norm-and-bias", action="store_true", help="exempt biases and norm layers from weight decay")
+    p.add_argument(
+        "--no-decay-norm-and-bias", action="store_true", help="exempt biases and norm layers from weight decay"
+    )
     p.add_argument("--no-augment", action="store_true", help="no random crop or flip")
     p.add_argument("--no-flip", action="store_true", help="random crop but no horizontal flip")
     p.add_argument("--preprocessing", help="cifar10 (default), imagenet, none, or auto (the training set's mean/std)")
@@ -65,15 +84,19 @@ def _add_train(sub: c.Subparsers) -> None:
     c.add_device(p)
     p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on CUDA")
     p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory layout on CUDA")
-    p.add_argument("--eval-every", type=int, default=1, help="test every N epochs (default 1)")
+    p.add_argument("--eval-every", type=c.positive_int, default=1, help="test every N epochs (default 1)")
     c.add_threads(p)
     p.add_argument("--results", type=Path, help="append the final test accuracy to this results file")
     p.add_argument("--name", help="model name in the results file (default: the architecture)")
     p.add_argument("--experiment", default="", help="experiment column of the results rows")
     c.add_progress(p)
     g = p.add_argument_group("replicates and executors")
-    g.add_argument("--replicates", type=int, metavar="N",
-                   help="train seeds SEED..SEED+N-1 (of each --arch, comma-separated) into OUT/<arch>-seed<k>")
+    g.add_argument(
+        "--replicates",
+        type=c.positive_int,
+        metavar="N",
+        help="train seeds SEED..SEED+N-1 (of each --arch, comma-separated) into OUT/<arch>-seed<k>",
+    )
     c.add_executor_options(g, "training run")  # a retried run resumes its checkpoint
     p.set_defaults(func=_cmd_train)
 
@@ -88,20 +111,31 @@ def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int |
     from overinterp.training.trainer import make_config
 
     return make_config(
-        args.recipe, arch=arch or args.arch, seed=args.seed if seed is None else seed, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, gamma=args.gamma, warmup_epochs=args.warmup_epochs,
-        label_smoothing=args.label_smoothing, crop_padding=args.crop_padding, schedule=args.schedule,
-        milestones=args.milestones, preprocessing=args.preprocessing,
-        nesterov=False if args.no_nesterov else None, augment=False if args.no_augment else None,
+        args.recipe,
+        arch=arch or args.arch,
+        seed=args.seed if seed is None else seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        gamma=args.gamma,
+        warmup_epochs=args.warmup_epochs,
+        label_smoothing=args.label_smoothing,
+        crop_padding=args.crop_padding,
+        schedule=args.schedule,
+        milestones=args.milestones,
+        preprocessing=args.preprocessing,
+        nesterov=False if args.no_nesterov else None,
+        augment=False if args.no_augment else None,
         flip=False if args.no_flip else None,
         decay_norm_and_bias=False if args.no_decay_norm_and_bias else None,
     )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from overinterp.training.evaluation import result_rows
     from overinterp.results import append_results
+    from overinterp.training.evaluation import result_rows
     from overinterp.training.trainer import train_classifier
 
     c.apply_threads(args)
@@ -117,13 +151,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     test = _load(args.test_data, args.root, args.download, progress) if args.test_data else None
     if test is not None and args.test_limit is not None and args.test_limit < len(test):
         test = test.subset(slice(0, args.test_limit))
-    print(f"train: {config.arch}, recipe {config.recipe}, seed {config.seed}, {config.epochs} epochs on "
-          f"{len(train)} images from {args.data}" + (f", testing on {len(test)} from {args.test_data}" if test else "")
-          + f" (data loaded in {time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+    print(
+        f"train: {config.arch}, recipe {config.recipe}, seed {config.seed}, {config.epochs} epochs on "
+        f"{len(train)} images from {args.data}"
+        + (f", testing on {len(test)} from {args.test_data}" if test else "")
+        + f" (data loaded in {time.perf_counter() - t0:.1f} s)",
+        file=sys.stderr,
+    )
     result = train_classifier(
-        config, train, test, args.out, resume=not args.no_resume, force=args.force, device=args.device,
-        amp=False if args.no_amp else None, channels_last=False if args.no_channels_last else None,
-        eval_every=args.eval_every, progress=progress,
+        config,
+        train,
+        test,
+        args.out,
+        resume=not args.no_resume,
+        force=args.force,
+        device=args.device,
+        amp=False if args.no_amp else None,
+        channels_last=False if args.no_channels_last else None,
+        eval_every=args.eval_every,
+        progress=progress,
     )
     last = result.history[-1] if result.history else {}
     wall = sum(h.get("seconds", 0.0) for h in result.history if "epoch" in h)
@@ -134,11 +180,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(line)
     print(f"model: {result.checkpoint}")
     if args.results and test is not None:
-        ev = {"dataset": test.meta.get("key", test.name), "accuracy": last["test_accuracy"],
-              "loss": last["test_loss"], "n": last["test_n"]}
-        append_results(args.results, result_rows([ev], result.model, model_name=args.name or config.arch,
-                                                 seed=config.seed, experiment=args.experiment,
-                                                 checkpoint=result.checkpoint))
+        ev = {
+            "dataset": test.meta.get("key", test.name),
+            "accuracy": last["test_accuracy"],
+            "loss": last["test_loss"],
+            "n": last["test_n"],
+        }
+        append_results(
+            args.results,
+            result_rows(
+                [ev],
+                result.model,
+                model_name=args.name or config.arch,
+                seed=config.seed,
+                experiment=args.experiment,
+                checkpoint=result.checkpoint,
+            ),
+        )
         print(f"appended to {args.results}")
     return 0
 
@@ -159,27 +217,57 @@ def _cmd_train_replicates(args: argparse.Namespace) -> int:
     if args.download:  # fetch once here, not in every task
         for spec in filter(None, (train, test)):
             open_dataset(spec, download=True, progress=not args.no_progress)
-    runtime = dict(train=train, test=test, subset=args.subset, subset_seed=args.subset_seed,
-                   test_limit=args.test_limit, device=args.device, threads=args.threads,
-                   amp=False if args.no_amp else None, channels_last=False if args.no_channels_last else None,
-                   eval_every=args.eval_every, resume=not args.no_resume, force=args.force)
+    runtime = dict(
+        train=train,
+        test=test,
+        subset=args.subset,
+        subset_seed=args.subset_seed,
+        test_limit=args.test_limit,
+        device=args.device,
+        threads=args.threads,
+        amp=False if args.no_amp else None,
+        channels_last=False if args.no_channels_last else None,
+        eval_every=args.eval_every,
+        resume=not args.no_resume,
+        force=args.force,
+    )
     first = _train_config(args).seed
     if args.replicates is None and len(archs) == 1:  # one run, into --out itself
         tasks = [TrainTask(config=_train_config(args, archs[0]).to_dict(), out_dir=str(args.out.resolve()), **runtime)]
     else:
-        tasks = replicate_tasks(_train_config(args, archs[0]), archs, range(first, first + (args.replicates or 1)),
-                                out_dir=args.out, **runtime)
+        tasks = replicate_tasks(
+            _train_config(args, archs[0]),
+            archs,
+            range(first, first + (args.replicates or 1)),
+            out_dir=args.out,
+            **runtime,
+        )
     summaries = train_replicates(tasks, c.executor(args), progress=not args.no_progress)
     for s in summaries:
-        print(f"model: {s['checkpoint']}" + (f" (test accuracy {100 * s['test_accuracy']:.2f}% on {s['test_n']} images)"
-                                              if s.get("test_accuracy") is not None else ""))
+        print(
+            f"model: {s['checkpoint']}"
+            + (
+                f" (test accuracy {100 * s['test_accuracy']:.2f}% on {s['test_n']} images)"
+                if s.get("test_accuracy") is not None
+                else ""
+            )
+        )
     if args.results and test is not None:
         for s in summaries:
             ev = {"dataset": args.test_data, "accuracy": s["test_accuracy"], "loss": s["test_loss"], "n": s["test_n"]}
             model = load_model(None, checkpoint=s["checkpoint"])
             name = args.name or s["arch"]
-            append_results(args.results, result_rows([ev], model, model_name=name, seed=s["seed"],
-                                                     experiment=args.experiment, checkpoint=Path(s["checkpoint"])))
+            append_results(
+                args.results,
+                result_rows(
+                    [ev],
+                    model,
+                    model_name=name,
+                    seed=s["seed"],
+                    experiment=args.experiment,
+                    checkpoint=Path(s["checkpoint"]),
+                ),
+            )
         print(f"appended {len(summaries)} rows to {args.results}")
     return 0
 
@@ -187,11 +275,12 @@ def _cmd_train_replicates(args: argparse.Namespace) -> int:
 def _add_evaluate(sub: c.Subparsers) -> None:
     p = sub.add_parser("evaluate", help="accuracy on datasets; appends rows to a results file")
     c.add_model_options(p)
-    p.add_argument("--dataset", action="append",
-                   help="repeatable (default: cifar10:test, cifar10.1, cifar10c); " + c.DATASET_HELP)
+    p.add_argument(
+        "--dataset", action="append", help="repeatable (default: cifar10:test, cifar10.1, cifar10c); " + c.DATASET_HELP
+    )
     p.add_argument("--root", type=Path, help=_ROOT_HELP)
     p.add_argument("--download", action="store_true", help="fetch missing official dataset files")
-    p.add_argument("--limit", type=int, help="first N images of each dataset only (folders: in class order)")
+    p.add_argument("--limit", type=c.positive_int, help="first N images of each dataset only (folders: in class order)")
     p.add_argument("--results", type=Path, help="results CSV to append to")
     p.add_argument("--name", help="model name in the results (default: architecture or ensemble name)")
     p.add_argument("--seed", type=int, help="replicate seed (default: the one the checkpoint records)")
@@ -199,7 +288,7 @@ def _add_evaluate(sub: c.Subparsers) -> None:
     p.add_argument("--evaluate-on", default="full", help="evaluate_on column of the results rows (default full)")
     p.add_argument("--experiment", default="", help="experiment column of the results rows")
     p.add_argument("--notes", default="", help="notes column of the results rows")
-    p.add_argument("--batch-size", type=int, default=500, help="images per forward call (default 500)")
+    p.add_argument("--batch-size", type=c.positive_int, default=500, help="images per forward call (default 500)")
     c.add_device(p)
     c.add_threads(p)
     c.add_progress(p)
@@ -242,14 +331,31 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     given = args.checkpoint or (Path(args.model) if spec.kind in ("ensemble", "checkpoint") else None)
     checkpoint = given or (Path(spec.checkpoint) if spec.checkpoint else None)
     datasets = args.dataset or list(DEFAULT_EVAL_DATASETS)
-    print(f"evaluate: {getattr(model, 'name', type(model).__name__)} on {', '.join(datasets)} ({device})", file=sys.stderr)
-    evaluations = evaluate_datasets(model, _eval_sets(datasets, args), root=args.root,  # type: ignore[arg-type]
-                                    download=args.download, limit=args.limit, batch_size=args.batch_size,
-                                    progress=c.progress(args), log=print)
+    print(
+        f"evaluate: {getattr(model, 'name', type(model).__name__)} on {', '.join(datasets)} ({device})", file=sys.stderr
+    )
+    evaluations = evaluate_datasets(
+        model,
+        _eval_sets(datasets, args),
+        root=args.root,  # type: ignore[arg-type]
+        download=args.download,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        progress=c.progress(args),
+        log=print,
+    )
     if args.results:
-        rows = result_rows(evaluations, model, model_name=args.name, seed=seed, train_on=args.train_on,
-                           evaluate_on=args.evaluate_on, experiment=args.experiment, checkpoint=checkpoint,
-                           notes=args.notes)
+        rows = result_rows(
+            evaluations,
+            model,
+            model_name=args.name,
+            seed=seed,
+            train_on=args.train_on,
+            evaluate_on=args.evaluate_on,
+            experiment=args.experiment,
+            checkpoint=checkpoint,
+            notes=args.notes,
+        )
         append_results(args.results, rows)
         print(f"appended {len(rows)} rows to {args.results}")
     return 0
@@ -260,18 +366,21 @@ def _add_table(sub: c.Subparsers) -> None:
     p.add_argument("results", type=Path, help="results CSV")
     p.add_argument("--format", default="markdown", choices=["markdown", "csv"], help="output format (default markdown)")
     p.add_argument("--metric", default="accuracy", help="metric shown in the cells (default accuracy)")
-    p.add_argument("--dataset", action="append", help="dataset columns (default: CIFAR-10 test, CIFAR-10.1, CIFAR-10-C, others)")
+    p.add_argument(
+        "--dataset", action="append", help="dataset columns (default: CIFAR-10 test, CIFAR-10.1, CIFAR-10-C, others)"
+    )
     p.add_argument("--experiment", action="append", help="only rows of this experiment (repeatable), e.g. table1")
     p.add_argument("--out", type=Path, help="write here (atomically) instead of printing")
     p.set_defaults(func=_cmd_table)
 
 
 def _cmd_table(args: argparse.Namespace) -> int:
-    from overinterp.results import read_results, render_table
     from overinterp._atomic import atomic_write_text
+    from overinterp.results import read_results, render_table
 
-    text = render_table(read_results(args.results), args.format, metric=args.metric, datasets=args.dataset,
-                        experiments=args.experiment)
+    text = render_table(
+        read_results(args.results), args.format, metric=args.metric, datasets=args.dataset, experiments=args.experiment
+    )
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.out, text)
@@ -315,4 +424,3 @@ def add_parsers(sub: c.Subparsers) -> None:
     _add_evaluate(sub)
     _add_table(sub)
     _add_ensemble(sub)
-

@@ -55,14 +55,22 @@ def add_parsers(sub: c.Subparsers) -> None:
 
     p = hs.add_parser("build", help="sample a study from backward-selection traces; write images and manifest")
     p.add_argument("--out", type=Path, required=True, help="study folder to create")
-    p.add_argument("--model", nargs="+", action="append", required=True, metavar="ARG",
-                   help="NAME TRACE IMAGES (trace file + images file/folder or a dataset spec, see the README's "
-                   "Model and dataset specs) "
-                   "or NAME JOB_DIR (an `overinterp backselect-dataset --out` folder); repeat per model")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="ARG",
+        help="NAME TRACE IMAGES (trace file + images file/folder or a dataset spec, see the README's "
+        "Model and dataset specs) "
+        "or NAME JOB_DIR (an `overinterp backselect-dataset --out` folder); repeat per model",
+    )
     p.add_argument("--proportions", type=c.floats, help="share of images per model, in --model order (default equal)")
-    p.add_argument("--per-class", type=int, default=10, help="images per class (default 10: 100 for CIFAR-10)")
-    p.add_argument("--fractions", type=c.floats, default=[0.05, 0.3, 0.5], help="pixel-subset sizes (default 0.05,0.3,0.5)")
-    p.add_argument("--min-confidence", type=float, default=0.99, help="the model must predict the label with p ≥ this")
+    p.add_argument("--per-class", type=c.positive_int, default=10, help="images per class (default 10: 100 for CIFAR-10)")
+    p.add_argument(
+        "--fractions", type=c.floats, default=[0.05, 0.3, 0.5], help="pixel-subset sizes (default 0.05,0.3,0.5)"
+    )
+    p.add_argument("--min-confidence", type=c.fraction, default=0.99, help="the model must predict the label with p ≥ this")
     p.add_argument("--mask-style", default="grey", choices=["grey", "checkerboard"], help="how hidden pixels look")
     p.add_argument("--classes", help="comma-separated class names (default: from the images, else CIFAR-10's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -75,10 +83,12 @@ def add_parsers(sub: c.Subparsers) -> None:
     p.add_argument("--study", type=Path, required=True, help="study folder (human build --out)")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--admin-token", help="admin token (better: $OVERINTERP_ADMIN_TOKEN); a random one is printed if unset")
+    p.add_argument("--port", type=c.positive_int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--admin-token", help="admin token (better: $OVERINTERP_ADMIN_TOKEN); a random one is printed if unset"
+    )
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (when served over HTTPS)")
-    p.add_argument("--max-body", type=int, default=4096, help="largest request body in bytes")
+    p.add_argument("--max-body", type=c.positive_int, default=4096, help="largest request body in bytes")
     p.set_defaults(func=_needs_web(_serve))
 
     p = hs.add_parser("export", help="write every participant's answers as CSV")
@@ -115,12 +125,24 @@ def _build(args: argparse.Namespace) -> int:
             sources.append(source_from_job(spec[0], spec[1], classes=classes))
         else:
             raise ValueError(f"--model takes NAME TRACE IMAGES or NAME JOB_DIR, got {spec}")
-    m = build_study(sources, args.out, name=args.name, per_class=args.per_class, fractions=args.fractions,
-                    proportions=args.proportions, min_confidence=args.min_confidence, mask_style=args.mask_style,
-                    seed=args.seed, database_url=args.database, force=args.force)
+    m = build_study(
+        sources,
+        args.out,
+        name=args.name,
+        per_class=args.per_class,
+        fractions=args.fractions,
+        proportions=args.proportions,
+        min_confidence=args.min_confidence,
+        mask_style=args.mask_style,
+        seed=args.seed,
+        database_url=args.database,
+        force=args.force,
+    )
     mix = ", ".join(f"{x['name']} {x['quota']}" for x in m["models"])
-    print(f"study {m['study_id']} in {args.out}: {len(m['items'])} images ({mix}), "
-          f"{len(m['stimuli'])} stimuli at {', '.join(f'{100 * f:g}%' for f in m['fractions'])}")
+    print(
+        f"study {m['study_id']} in {args.out}: {len(m['items'])} images ({mix}), "
+        f"{len(m['stimuli'])} stimuli at {', '.join(f'{100 * f:g}%' for f in m['fractions'])}"
+    )
     return 0
 
 
@@ -134,8 +156,12 @@ def _serve(args: argparse.Namespace) -> int:
         token = secrets.token_urlsafe(24)
         print(f"admin token (none given): {token}", file=sys.stderr, flush=True)
     app = create_app(args.study, args.database, token, max_body=args.max_body, secure_cookies=args.secure_cookies)
-    print(f"study {app.state.manifest['study_id']}: participants open http://{args.host}:{args.port}/ , "
-          f"admin http://{args.host}:{args.port}/admin", file=sys.stderr, flush=True)
+    print(
+        f"study {app.state.manifest['study_id']}: participants open http://{args.host}:{args.port}/ , "
+        f"admin http://{args.host}:{args.port}/admin",
+        file=sys.stderr,
+        flush=True,
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
     return 0
 
@@ -176,15 +202,27 @@ def _score(args: argparse.Namespace) -> int:
             answers = dbm.export_rows(engine, manifest["study_id"])
         finally:
             engine.dispose()
-    report = score_study(args.study, answers, args.out, results=args.results, model=args.model_name, dataset=args.dataset_key,
-                         complete_only=not args.include_partial, sheets=not args.no_sheets)
+    report = score_study(
+        args.study,
+        answers,
+        args.out,
+        results=args.results,
+        model=args.model_name,
+        dataset=args.dataset_key,
+        complete_only=not args.include_partial,
+        sheets=not args.no_sheets,
+    )
     print(f"study {report['study']}: human accuracy per subset size (mean ± std over participants)")
     for t in report["table2"]:
-        print(f"  {100 * t['fraction']:g}% of pixels: {100 * t['mean']:.1f} ± {100 * t['std']:.1f}% "
-              f"({t['participants']} participants)")
+        print(
+            f"  {100 * t['fraction']:g}% of pixels: {100 * t['mean']:.1f} ± {100 * t['std']:.1f}% "
+            f"({t['participants']} participants)"
+        )
     fit = report["fit"]
     r2 = "undefined" if fit["r2"] != fit["r2"] else f"{fit['r2']:.3f}"
     print(f"  linear fit over {fit['n']} points: R² = {r2}")
-    print(f"wrote {Path(args.out) / 'scores.json'} and {len(report['files'])} figures"
-          + (f"; appended {report['results_rows']} rows to {args.results}" if args.results else ""))
+    print(
+        f"wrote {Path(args.out) / 'scores.json'} and {len(report['files'])} figures"
+        + (f"; appended {report['results_rows']} rows to {args.results}" if args.results else "")
+    )
     return 0

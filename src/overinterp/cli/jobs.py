@@ -15,19 +15,22 @@ __all__ = ["add_parsers"]
 
 
 def _add_backselect_dataset(sub: c.Subparsers) -> None:
-    p = sub.add_parser("backselect-dataset",
-                       help="backward selection over a dataset: sharded, resumable, local or on Ray")
+    p = sub.add_parser(
+        "backselect-dataset", help="backward selection over a dataset: sharded, resumable, local or on Ray"
+    )
     c.add_model_options(p)
     p.add_argument("--dataset", required=True, help=c.DATASET_HELP)
-    p.add_argument("--offset", type=int, default=0, help="first dataset position")
-    p.add_argument("--limit", type=int, help="at most this many images from --offset")
-    p.add_argument("--sample", type=int, help="a seeded random sample of this many images of the range")
+    p.add_argument("--offset", type=c.nonnegative_int, default=0, help="first dataset position")
+    p.add_argument("--limit", type=c.positive_int, help="at most this many images from --offset")
+    p.add_argument("--sample", type=c.positive_int, help="a seeded random sample of this many images of the range")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
     c.add_method_options(p, default="fast")
-    p.add_argument("--patch", type=int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"], help="precision of the model's forward passes")
-    p.add_argument("--shard-size", type=int, default=100, help="images per shard file")
-    p.add_argument("--batch-size", type=int, help="candidates per forward call")
+    p.add_argument("--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float64"], help="precision of the model's forward passes"
+    )
+    p.add_argument("--shard-size", type=c.positive_int, default=100, help="images per shard file")
+    p.add_argument("--batch-size", type=c.positive_int, help="candidates per forward call")
     c.add_device(p, "cpu")
     c.add_threads(p, "torch threads per worker (recorded in the manifest)")
     p.add_argument("--out", type=Path, required=True, help="job folder (manifest.json + shards/)")
@@ -47,10 +50,18 @@ def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
     n, (h, w) = len(data), data.images.shape[2:]
     num_features = None if args.patch < 1 else int(patch_features(h, w, args.patch).max()) + 1  # JobSpec refuses < 1
     positions = select_positions(n, offset=args.offset, limit=args.limit, sample=args.sample, seed=args.sample_seed)
-    spec = JobSpec(model=c.model_spec(args), dataset=dataset, positions=tuple(positions),
-                   method=c.method_from_args(args, num_features).describe(), patch=args.patch, dtype=args.dtype,
-                   shard_size=args.shard_size, device=args.device, threads=args.threads,
-                   batch_size=args.batch_size)
+    spec = JobSpec(
+        model=c.model_spec(args),
+        dataset=dataset,
+        positions=tuple(positions),
+        method=c.method_from_args(args, num_features).describe(),
+        patch=args.patch,
+        dtype=args.dtype,
+        shard_size=args.shard_size,
+        device=args.device,
+        threads=args.threads,
+        batch_size=args.batch_size,
+    )
     summary = run_job(spec, args.out, c.executor(args), progress=c.progress(args))
     print(json.dumps(summary))
     return 0
@@ -60,8 +71,10 @@ def _cmd_job_status(args: argparse.Namespace) -> int:
     from overinterp.jobs import job_status
 
     st = job_status(args.job)
-    print(f"{args.job}: {st['complete']}/{st['shards']} shards complete"
-          + (f"; missing {st['missing'][:10]}{' …' if len(st['missing']) > 10 else ''}" if st["missing"] else ""))
+    print(
+        f"{args.job}: {st['complete']}/{st['shards']} shards complete"
+        + (f"; missing {st['missing'][:10]}{' …' if len(st['missing']) > 10 else ''}" if st["missing"] else "")
+    )
     return 0 if not st["missing"] else 1
 
 
@@ -69,12 +82,15 @@ def _add_subsets(sub: c.Subparsers) -> None:
     p = sub.add_parser("subsets", help="pixel-subset experiments on finished backselect-dataset jobs")
     ss = p.add_subparsers(dest="subsets_command", required=True)
 
-    e = ss.add_parser("evaluate", help="a model on a job's full images and 5%% BS / random / mask subsets "
-                      "(+ confidence drop for the job's own model)")
+    e = ss.add_parser(
+        "evaluate",
+        help="a model on a job's full images and 5%% BS / random / mask subsets "
+        "(+ confidence drop for the job's own model)",
+    )
     e.add_argument("--job", type=Path, required=True, help="a finished backselect-dataset job folder")
     c.add_model_options(e, required=False)
     e.add_argument("--kinds", default="full,bs,random", help="comma list of full, bs, random, mask")
-    e.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    e.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
     e.add_argument("--seed", type=int, default=0, help="random-subset seed")
     e.add_argument("--name", help="model name in the results file")
     e.add_argument("--train-on", default="full", help="what the model was trained on (results label: full, random5, …)")
@@ -86,16 +102,25 @@ def _add_subsets(sub: c.Subparsers) -> None:
 
     t = ss.add_parser("train", help="retrain an architecture on a job's pixel subsets (Table 1 / S1)")
     t.add_argument("--train-job", type=Path, required=True, help="job whose subsets train the models")
-    t.add_argument("--test-job", action="append", required=True, metavar="DIR[=KEY]",
-                   help="job(s) whose subsets of the same kind test the models; KEY names the dataset in the "
-                   "results (e.g. DIR=cifar10:test); repeat for CIFAR-10.1 and the CIFAR-10-C sample")
-    t.add_argument("--kind", default="bs", choices=["bs", "random", "mask"],
-                   help="backward-selection, random or mask subsets (default bs)")
-    t.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    t.add_argument(
+        "--test-job",
+        action="append",
+        required=True,
+        metavar="DIR[=KEY]",
+        help="job(s) whose subsets of the same kind test the models; KEY names the dataset in the "
+        "results (e.g. DIR=cifar10:test); repeat for CIFAR-10.1 and the CIFAR-10-C sample",
+    )
+    t.add_argument(
+        "--kind",
+        default="bs",
+        choices=["bs", "random", "mask"],
+        help="backward-selection, random or mask subsets (default bs)",
+    )
+    t.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
     t.add_argument("--arch", default="resnet20", help="architecture to train (default resnet20)")
     t.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated replicate seeds (default 0,1,2,3,4)")
     t.add_argument("--recipe", default="paper", choices=["paper", "fast"], help="training recipe (default paper)")
-    t.add_argument("--epochs", type=int, help="override the recipe's epochs")
+    t.add_argument("--epochs", type=c.positive_int, help="override the recipe's epochs")
     t.add_argument("--augment", action="store_true", help="crop+flip image and keep-mask together (Table S1)")
     t.add_argument("--out", type=Path, required=True, help="folder for the trained models")
     t.add_argument("--results", type=Path, help="append rows to this results file")
@@ -108,8 +133,8 @@ def _add_subsets(sub: c.Subparsers) -> None:
     r = ss.add_parser("transfer", help="every ordered pair of jobs: B on A's subsets, A's SIS under B")
     r.add_argument("--jobs", type=Path, nargs="+", required=True, help="finished backselect-dataset job folders")
     r.add_argument("--names", nargs="+", help="model labels, one per job (default: model or folder names)")
-    r.add_argument("--threshold", type=float, default=0.99, help="SIS threshold τ (default 0.99)")
-    r.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    r.add_argument("--threshold", type=c.fraction, default=0.99, help="SIS threshold τ (default 0.99)")
+    r.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
     r.add_argument("--dataset-key", help="dataset name in the results file")
     r.add_argument("--results", type=Path, help="append rows to this results file")
     c.add_threads(r)
@@ -118,7 +143,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     cmp = ss.add_parser("compare", help="overlap and location maps of two jobs' kept sets (ranking-artefact control)")
     cmp.add_argument("job_a", type=Path, help="first job folder")
     cmp.add_argument("job_b", type=Path, help="second job folder")
-    cmp.add_argument("--fraction", type=float, default=0.05, help="pixel-subset size (default 0.05)")
+    cmp.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
     cmp.add_argument("--out", type=Path, required=True, help="folder for the overlap maps")
     cmp.set_defaults(func=_cmd_subsets_compare)
 
@@ -129,14 +154,25 @@ def _cmd_subsets_evaluate(args: argparse.Namespace) -> int:
     c.apply_threads(args)
     model = c.model_spec(args).load() if args.model else None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
-    out = evaluate_subsets(args.job, model, kinds=kinds, fraction=args.fraction, seed=args.seed,
-                           model_name=args.name, train_on=args.train_on, dataset_key=args.dataset_key, results=args.results,
-                           experiment=args.experiment)
+    out = evaluate_subsets(
+        args.job,
+        model,
+        kinds=kinds,
+        fraction=args.fraction,
+        seed=args.seed,
+        model_name=args.name,
+        train_on=args.train_on,
+        dataset_key=args.dataset_key,
+        results=args.results,
+        experiment=args.experiment,
+    )
     for label, r in out.items():
         drop = r.get("confidence_drop")
         extra = f", confidence drop {drop['mean']:.3f} ± {drop['std']:.3f}" if drop else ""
-        print(f"{label:>10}: accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']}), "
-              f"mean confidence {r['mean_confidence']:.3f}{extra}")
+        print(
+            f"{label:>10}: accuracy {100 * r['accuracy']:.2f}% ({r['correct']}/{r['n']}), "
+            f"mean confidence {r['mean_confidence']:.3f}{extra}"
+        )
     if args.results:
         print(f"appended to {args.results}")
     return 0
@@ -149,10 +185,23 @@ def _cmd_subsets_train(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     overrides = {"epochs": args.epochs} if args.epochs else None
     tests = [t.partition("=") for t in args.test_job]
-    out = retrain_on_subsets(args.train_job, [Path(d) for d, _, _ in tests], kind=args.kind, fraction=args.fraction, arch=args.arch,
-                             seeds=seeds, recipe=args.recipe, augment=args.augment, overrides=overrides,
-                             out_dir=args.out, dataset_keys=[k or None for _, _, k in tests], results=args.results,
-                             experiment=args.experiment, device=args.device, progress=c.progress(args))
+    out = retrain_on_subsets(
+        args.train_job,
+        [Path(d) for d, _, _ in tests],
+        kind=args.kind,
+        fraction=args.fraction,
+        arch=args.arch,
+        seeds=seeds,
+        recipe=args.recipe,
+        augment=args.augment,
+        overrides=overrides,
+        out_dir=args.out,
+        dataset_keys=[k or None for _, _, k in tests],
+        results=args.results,
+        experiment=args.experiment,
+        device=args.device,
+        progress=c.progress(args),
+    )
     accs = torch.tensor([r["accuracy"] for r in out], dtype=torch.float64)
     std = float(accs.std()) if len(accs) > 1 else 0.0
     for r in out:
@@ -165,10 +214,18 @@ def _cmd_subsets_transfer(args: argparse.Namespace) -> int:
     from overinterp.experiments import transfer
 
     c.apply_threads(args)
-    for r in transfer(args.jobs, threshold=args.threshold, fraction=args.fraction, results=args.results,
-                      dataset_key=args.dataset_key, names=args.names):
-        print(f"{r['from']} → {r['to']}: accuracy on subsets {100 * r['subset_accuracy']:.2f}%, "
-              f"SIS still ≥ τ: {100 * r['sis_transfer']:.1f}% of {r['n_sis']}")
+    for r in transfer(
+        args.jobs,
+        threshold=args.threshold,
+        fraction=args.fraction,
+        results=args.results,
+        dataset_key=args.dataset_key,
+        names=args.names,
+    ):
+        print(
+            f"{r['from']} → {r['to']}: accuracy on subsets {100 * r['subset_accuracy']:.2f}%, "
+            f"SIS still ≥ τ: {100 * r['sis_transfer']:.1f}% of {r['n_sis']}"
+        )
     return 0
 
 

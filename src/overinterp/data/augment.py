@@ -26,8 +26,12 @@ def random_crop_flip(x: Tensor, generator: torch.Generator, padding: int = 4, fl
         dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator, device=dev)
         rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
-        x = padded[torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None],
-                   rows, cols]
+        x = padded[
+            torch.arange(n, device=dev)[:, None, None, None],
+            torch.arange(c, device=dev)[None, :, None, None],
+            rows,
+            cols,
+        ]
     if flip:
         mirror = torch.rand(n, generator=generator, device=dev) < 0.5
         x = torch.where(mirror[:, None, None, None], x.flip(3), x)

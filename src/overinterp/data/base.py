@@ -85,9 +85,12 @@ class LabeledImages:
     def subset(self, index: Any, name: str | None = None) -> "LabeledImages":
         """Images and labels at ``index`` (slice, indices or mask)."""
         idx = torch.as_tensor(index) if not isinstance(index, slice) else index
-        return LabeledImages(self.images[idx], self.labels[idx], self.classes, name or self.name,
-                             self.source, dict(self.meta))
+        return LabeledImages(
+            self.images[idx], self.labels[idx], self.classes, name or self.name, self.source, dict(self.meta)
+        )
 
     def __repr__(self) -> str:
-        return (f"LabeledImages({self.name!r}, n={len(self)}, shape={tuple(self.images.shape[1:])}, "
-                f"dtype={self.images.dtype}, source={self.source!r})")
+        return (
+            f"LabeledImages({self.name!r}, n={len(self)}, shape={tuple(self.images.shape[1:])}, "
+            f"dtype={self.images.dtype}, source={self.source!r})"
+        )

@@ -163,4 +163,3 @@ def load_cifar10(
         name=f"cifar10:{split}",
         source=str(folder),
     )
-

@@ -50,9 +50,25 @@ FOLDER = "CIFAR-10-C"
 
 #: The 19 corruptions of the archive, alphabetical (the order of split "all").
 CORRUPTIONS = (
-    "brightness", "contrast", "defocus_blur", "elastic_transform", "fog", "frost", "gaussian_blur",
-    "gaussian_noise", "glass_blur", "impulse_noise", "jpeg_compression", "motion_blur", "pixelate",
-    "saturate", "shot_noise", "snow", "spatter", "speckle_noise", "zoom_blur",
+    "brightness",
+    "contrast",
+    "defocus_blur",
+    "elastic_transform",
+    "fog",
+    "frost",
+    "gaussian_blur",
+    "gaussian_noise",
+    "glass_blur",
+    "impulse_noise",
+    "jpeg_compression",
+    "motion_blur",
+    "pixelate",
+    "saturate",
+    "shot_noise",
+    "snow",
+    "spatter",
+    "speckle_noise",
+    "zoom_blur",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
 SIS_SAMPLE_SEED = 1234
@@ -75,10 +91,14 @@ class _Files:
         labels_path = folder / "labels.npy"
         self.labels = self._open(labels_path)
         if self.labels.ndim != 1 or not np.issubdtype(self.labels.dtype, np.integer):
-            raise ValueError(f"CIFAR-10-C: {labels_path} must be a 1-d integer array, got {self.labels.dtype} {self.labels.shape}")
+            raise ValueError(
+                f"CIFAR-10-C: {labels_path} must be a 1-d integer array, got {self.labels.dtype} {self.labels.shape}"
+            )
         n = self.labels.shape[0]
         if n % len(SEVERITIES):
-            raise ValueError(f"CIFAR-10-C: {labels_path} has {n} labels, not a multiple of {len(SEVERITIES)} severities")
+            raise ValueError(
+                f"CIFAR-10-C: {labels_path} has {n} labels, not a multiple of {len(SEVERITIES)} severities"
+            )
         self.per_severity = n // len(SEVERITIES)
         self.arrays = {}
         for c in corruptions:
@@ -106,8 +126,10 @@ class _Files:
 
 def _locate(root, download: bool, progress: bool, corruptions: tuple[str, ...]) -> _Files:
     folder = cifar10c_dir(root)
+
     def missing() -> list[str]:
         return [f for f in ["labels", *corruptions] if not (folder / f"{f}.npy").is_file()]
+
     if missing() and download:
         base = Path(root).expanduser() if root is not None else default_root()
         archive = download_file(CIFAR10C_ARCHIVE, base / CIFAR10C_ARCHIVE.filename, progress=progress)
@@ -142,8 +164,9 @@ def _parse_split(split: str | None) -> tuple[str, tuple[str, ...], int | None]:
     return "one", (corruption,), severity
 
 
-def sis_sample_indices(total: int = len(CORRUPTIONS) * 50_000, size: int = SIS_SAMPLE_SIZE,
-                       seed: int = SIS_SAMPLE_SEED) -> np.ndarray:
+def sis_sample_indices(
+    total: int = len(CORRUPTIONS) * 50_000, size: int = SIS_SAMPLE_SIZE, seed: int = SIS_SAMPLE_SEED
+) -> np.ndarray:
     """Positions (in split ``"all"``'s order) of the paper's SIS sample: a uniform
     sample without replacement drawn by ``numpy.random.seed(seed)`` +
     ``numpy.random.choice(total, size, replace=False)`` (NumPy's legacy generator,
@@ -188,15 +211,27 @@ def load_cifar10c(
             "severity": (row // files.per_severity + 1).tolist(),
             "seed": sample_seed,
         }
-        return LabeledImages(from_hwc(data, str(files.folder)), torch.from_numpy(labels), classes,
-                             name="cifar10c:sample", source=str(files.folder), meta=meta)
+        return LabeledImages(
+            from_hwc(data, str(files.folder)),
+            torch.from_numpy(labels),
+            classes,
+            name="cifar10c:sample",
+            source=str(files.folder),
+            meta=meta,
+        )
     rows = files.rows(severity)
     data = np.concatenate([np.asarray(files.arrays[c][rows]) for c in corruptions])
     labels = np.concatenate([np.asarray(files.labels[rows], dtype=np.int64)] * len(corruptions))
     name = "cifar10c:all" if kind == "all" else f"cifar10c:{corruptions[0]}" + (f"/{severity}" if severity else "")
     meta = {"corruptions": list(corruptions), "severity": severity}
-    return LabeledImages(from_hwc(data, str(files.folder)), torch.from_numpy(labels), classes,
-                         name=name, source=str(files.folder), meta=meta)
+    return LabeledImages(
+        from_hwc(data, str(files.folder)),
+        torch.from_numpy(labels),
+        classes,
+        name=name,
+        source=str(files.folder),
+        meta=meta,
+    )
 
 
 def iter_cifar10c(
@@ -216,10 +251,14 @@ def iter_cifar10c(
             if s not in SEVERITIES:
                 raise ValueError(f"CIFAR-10-C severity must be 1–5, got {s}")
             rows = files.rows(s)
-            yield c, s, LabeledImages(
-                from_hwc(np.asarray(files.arrays[c][rows]), str(files.folder / f"{c}.npy")),
-                torch.from_numpy(np.asarray(files.labels[rows], dtype=np.int64)),
-                list(CIFAR10_CLASSES),
-                name=f"cifar10c:{c}/{s}",
-                source=str(files.folder),
+            yield (
+                c,
+                s,
+                LabeledImages(
+                    from_hwc(np.asarray(files.arrays[c][rows]), str(files.folder / f"{c}.npy")),
+                    torch.from_numpy(np.asarray(files.labels[rows], dtype=np.int64)),
+                    list(CIFAR10_CLASSES),
+                    name=f"cifar10c:{c}/{s}",
+                    source=str(files.folder),
+                ),
             )

@@ -124,8 +124,15 @@ def download_file(
                 with urllib.request.urlopen(request, timeout=timeout) as response:
                     total = response.headers.get("Content-Length")
                     total = int(total) if total and total.isdigit() else remote.size
-                    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                              desc=f"downloading {remote.filename}", disable=not progress, leave=False) as bar:
+                    with tqdm(
+                        total=total,
+                        unit="B",
+                        unit_scale=True,
+                        unit_divisor=1024,
+                        desc=f"downloading {remote.filename}",
+                        disable=not progress,
+                        leave=False,
+                    ) as bar:
                         while chunk := response.read(_CHUNK):
                             out.write(chunk)
                             bar.update(len(chunk))

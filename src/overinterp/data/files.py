@@ -37,7 +37,9 @@ def _to_pixels(arr: np.ndarray | Tensor, source: str) -> Tensor:
     elif t.is_floating_point():
         t = t.float()
         if t.numel() and (float(t.min()) < 0 or float(t.max()) > 1):
-            raise ValueError(f"{source}: floating images must be pixels in [0, 1] (got [{float(t.min()):.3g}, {float(t.max()):.3g}])")
+            raise ValueError(
+                f"{source}: floating images must be pixels in [0, 1] (got [{float(t.min()):.3g}, {float(t.max()):.3g}])"
+            )
     else:
         raise TypeError(f"{source}: images must be uint8 or float, got {t.dtype}")
     return t.contiguous()
@@ -78,7 +80,9 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
         subdirs = sorted(p for p in path.iterdir() if p.is_dir())
         if subdirs:
             classes = [d.name for d in subdirs]
-            files = [(f, k) for k, d in enumerate(subdirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
+            files = [
+                (f, k) for k, d in enumerate(subdirs) for f in sorted(d.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
+            ]
         else:
             files = [(f, -1) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
@@ -122,4 +126,8 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
         arr = arr[:limit]
         labels = None if labels is None else labels[:limit]
     images = _to_pixels(arr, str(path))
-    return ImageSet(images, None if labels is None else torch.as_tensor(labels).long(), [f"{path.name}[{i}]" for i in range(len(images))])
+    return ImageSet(
+        images,
+        None if labels is None else torch.as_tensor(labels).long(),
+        [f"{path.name}[{i}]" for i in range(len(images))],
+    )

@@ -131,8 +131,13 @@ def load_image_folder(
     base = ""
     # One top-level folder that holds folders, not images (e.g. ``cifar10-jpeg/`` in a zip): enter it.
     top = tree.subdirs("")
-    if (len(top) == 1 and not tree.image_files("") and split not in top
-            and tree.subdirs(top[0]) and not tree.image_files(top[0])):
+    if (
+        len(top) == 1
+        and not tree.image_files("")
+        and split not in top
+        and tree.subdirs(top[0])
+        and not tree.image_files(top[0])
+    ):
         base = top[0]
     folder = base
     if split is not None:
@@ -161,7 +166,9 @@ def load_image_folder(
         raise ValueError(f"no class sub-folders in {tree.label(folder)} (expected <class>/<image> files)")
     for c in classes:
         if c not in found:
-            raise ValueError(f"class folder {tree.label(_join(folder, c))} is missing (expected classes: {', '.join(classes)})")
+            raise ValueError(
+                f"class folder {tree.label(_join(folder, c))} is missing (expected classes: {', '.join(classes)})"
+            )
     items: list[tuple[str, int]] = []
     for k, c in enumerate(classes):
         files = tree.image_files(_join(folder, c))
@@ -171,7 +178,9 @@ def load_image_folder(
                 f"splits ({', '.join(found)})? Pass split= (e.g. split={found[0]!r})"
             )
         if not files:
-            raise ValueError(f"class folder {tree.label(_join(folder, c))} holds no image files ({', '.join(IMAGE_EXTENSIONS)})")
+            raise ValueError(
+                f"class folder {tree.label(_join(folder, c))} holds no image files ({', '.join(IMAGE_EXTENSIONS)})"
+            )
         items += [(_join(folder, c, f), k) for f in files]
     if limit is not None:
         items = items[:limit]
@@ -202,6 +211,10 @@ def load_image_folder(
     images = from_hwc(np.stack(arrays), str(root))
     labels = torch.tensor([k for _, k in items], dtype=torch.int64)
     return LabeledImages(
-        images, labels, classes, name=name or (f"folder:{split}" if split else "folder"), source=str(root),
+        images,
+        labels,
+        classes,
+        name=name or (f"folder:{split}" if split else "folder"),
+        source=str(root),
         meta={"files": [rel for rel, _ in items]},
     )

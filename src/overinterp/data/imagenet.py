@@ -37,8 +37,15 @@ from torch import Tensor
 
 from overinterp.data.base import LabeledImages
 
-__all__ = ["ImageNetVal", "open_imagenet_val", "load_imagenet_val", "resize_center_crop", "resize_images",
-           "load_photo", "imagenet_class_names"]
+__all__ = [
+    "ImageNetVal",
+    "open_imagenet_val",
+    "load_imagenet_val",
+    "resize_center_crop",
+    "resize_images",
+    "load_photo",
+    "imagenet_class_names",
+]
 
 _SYNSET = re.compile(r"^n\d{8}$")
 _SUFFIXES = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
@@ -91,14 +98,21 @@ def load_photo(path: str | Path, size: int | tuple[int, int], resize: int | None
 def resize_images(images: Tensor | Sequence[Tensor], size: int | tuple[int, int]) -> Tensor:
     """Images of any (mixed) sizes → one ``(N, C, H, W)`` batch at ``size`` (bilinear, antialiased)."""
     h, w = (size, size) if isinstance(size, int) else size
-    items = [images[i] for i in range(images.shape[0])] if isinstance(images, Tensor) and images.dim() == 4 else list(images)
+    items = (
+        [images[i] for i in range(images.shape[0])]
+        if isinstance(images, Tensor) and images.dim() == 4
+        else list(images)
+    )
     out = []
     for x in items:
         if not isinstance(x, Tensor) or x.dim() != 3:
             raise ValueError("each image must be a (C, H, W) tensor")
         xf = x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
-        out.append(torch.nn.functional.interpolate(xf[None], size=(h, w), mode="bilinear", antialias=True,
-                                                   align_corners=False)[0].clamp(0, 1))
+        out.append(
+            torch.nn.functional.interpolate(
+                xf[None], size=(h, w), mode="bilinear", antialias=True, align_corners=False
+            )[0].clamp(0, 1)
+        )
     return torch.stack(out)
 
 
@@ -124,8 +138,9 @@ def _find(root: Path, names: Sequence[str]) -> Path | None:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES
-                  and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES and not p.name.startswith(".")
+    )
 
 
 @dataclass
@@ -152,8 +167,14 @@ class ImageNetVal:
     def __len__(self) -> int:
         return len(self.files)
 
-    def load(self, indices: Sequence[int] | Tensor | None = None, *, crop: int = 299, resize: int | None = 342,
-             threads: int = 2) -> LabeledImages:
+    def load(
+        self,
+        indices: Sequence[int] | Tensor | None = None,
+        *,
+        crop: int = 299,
+        resize: int | None = 342,
+        threads: int = 2,
+    ) -> LabeledImages:
         """Decode ``indices`` (default all) → :class:`LabeledImages` uint8 ``(n, 3, crop, crop)``."""
         from PIL import Image
 
@@ -260,12 +281,20 @@ def open_imagenet_val(
         layout = "flat"
     if names is None:
         names = imagenet_class_names() if len(synsets) == 1000 else list(synsets)
-    return ImageNetVal(root, files, torch.tensor(labels, dtype=torch.int64), list(synsets), list(names), layout,
-                       {"synset_file": None if sfile is None else str(sfile)})
+    return ImageNetVal(
+        root,
+        files,
+        torch.tensor(labels, dtype=torch.int64),
+        list(synsets),
+        list(names),
+        layout,
+        {"synset_file": None if sfile is None else str(sfile)},
+    )
 
 
-def _flat_ground_truth(root: Path, files: list[Path], ground_truth, meta_mat,
-                       synsets_by_id) -> tuple[list[str], list[str] | None]:
+def _flat_ground_truth(
+    root: Path, files: list[Path], ground_truth, meta_mat, synsets_by_id
+) -> tuple[list[str], list[str] | None]:
     """Synset of each flat file, from Kaggle's CSV or the devkit; and all synsets when the devkit gives them."""
     if ground_truth is None:
         csv_path = _find(root, ("LOC_val_solution.csv",))
@@ -331,8 +360,9 @@ def _synsets_by_id(gt: Path, meta_mat, synsets_by_id) -> list[str]:
     return [table[i] for i in range(1, len(table) + 1)]
 
 
-def load_imagenet_val(root: str | Path, *, limit: int | None = None, crop: int = 299, resize: int | None = 342,
-                      **kwargs) -> LabeledImages:
+def load_imagenet_val(
+    root: str | Path, *, limit: int | None = None, crop: int = 299, resize: int | None = 342, **kwargs
+) -> LabeledImages:
     """:func:`open_imagenet_val` then decode the first ``limit`` images (all by default)."""
     val = open_imagenet_val(root, **kwargs)
     n = len(val) if limit is None else min(limit, len(val))

@@ -24,17 +24,24 @@ from typing import Any
 
 from overinterp.data.base import LabeledImages
 from overinterp.data.cifar10 import load_cifar10
-from overinterp.data.cifar101 import load_cifar101
 from overinterp.data.cifar10c import load_cifar10c
+from overinterp.data.cifar101 import load_cifar101
 from overinterp.data.folder import load_image_folder
 
 __all__ = ["load_dataset", "list_datasets", "parse_dataset_spec", "dataset_key"]
 
 _ALIASES = {
-    "cifar10": "cifar10", "cifar-10": "cifar10",
-    "cifar10.1": "cifar10.1", "cifar10_1": "cifar10.1", "cifar101": "cifar10.1", "cifar-10.1": "cifar10.1",
-    "cifar10c": "cifar10c", "cifar10-c": "cifar10c", "cifar-10-c": "cifar10c",
-    "folder": "folder", "imagefolder": "folder",
+    "cifar10": "cifar10",
+    "cifar-10": "cifar10",
+    "cifar10.1": "cifar10.1",
+    "cifar10_1": "cifar10.1",
+    "cifar101": "cifar10.1",
+    "cifar-10.1": "cifar10.1",
+    "cifar10c": "cifar10c",
+    "cifar10-c": "cifar10c",
+    "cifar-10-c": "cifar10c",
+    "folder": "folder",
+    "imagefolder": "folder",
 }
 _DEFAULT_SPLIT = {"cifar10": "test", "cifar10.1": "v6", "cifar10c": "all", "folder": None}
 

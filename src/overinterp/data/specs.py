@@ -31,17 +31,31 @@ import torch
 from overinterp.data.base import LabeledImages
 from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
 
-__all__ = ["DatasetSpec", "parse_dataset", "open_dataset", "open_images", "portable_spec", "canonical_spec",
-           "ALIASES", "FORMS"]
+__all__ = [
+    "DatasetSpec",
+    "parse_dataset",
+    "open_dataset",
+    "open_images",
+    "portable_spec",
+    "canonical_spec",
+    "ALIASES",
+    "FORMS",
+]
 
 #: Short names every command also takes.
-ALIASES = {"cifar10-train": "cifar10:train", "cifar10-test": "cifar10:test", "cifar10.1": "cifar10.1:v6",
-           "cifar10c-sample": "cifar10c:sample"}
+ALIASES = {
+    "cifar10-train": "cifar10:train",
+    "cifar10-test": "cifar10:test",
+    "cifar10.1": "cifar10.1:v6",
+    "cifar10c-sample": "cifar10c:sample",
+}
 
 #: One line for error messages and help texts.
-FORMS = ("NAME[:SPLIT][@ROOT] (cifar10:test, cifar10.1, cifar10c:sample, folder:test@x.zip), an alias "
-         "(cifar10-train, cifar10-test, cifar10c-sample), folder:PATH, PATH.npz[:PREFIX], PATH.npy/.pt, "
-         "or an image folder")
+FORMS = (
+    "NAME[:SPLIT][@ROOT] (cifar10:test, cifar10.1, cifar10c:sample, folder:test@x.zip), an alias "
+    "(cifar10-train, cifar10-test, cifar10c-sample), folder:PATH, PATH.npz[:PREFIX], PATH.npy/.pt, "
+    "or an image folder"
+)
 
 _ARRAYS = (".npy", ".pt", ".pth")
 
@@ -86,8 +100,14 @@ class DatasetSpec:
         path becomes ``folder:SPLIT@root``); other specs are returned as they are."""
         if root is None or self.kind != "registry":
             return self
-        if self.name == "folder" and self.split is None and self.root and not Path(self.root).exists() \
-                and "/" not in self.root and os.sep not in self.root:
+        if (
+            self.name == "folder"
+            and self.split is None
+            and self.root
+            and not Path(self.root).exists()
+            and "/" not in self.root
+            and os.sep not in self.root
+        ):
             return DatasetSpec("registry", "folder", self.root, os.fspath(root))  # folder:SPLIT under root
         if self.root is not None:
             return self
@@ -103,8 +123,9 @@ class DatasetSpec:
     def open(self, *, download: bool = False, progress: bool = False, limit: int | None = None) -> LabeledImages:
         """The labelled images (the first ``limit`` only, when given)."""
         if self.kind == "registry":
-            data = load_dataset(str(self.name), self.root, self.split, download=download, progress=progress,
-                                limit=limit)
+            data = load_dataset(
+                str(self.name), self.root, self.split, download=download, progress=progress, limit=limit
+            )
         elif self.kind == "npz":
             data = _npz(Path(str(self.path)), self.prefix, str(self))
         else:
@@ -199,7 +220,9 @@ def _array(path: Path, spec: str) -> LabeledImages:
         raise ValueError(f"{spec}: {path} holds no labels (a .pt needs a dict with 'images' and 'labels')")
     as_bytes = (data.images * 255).round()
     # uint8 files come back as uint8 (exactly); other float pixels stay float
-    images = as_bytes.to(torch.uint8) if torch.equal(as_bytes.to(torch.uint8).float() / 255.0, data.images) else data.images
+    images = (
+        as_bytes.to(torch.uint8) if torch.equal(as_bytes.to(torch.uint8).float() / 255.0, data.images) else data.images
+    )
     return LabeledImages(images, data.labels, data.classes, name=spec, source=str(path))
 
 
@@ -222,7 +245,9 @@ def _npz(path: Path, prefix: str | None, spec: str) -> LabeledImages:
         idx_key = f"{prefix}_indices" if prefix else "indices"
         positions = z[idx_key].astype(np.int64).tolist() if idx_key in keys else None
     if arr.dtype != np.uint8 or arr.ndim != 4:
-        raise ValueError(f"{spec}: images must be a uint8 (N, H, W, C) or (N, C, H, W) array, got {arr.dtype} {arr.shape}")
+        raise ValueError(
+            f"{spec}: images must be a uint8 (N, H, W, C) or (N, C, H, W) array, got {arr.dtype} {arr.shape}"
+        )
     images = torch.from_numpy(arr)
     if images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):
         images = images.permute(0, 3, 1, 2)

@@ -39,8 +39,9 @@ def subset_label(kind: str, fraction: float, rank_by: str = "logodds") -> str:
     return f"{kind}{num}{suffix}"
 
 
-def random_keep_masks(positions: Tensor, image_shape: tuple[int, int, int], fraction: float, seed: int = 0,
-                      features: Tensor | None = None) -> Tensor:
+def random_keep_masks(
+    positions: Tensor, image_shape: tuple[int, int, int], fraction: float, seed: int = 0, features: Tensor | None = None
+) -> Tensor:
     """``(N, 1, H, W)`` bool random keep-masks of ``ceil(fraction·P)`` features each.
 
     Args:
@@ -137,8 +138,11 @@ class PixelSubsets:
     def pixels(self, index: Any = slice(None)) -> Tensor:
         """Masked images ``(n, C, H, W)`` float in [0, 1] (no augmentation)."""
         keep = self.keep[index]
-        x = torch.ones_like(self.images[index], dtype=torch.float32) if self.kind == "mask" \
+        x = (
+            torch.ones_like(self.images[index], dtype=torch.float32)
+            if self.kind == "mask"
             else self.images[index].float() / 255.0
+        )
         return torch.where(keep, x, self.fill.unsqueeze(0))
 
     def stacked(self) -> Tensor:
@@ -149,13 +153,30 @@ class PixelSubsets:
 
     def to_labeled(self) -> LabeledImages:
         """Masked float images as :class:`LabeledImages` (for evaluation)."""
-        return LabeledImages(self.pixels(), self.labels, self.classes, name=f"{self.name}:{self.label}",
-                             source=self.meta.get("source", self.name), meta={"key": self.meta.get("key", self.name)})
+        return LabeledImages(
+            self.pixels(),
+            self.labels,
+            self.classes,
+            name=f"{self.name}:{self.label}",
+            source=self.meta.get("source", self.name),
+            meta={"key": self.meta.get("key", self.name)},
+        )
 
     def subset(self, index: Any) -> "PixelSubsets":
-        return PixelSubsets(self.images[index], self.labels[index], self.keep[index], self.fill, self.kind,
-                            self.fraction, self.classes, self.name, dict(self.meta), self.augment, self.padding,
-                            self.seed)
+        return PixelSubsets(
+            self.images[index],
+            self.labels[index],
+            self.keep[index],
+            self.fill,
+            self.kind,
+            self.fraction,
+            self.classes,
+            self.name,
+            dict(self.meta),
+            self.augment,
+            self.padding,
+            self.seed,
+        )
 
 
 def apply_stacked(x: Tensor, fill: Tensor) -> Tensor:

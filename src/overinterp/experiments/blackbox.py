@@ -20,8 +20,9 @@ from overinterp.sis.methods import Method
 __all__ = ["pixel_groups", "run_blackbox_sis"]
 
 
-def pixel_groups(images: torch.Tensor, *, patch: int = 8, superpixels: int | None = None
-                 ) -> tuple[torch.Tensor | list[torch.Tensor], list[int]]:
+def pixel_groups(
+    images: torch.Tensor, *, patch: int = 8, superpixels: int | None = None
+) -> tuple[torch.Tensor | list[torch.Tensor], list[int]]:
     """Feature maps for ``images`` — ``patch``×``patch`` squares, or about ``superpixels``
     superpixels per image — and each image's feature count."""
     from overinterp.sis.features import patch_features
@@ -93,14 +94,30 @@ def run_blackbox_sis(
         cls = class_names[t] if class_names else str(t)
         f = float(torch.sigmoid(trace.full_logodds[i].double()))
         size = None if s is None else int(s.numel())
-        rows.append({"image": names[i], "class": cls, "target": t, "confidence": f, "threshold": taus[i],
-                     "features": counts[i], "sis_features": size,
-                     "sis_fraction": None if s is None else float(keep[i].float().mean()),
-                     "sis_confidence": None if s is None else float(torch.sigmoid(res.logodds[i]))})
+        rows.append(
+            {
+                "image": names[i],
+                "class": cls,
+                "target": t,
+                "confidence": f,
+                "threshold": taus[i],
+                "features": counts[i],
+                "sis_features": size,
+                "sis_fraction": None if s is None else float(keep[i].float().mean()),
+                "sis_confidence": None if s is None else float(torch.sigmoid(res.logodds[i])),
+            }
+        )
         titles.append(f"{cls.split(',')[0][:18]}\nf={f:.2f}, SIS {size}/{counts[i]}")
     panels = save_sis_panels(out / "panels.png", images, keep, titles)
-    summary = {"model": model_source, "method": method.describe(), "forward_passes": passes,
-               "seconds": seconds, "ratio": None if threshold is not None else ratio,
-               "threshold": threshold, "panels": [str(p) for p in panels], "images": rows}
+    summary = {
+        "model": model_source,
+        "method": method.describe(),
+        "forward_passes": passes,
+        "seconds": seconds,
+        "ratio": None if threshold is not None else ratio,
+        "threshold": threshold,
+        "panels": [str(p) for p in panels],
+        "images": rows,
+    }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     return summary

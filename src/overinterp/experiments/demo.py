@@ -37,7 +37,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -78,10 +78,21 @@ DEMO_DEFAULTS: dict[str, Any] = {
 #: set's per-channel mean and std ("auto"). :func:`demo_config` fills in the
 #: settings of :data:`DEMO_DEFAULTS` and the run's epochs and seed.
 DEMO_RECIPE = TrainConfig(
-    arch="smallcnn", arch_kwargs={"width": DEMO_DEFAULTS["width"]}, preprocessing="auto",
-    epochs=DEMO_DEFAULTS["epochs"], batch_size=DEMO_DEFAULTS["train_batch_size"], lr=DEMO_DEFAULTS["lr"],
-    momentum=0.9, nesterov=True, weight_decay=DEMO_DEFAULTS["weight_decay"], decay_norm_and_bias=False,
-    schedule="cosine", milestones=(), warmup_epochs=1.0, augment=False, recipe="demo",
+    arch="smallcnn",
+    arch_kwargs={"width": DEMO_DEFAULTS["width"]},
+    preprocessing="auto",
+    epochs=DEMO_DEFAULTS["epochs"],
+    batch_size=DEMO_DEFAULTS["train_batch_size"],
+    lr=DEMO_DEFAULTS["lr"],
+    momentum=0.9,
+    nesterov=True,
+    weight_decay=DEMO_DEFAULTS["weight_decay"],
+    decay_norm_and_bias=False,
+    schedule="cosine",
+    milestones=(),
+    warmup_epochs=1.0,
+    augment=False,
+    recipe="demo",
 )
 
 
@@ -141,8 +152,10 @@ def _probe_planted(model: Classifier, data: ShortcutData, batch_size: int = 512)
     only_pred = predict_logits(model, only, batch_size=batch_size).argmax(1)
     masked_pred = predict_logits(model, masked, batch_size=batch_size).argmax(1)
     n = max(1, len(data))
-    return {"planted_only_follows_planted": int((only_pred == data.shortcut_class).sum()) / n,
-            "planted_masked_accuracy": int((masked_pred == data.labels).sum()) / n}
+    return {
+        "planted_only_follows_planted": int((only_pred == data.shortcut_class).sum()) / n,
+        "planted_masked_accuracy": int((masked_pred == data.labels).sum()) / n,
+    }
 
 
 def _sis_statistics(
@@ -315,7 +328,8 @@ def format_report(summary: dict[str, Any]) -> str:
 
     lines = [
         "overinterp demo — a planted shortcut, found by sufficient input subsets",
-        f"  data: {cfg['size']}x{cfg['size']} images, {cfg['num_classes']} classes ({', '.join(summary['class_names'])}); "
+        f"  data: {cfg['size']}x{cfg['size']} images, {cfg['num_classes']} classes "
+        f"({', '.join(summary['class_names'])}); "
         f"{len(summary['shortcut_pixels'])} planted pixels at {summary['shortcut_pixels']} show the class colour "
         f"on {pct(cfg['shortcut_prob'])} of training images",
         f"  model: SmallCNN(width={cfg['width']}), {cfg['epochs']} epochs on {cfg['n_train']} images, "
@@ -351,12 +365,18 @@ def _save_run_inputs(out: Path, model: Classifier, test: ShortcutData, cfg: dict
     """``out/model.pt`` (overinterp checkpoint) and ``out/data/shortcut_test.npz`` (uint8 images, labels, classes)."""
     from overinterp.models import save_checkpoint
 
-    ckpt = save_checkpoint(out / "model.pt", model, "smallcnn", arch_kwargs={"width": cfg["width"]},
-                           extra={"demo": {k: cfg[k] for k in ("seed", "n_train", "epochs")}})
+    ckpt = save_checkpoint(
+        out / "model.pt",
+        model,
+        "smallcnn",
+        arch_kwargs={"width": cfg["width"]},
+        extra={"demo": {k: cfg[k] for k in ("seed", "n_train", "epochs")}},
+    )
     images = (test.images * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
     buf = io.BytesIO()
-    np.savez_compressed(buf, images=images, labels=test.labels.numpy().astype(np.int64),
-                        classes=np.asarray(test.class_names))
+    np.savez_compressed(
+        buf, images=images, labels=test.labels.numpy().astype(np.int64), classes=np.asarray(test.class_names)
+    )
     data_file = out / "data" / "shortcut_test.npz"
     data_file.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(data_file, buf.getvalue())
@@ -373,20 +393,41 @@ def _run_sis_job(out: Path, ckpt: Path, data_file: Path, positions: Tensor, batc
     job_dir = out / "jobs" / "demo"
     if job_dir.exists():  # the demo's own job from an earlier run: always recomputed
         shutil.rmtree(job_dir)
-    spec = JobSpec(ModelSpec(checkpoint=str(ckpt)), dataset=str(data_file.resolve()),
-                   positions=tuple(positions.tolist()), method=Exact().describe(),
-                   shard_size=len(positions), batch_size=batch_size, threads=torch.get_num_threads())
+    spec = JobSpec(
+        ModelSpec(checkpoint=str(ckpt)),
+        dataset=str(data_file.resolve()),
+        positions=tuple(positions.tolist()),
+        method=Exact().describe(),
+        shard_size=len(positions),
+        batch_size=batch_size,
+        threads=torch.get_num_threads(),
+    )
     run_job(spec, job_dir, progress=progress, log=(lambda msg: None) if not progress else None)
     return load_job(job_dir)
 
 
-def _append_accuracy_rows(path: Path, model: Classifier, ckpt: Path, seed: int, evals: dict[str, dict[str, Any]]) -> None:
+def _append_accuracy_rows(
+    path: Path, model: Classifier, ckpt: Path, seed: int, evals: dict[str, dict[str, Any]]
+) -> None:
     from overinterp.results import append_results, model_fingerprint
 
     fp = model_fingerprint(model)
-    rows = [dict(experiment="demo", model="smallcnn", arch="smallcnn", fingerprint=fp, checkpoint=str(ckpt),
-                 dataset=key, seed=seed, metric=metric, value=ev[src], n=ev.get("n"))
-            for key, ev in evals.items() for metric, src in (("accuracy", "accuracy"), ("mean_confidence", "mean_confidence"))]
+    rows = [
+        dict(
+            experiment="demo",
+            model="smallcnn",
+            arch="smallcnn",
+            fingerprint=fp,
+            checkpoint=str(ckpt),
+            dataset=key,
+            seed=seed,
+            metric=metric,
+            value=ev[src],
+            n=ev.get("n"),
+        )
+        for key, ev in evals.items()
+        for metric, src in (("accuracy", "accuracy"), ("mean_confidence", "mean_confidence"))
+    ]
     append_results(path, rows)
 
 
@@ -406,13 +447,15 @@ def run_demo(
     device: str | torch.device = "cpu",
     progress: bool = True,
     verbose: bool = True,
-    report: bool = True,
+    report: Callable[[Path, float], Path] | None = None,
 ) -> dict[str, Any]:
     """Train on the shortcut dataset, find SIS, measure how they use the shortcut.
 
     Writes ``summary.json``, ``sis_heatmap.png`` and the run folder (``model.pt``,
     ``data/``, ``jobs/demo/``, ``results.csv``; all atomically) into ``out_dir``,
-    then, with ``report``, the overinterpretation report (``report/``). Returns the
+    then, with ``report`` — a function ``(run folder, threshold) → report HTML path``
+    such as :func:`overinterp.report.demo_report`, which the command line passes —
+    the overinterpretation report (``report/``). Returns the
     summary dict. ``verbose`` prints the account (ending with the report's path, or
     the figure's without ``report``); ``progress`` shows progress bars.
     """
@@ -443,8 +486,9 @@ def run_demo(
     # baseline is its mean pixel
     t = time.perf_counter()
     dev = torch.device(device)
-    train_set = LabeledImages(train.images, train.labels, list(train.class_names), name="synthetic:train",
-                              source="overinterp demo")
+    train_set = LabeledImages(
+        train.images, train.labels, list(train.class_names), name="synthetic:train", source="overinterp demo"
+    )
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
         # seeded init and training without touching the caller's RNG
         result = train_classifier(demo_config(epochs, seed), train_set, device=dev, amp=False, progress=progress)
@@ -467,7 +511,9 @@ def run_demo(
     chosen = eligible[:n_sis]
     # plus a few misclassified images, so the report can compare correct and incorrect predictions
     wrong = (probs.argmax(1) != test.labels).nonzero().flatten()
-    wrong = wrong[probs.amax(1)[wrong].argsort(descending=True, stable=True)][: cfg["n_misclassified"]]  # confident first
+    wrong = wrong[probs.amax(1)[wrong].argsort(descending=True, stable=True)][
+        : cfg["n_misclassified"]
+    ]  # confident first
     positions = torch.cat([chosen, wrong]).sort().values
 
     # the run folder: model checkpoint, the test images as uint8, the SIS step as a dataset job
@@ -517,9 +563,14 @@ def run_demo(
         "sis": sis_stats,
         "sis_frequency": freq,
         "images": records,
-        "files": {"summary": str(out / "summary.json"), "figure": str(out / "sis_heatmap.png"),
-                  "model": str(ckpt), "test_images": str(data_file), "job": str(job.out_dir),
-                  "results": str(out / "results.csv")},
+        "files": {
+            "summary": str(out / "summary.json"),
+            "figure": str(out / "sis_heatmap.png"),
+            "model": str(ckpt),
+            "test_images": str(data_file),
+            "job": str(job.out_dir),
+            "results": str(out / "results.csv"),
+        },
     }
 
     # 6. files and report
@@ -527,15 +578,16 @@ def run_demo(
     png = _render_figure(freq, test, test.images[chosen], records, summary, cfg["n_examples"])
     atomic_write_bytes(out / "sis_heatmap.png", png)
     timing["figure_s"] = time.perf_counter() - t
-    _append_accuracy_rows(out / "results.csv", model, ckpt, seed, {
-        "synthetic:train": ev_train, "synthetic:shortcut-test": ev_test, "synthetic:clean-test": ev_clean})
-    if report:
-        from overinterp.report import ReportOptions, build_report
-
+    _append_accuracy_rows(
+        out / "results.csv",
+        model,
+        ckpt,
+        seed,
+        {"synthetic:train": ev_train, "synthetic:shortcut-test": ev_test, "synthetic:clean-test": ev_clean},
+    )
+    if report is not None:
         t = time.perf_counter()
-        rep = build_report(out, out / "report", ReportOptions(threshold=threshold, title="overinterp demo: report"),
-                           log=lambda msg: None)
-        summary["files"]["report"] = str(rep.html_path)
+        summary["files"]["report"] = str(report(out, threshold))
         timing["report_s"] = time.perf_counter() - t
     timing["total_s"] = time.perf_counter() - t_start
     summary["timing"] = timing

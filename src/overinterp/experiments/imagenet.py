@@ -31,13 +31,13 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from overinterp._atomic import atomic_torch_save, atomic_write_text
 from overinterp.analysis import location_frequency, save_heatmap
 from overinterp.analysis.panels import save_sis_panels
-from overinterp._atomic import atomic_torch_save, atomic_write_text
-from overinterp.sis.backselect import backselect
+from overinterp.data.imagenet import ImageNetVal
 from overinterp.models.classifier import Classifier
 from overinterp.models.predict import predict_logits
-from overinterp.data.imagenet import ImageNetVal
+from overinterp.sis.backselect import backselect
 from overinterp.sis.methods import BatchedGradient
 from overinterp.sis.scoring import check_threshold
 from overinterp.sis.trace import BackselectTrace
@@ -165,8 +165,10 @@ def _load_or_select(model, val, config, device, out: Path, progress: bool, log) 
     sel["settings"] = settings
     sel["seconds"] = time.perf_counter() - t0
     atomic_write_text(path, json.dumps(sel, indent=1))
-    log(f"selected {len(sel['indices'])} of {sel['scanned']} scanned images with f ≥ {config.confidence} "
-        f"({sel['seconds']:.1f} s)")
+    log(
+        f"selected {len(sel['indices'])} of {sel['scanned']} scanned images with f ≥ {config.confidence} "
+        f"({sel['seconds']:.1f} s)"
+    )
     return sel
 
 
@@ -211,8 +213,7 @@ def run_imagenet_sis(
     (out / "sis").mkdir(exist_ok=True)
     done_before = 0
     t_start = time.perf_counter()
-    bar = tqdm(total=len(indices), desc=f"SIS (gradient k={config.k})", unit="img", disable=not progress,
-               smoothing=0.1)
+    bar = tqdm(total=len(indices), desc=f"SIS (gradient k={config.k})", unit="img", disable=not progress, smoothing=0.1)
     try:
         for b, idx in enumerate(batches):
             tpath, spath = out / "traces" / f"batch_{b:04d}.pt", out / "sis" / f"batch_{b:04d}.pt"
@@ -223,15 +224,23 @@ def run_imagenet_sis(
             data = val.load(idx, crop=config.crop, resize=config.resize)
             images = data.pixels().to(device)
             t0 = time.perf_counter()
-            trace = backselect(model, images, method=method, batch_size=config.batch_size, progress=False,
-                               labels=data.labels)
+            trace = backselect(
+                model, images, method=method, batch_size=config.batch_size, progress=False, labels=data.labels
+            )
             res = trace.find_sis(config.threshold, model, images, batch_size=config.batch_size)
             trace.meta.update({"indices": idx, "files": data.meta["files"], "seconds": time.perf_counter() - t0})
             trace.save(tpath)
-            atomic_torch_save({"indices": idx, "threshold": config.threshold,
-                               "sis": [None if s is None else s.clone() for s in res.sis],
-                               "logodds": res.logodds.clone(), "extended": res.extended,
-                               "seconds": time.perf_counter() - t0}, spath)
+            atomic_torch_save(
+                {
+                    "indices": idx,
+                    "threshold": config.threshold,
+                    "sis": [None if s is None else s.clone() for s in res.sis],
+                    "logodds": res.logodds.clone(),
+                    "extended": res.extended,
+                    "seconds": time.perf_counter() - t0,
+                },
+                spath,
+            )
             bar.update(len(idx))
     finally:
         bar.close()
@@ -254,35 +263,51 @@ def _finish(model, val, out: Path, config, sel, batches, seconds, done_before, l
         for r, i in enumerate(idx):
             s = sis[r]
             t = int(trace.target[r])
-            per_image.append({
-                "index": i, "file": trace.meta["files"][r], "label": int(trace.labels[r]), "target": t,
-                "class": names[t] if names and t < len(names) else str(t),
-                "confidence": float(torch.sigmoid(trace.full_logodds[r].double())),
-                "sis_size": None if s is None else int(s.numel()),
-                "sis_fraction": None if s is None else s.numel() / p[r],
-                "sis_confidence": None if s is None else float(torch.sigmoid(saved["logodds"][r])),
-            })
+            per_image.append(
+                {
+                    "index": i,
+                    "file": trace.meta["files"][r],
+                    "label": int(trace.labels[r]),
+                    "target": t,
+                    "class": names[t] if names and t < len(names) else str(t),
+                    "confidence": float(torch.sigmoid(trace.full_logodds[r].double())),
+                    "sis_size": None if s is None else int(s.numel()),
+                    "sis_fraction": None if s is None else s.numel() / p[r],
+                    "sis_confidence": None if s is None else float(torch.sigmoid(saved["logodds"][r])),
+                }
+            )
     keep = torch.cat(masks)
     ok = torch.tensor(valid, dtype=torch.bool)
     freq = location_frequency(keep, ok)
     atomic_torch_save({"frequency": freq, "n": int(ok.sum())}, out / "heatmap.pt")
-    heat = save_heatmap(freq, out / "heatmap.png",
-                        title=f"{model.name}: SIS pixel frequency ({int(ok.sum())} images, τ={config.threshold})")
+    heat = save_heatmap(
+        freq,
+        out / "heatmap.png",
+        title=f"{model.name}: SIS pixel frequency ({int(ok.sum())} images, τ={config.threshold})",
+    )
     panel_rows = [r for r, v in enumerate(valid) if v][: config.panels]
     panel_files: list[str] = []
     if panel_rows:
         chosen = [per_image[r]["index"] for r in panel_rows]
         data = val.load(chosen, crop=config.crop, resize=config.resize)
-        titles = [f"{per_image[r]['class'].split(',')[0][:18]}\nf={per_image[r]['confidence']:.3f}, "
-                  f"SIS {100 * per_image[r]['sis_fraction']:.1f}%" for r in panel_rows]
+        titles = [
+            f"{per_image[r]['class'].split(',')[0][:18]}\nf={per_image[r]['confidence']:.3f}, "
+            f"SIS {100 * per_image[r]['sis_fraction']:.1f}%"
+            for r in panel_rows
+        ]
         panel_files = [str(p) for p in save_sis_panels(out / "panels.png", data.images, keep[panel_rows], titles)]
     fractions = [d["sis_fraction"] for d in per_image if d["sis_fraction"] is not None]
     summary = {
         "experiment": "imagenet-sis",
         "model": model.name,
         "weights": getattr(model, "weights", None),
-        "settings": {**sel["settings"], "threshold": config.threshold, "k": config.k,
-                     "batch_size": config.batch_size, "method": BatchedGradient(config.k).describe()},
+        "settings": {
+            **sel["settings"],
+            "threshold": config.threshold,
+            "k": config.k,
+            "batch_size": config.batch_size,
+            "method": BatchedGradient(config.k).describe(),
+        },
         "scanned": sel["scanned"],
         "selected": len(per_image),
         "with_sis": int(ok.sum()),
@@ -293,13 +318,19 @@ def _finish(model, val, out: Path, config, sel, batches, seconds, done_before, l
         "sis_seconds": sis_seconds,
         "seconds_this_run": seconds,
         "resumed_images": done_before,
-        "files": {"heatmap": [str(p) for p in heat], "panels": panel_files,
-                  "traces": str(out / "traces"), "selection": str(out / "selection.json")},
+        "files": {
+            "heatmap": [str(p) for p in heat],
+            "panels": panel_files,
+            "traces": str(out / "traces"),
+            "selection": str(out / "selection.json"),
+        },
         "images": per_image,
     }
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1, default=float))
-    log(f"{summary['with_sis']} SIS at τ = {config.threshold}: mean size {100 * summary['sis_fraction_mean']:.2f}% "
-        f"of pixels (median {100 * summary['sis_fraction_median']:.2f}%); wrote {out / 'summary.json'}")
+    log(
+        f"{summary['with_sis']} SIS at τ = {config.threshold}: mean size {100 * summary['sis_fraction_mean']:.2f}% "
+        f"of pixels (median {100 * summary['sis_fraction_median']:.2f}%); wrote {out / 'summary.json'}"
+    )
     return summary
 
 

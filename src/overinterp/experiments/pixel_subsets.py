@@ -10,7 +10,6 @@ the long-format results file (:mod:`overinterp.results`), labelled
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -44,8 +43,14 @@ def _rank_by(job: JobOutput) -> str:
     return str(job.trace.method.get("params", {}).get("rank_by", "logodds"))
 
 
-def make_subsets(job: JobOutput | str | os.PathLike[str], kind: str = "bs", fraction: float = 0.05, *,
-                 seed: int = 0, images: Tensor | None = None) -> PixelSubsets:
+def make_subsets(
+    job: JobOutput | str | os.PathLike[str],
+    kind: str = "bs",
+    fraction: float = 0.05,
+    *,
+    seed: int = 0,
+    images: Tensor | None = None,
+) -> PixelSubsets:
     """The job's images as pixel subsets of ``kind`` (``bs``, ``random``, ``mask``).
 
     ``bs`` keeps the last-removed ``ceil(fraction·P)`` features of the job's
@@ -58,8 +63,10 @@ def make_subsets(job: JobOutput | str | os.PathLike[str], kind: str = "bs", frac
     j = _job(job)
     imgs = j.load_images() if images is None else images
     if imgs.shape[0] != len(j.trace) or tuple(imgs.shape[1:]) != tuple(j.trace.image_shape):
-        raise ValueError(f"{j.out_dir}: the trace covers {len(j.trace)} images of shape {tuple(j.trace.image_shape)}, "
-                         f"but {imgs.shape[0]} images of shape {tuple(imgs.shape[1:])} were given")
+        raise ValueError(
+            f"{j.out_dir}: the trace covers {len(j.trace)} images of shape {tuple(j.trace.image_shape)}, "
+            f"but {imgs.shape[0]} images of shape {tuple(imgs.shape[1:])} were given"
+        )
     if kind in ("bs", "mask"):
         keep = j.trace.keep_mask(fraction)
     elif kind == "random":
@@ -67,9 +74,17 @@ def make_subsets(job: JobOutput | str | os.PathLike[str], kind: str = "bs", frac
         keep = random_keep_masks(j.positions, j.trace.image_shape, fraction, seed, features)
     else:
         raise ValueError(f"kind must be bs, random or mask, got {kind!r}")
-    return PixelSubsets(imgs, j.labels, keep, j.trace.baseline.float(), kind, float(fraction), j.classes,
-                        name=j.model_name, meta={"rank_by": _rank_by(j), "job": str(j.out_dir),
-                                                 "key": j.spec.dataset, "seed": seed})
+    return PixelSubsets(
+        imgs,
+        j.labels,
+        keep,
+        j.trace.baseline.float(),
+        kind,
+        float(fraction),
+        j.classes,
+        name=j.model_name,
+        meta={"rank_by": _rank_by(j), "job": str(j.out_dir), "key": j.spec.dataset, "seed": seed},
+    )
 
 
 def _logits(model: nn.Module, images: Tensor, batch_size: int = 500) -> Tensor:
@@ -148,13 +163,24 @@ def evaluate_subsets(
             res["confidence_drop"] = confidence_drop(full_probs, probs)
         out[label] = res
     if results is not None:
-        common = {"experiment": experiment, "model": name, "arch": getattr(model, "name", ""),
-                  "fingerprint": model_fingerprint(model), "checkpoint": str(j.spec.model.checkpoint or ""),
-                  "train_on": train_on, "dataset": key, "seed": "" if model_seed is None else model_seed,
-                  "notes": (f"{notes}; " if notes else "") + f"subsets of job {j.out_dir.name}"}
+        common = {
+            "experiment": experiment,
+            "model": name,
+            "arch": getattr(model, "name", ""),
+            "fingerprint": model_fingerprint(model),
+            "checkpoint": str(j.spec.model.checkpoint or ""),
+            "train_on": train_on,
+            "dataset": key,
+            "seed": "" if model_seed is None else model_seed,
+            "notes": (f"{notes}; " if notes else "") + f"subsets of job {j.out_dir.name}",
+        }
         rows: list[dict[str, str]] = []
         for label, res in out.items():
-            metrics = {"accuracy": res["accuracy"], "loss": res["loss"], "subset_confidence": res["full_class_confidence"]}
+            metrics = {
+                "accuracy": res["accuracy"],
+                "loss": res["loss"],
+                "subset_confidence": res["full_class_confidence"],
+            }
             if "confidence_drop" in res:
                 metrics["confidence_drop_mean"] = res["confidence_drop"]["mean"]
                 metrics["confidence_drop_std"] = res["confidence_drop"]["std"]
@@ -213,22 +239,40 @@ def retrain_on_subsets(
         res = train_classifier(config, train_sub, test_subs[0], run_dir, device=device, progress=progress)
         model = res.model.cpu()
         train_label = label + ("+aug" if augment else "")
-        summary: dict[str, Any] = {"seed": int(seed), "run_dir": str(run_dir), "train_on": train_label,
-                                   "evaluate_on": label, "accuracies": {}}
+        summary: dict[str, Any] = {
+            "seed": int(seed),
+            "run_dir": str(run_dir),
+            "train_on": train_label,
+            "evaluate_on": label,
+            "accuracies": {},
+        }
         for key, test_sub in zip(keys, test_subs):
             res_k = accuracy_from_logits(_logits(model, test_sub.pixels()), test_sub.labels)
             summary["accuracies"][key] = res_k["accuracy"]
             if "accuracy" not in summary:
                 summary.update(res_k)
             if results is not None:
-                common = {"experiment": experiment or ("table-s1" if augment else "table1"), "model": arch,
-                          "arch": arch, "fingerprint": model_fingerprint(model),
-                          "checkpoint": str(res.checkpoint or ""), "train_on": train_label, "evaluate_on": label,
-                          "dataset": key, "seed": int(seed),
-                          "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
-                                   f"{len(train_sub)} training subsets from {tr.out_dir.name}"}
-                append_results(results, _rows(common, {"accuracy": res_k["accuracy"],
-                                                       "subset_confidence": res_k["mean_confidence"]}, res_k["n"]))
+                common = {
+                    "experiment": experiment or ("table-s1" if augment else "table1"),
+                    "model": arch,
+                    "arch": arch,
+                    "fingerprint": model_fingerprint(model),
+                    "checkpoint": str(res.checkpoint or ""),
+                    "train_on": train_label,
+                    "evaluate_on": label,
+                    "dataset": key,
+                    "seed": int(seed),
+                    "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
+                    f"{len(train_sub)} training subsets from {tr.out_dir.name}",
+                }
+                append_results(
+                    results,
+                    _rows(
+                        common,
+                        {"accuracy": res_k["accuracy"], "subset_confidence": res_k["mean_confidence"]},
+                        res_k["n"],
+                    ),
+                )
         out.append(summary)
     return out
 
@@ -262,8 +306,10 @@ def transfer(
     if len(names) != len(js):
         raise ValueError(f"{len(names)} names for {len(js)} jobs")
     for j in js[1:]:
-        if not torch.equal(j.positions, js[0].positions) or \
-                j.manifest["identity"]["data_fingerprint"] != js[0].manifest["identity"]["data_fingerprint"]:
+        if (
+            not torch.equal(j.positions, js[0].positions)
+            or j.manifest["identity"]["data_fingerprint"] != js[0].manifest["identity"]["data_fingerprint"]
+        ):
             raise ValueError(f"{j.out_dir} covers other images than {js[0].out_dir}; transfer needs the same images")
     images = js[0].load_images()
     models = [j.load_model() for j in js]
@@ -286,17 +332,35 @@ def transfer(
                 frac = float((pb.gather(1, tgt).squeeze(1) >= threshold).double().mean())
             else:
                 frac = float("nan")
-            rec = {"from": names[a], "to": names[b], "from_job": str(ja.out_dir), "to_job": str(jb.out_dir),
-                   "subset_accuracy": acc, "sis_transfer": frac, "n_sis": int(has.sum()), "n": len(ja.trace)}
+            rec = {
+                "from": names[a],
+                "to": names[b],
+                "from_job": str(ja.out_dir),
+                "to_job": str(jb.out_dir),
+                "subset_accuracy": acc,
+                "sis_transfer": frac,
+                "n_sis": int(has.sum()),
+                "n": len(ja.trace),
+            }
             out.append(rec)
             if results is not None:
-                common = {"experiment": experiment, "model": names[b], "arch": getattr(models[b], "name", ""),
-                          "fingerprint": model_fingerprint(models[b]), "train_on": "full",
-                          "evaluate_on": f"{subset_label('bs', fraction)}:{names[a]}",
-                          "dataset": dataset_key or ja.spec.dataset,
-                          "notes": f"{names[b]} on subsets/SIS of {names[a]} (τ={threshold})"}
-                append_results(results, [make_row(**common, metric="accuracy", value=acc, n=rec["n"]),
-                                         make_row(**common, metric="sis_transfer", value=frac, n=rec["n_sis"])])
+                common = {
+                    "experiment": experiment,
+                    "model": names[b],
+                    "arch": getattr(models[b], "name", ""),
+                    "fingerprint": model_fingerprint(models[b]),
+                    "train_on": "full",
+                    "evaluate_on": f"{subset_label('bs', fraction)}:{names[a]}",
+                    "dataset": dataset_key or ja.spec.dataset,
+                    "notes": f"{names[b]} on subsets/SIS of {names[a]} (τ={threshold})",
+                }
+                append_results(
+                    results,
+                    [
+                        make_row(**common, metric="accuracy", value=acc, n=rec["n"]),
+                        make_row(**common, metric="sis_transfer", value=frac, n=rec["n_sis"]),
+                    ],
+                )
     return out
 
 
@@ -327,12 +391,21 @@ def compare_rankings(
     union = (ka | kb).flatten(1).sum(1).double()
     size = ka.flatten(1).sum(1).double()
     fa, fb = location_frequency(ka), location_frequency(kb)
-    res = {"a": str(ja.out_dir), "b": str(jb.out_dir), "rank_by_a": _rank_by(ja), "rank_by_b": _rank_by(jb),
-           "method_a": ja.trace.method, "method_b": jb.trace.method, "n": len(pairs), "kept_per_image": float(size.mean()),
-           "overlap_mean": float((inter / size.clamp_min(1)).mean()), "jaccard_mean": float((inter / union.clamp_min(1)).mean()),
-           "shared_pixels_mean": float(inter.mean()),
-           "bottom_rows_share_a": float(ka[:, :, -ka.shape[2] // 4:].sum() / ka.sum().clamp_min(1)),
-           "bottom_rows_share_b": float(kb[:, :, -kb.shape[2] // 4:].sum() / kb.sum().clamp_min(1))}
+    res = {
+        "a": str(ja.out_dir),
+        "b": str(jb.out_dir),
+        "rank_by_a": _rank_by(ja),
+        "rank_by_b": _rank_by(jb),
+        "method_a": ja.trace.method,
+        "method_b": jb.trace.method,
+        "n": len(pairs),
+        "kept_per_image": float(size.mean()),
+        "overlap_mean": float((inter / size.clamp_min(1)).mean()),
+        "jaccard_mean": float((inter / union.clamp_min(1)).mean()),
+        "shared_pixels_mean": float(inter.mean()),
+        "bottom_rows_share_a": float(ka[:, :, -ka.shape[2] // 4 :].sum() / ka.sum().clamp_min(1)),
+        "bottom_rows_share_b": float(kb[:, :, -kb.shape[2] // 4 :].sum() / kb.sum().clamp_min(1)),
+    }
     if out_dir is not None:
         import matplotlib
 
@@ -344,8 +417,11 @@ def compare_rankings(
         top = max(float(fa.max()), float(fb.max()), 1e-12)
         plot_heatmap(fa, axes[0], f"{ja.model_name}: rank by {res['rank_by_a']}", vmax=top)
         plot_heatmap(fb, axes[1], f"{jb.model_name}: rank by {res['rank_by_b']}", vmax=top)
-        fig.suptitle(f"{subset_label('bs', fraction)} kept pixels, n = {res['n']}; mean overlap "
-                     f"{100 * res['overlap_mean']:.1f}%", fontsize=9)
+        fig.suptitle(
+            f"{subset_label('bs', fraction)} kept pixels, n = {res['n']}; mean overlap "
+            f"{100 * res['overlap_mean']:.1f}%",
+            fontsize=9,
+        )
         paths = save_figure(fig, Path(out_dir) / "ranking_heatmaps", ("png", "svg"))
         res["figures"] = [str(p) for p in paths]
         from overinterp._atomic import atomic_write_text

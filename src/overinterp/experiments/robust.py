@@ -30,11 +30,11 @@ from typing import Any, Callable, Sequence
 import torch
 
 from overinterp._atomic import atomic_write_text
-from overinterp.sis.backselect import backselect
+from overinterp.data.base import LabeledImages
 from overinterp.models.classifier import Classifier
 from overinterp.models.predict import predict_logits
 from overinterp.models.spec import ModelSpec, parse_model_spec
-from overinterp.data.base import LabeledImages
+from overinterp.sis.backselect import backselect
 from overinterp.sis.methods import Exact, Method
 from overinterp.sis.scoring import check_threshold
 from overinterp.training.evaluation import accuracy_from_logits
@@ -64,13 +64,15 @@ def load_model_spec(spec: str | ModelSpec, group: str = STANDARD_GROUP) -> Robus
     return RobustModel(label, group, model, str(spec), parsed.checkpoint)
 
 
-def _confident(model: Classifier, data: LabeledImages, tau: float, correct_only: bool, batch_size: int,
-               device: torch.device) -> tuple[list[int], float]:
+def _confident(
+    model: Classifier, data: LabeledImages, tau: float, correct_only: bool, batch_size: int, device: torch.device
+) -> tuple[list[int], float]:
     """Indices of images with ``f ≥ τ`` (and correct), and the model's accuracy."""
     if len(data) == 0:
         return [], 0.0
-    logits = predict_logits(model, data.images, batch_size=batch_size, device=device, dtype=torch.float32,
-                            out_device=None)  # (N, K)
+    logits = predict_logits(
+        model, data.images, batch_size=batch_size, device=device, dtype=torch.float32, out_device=None
+    )  # (N, K)
     conf, pred = torch.softmax(logits.double(), dim=1).max(1)
     ok = conf >= tau
     if correct_only:
@@ -120,51 +122,106 @@ def run_robust_sis(
         idx, accuracy = _confident(model, data, tau, correct_only, 500, device)
         chosen = idx if limit is None else idx[:limit]
         row: dict[str, Any] = {
-            "model": spec.label, "group": spec.group, "source": spec.source, "fingerprint": model_fingerprint(model),
-            "dataset": dataset_key, "threshold": tau, "method": method.describe(), "accuracy": accuracy,
-            "scanned": len(data), "confident": len(idx), "n": len(chosen),
+            "model": spec.label,
+            "group": spec.group,
+            "source": spec.source,
+            "fingerprint": model_fingerprint(model),
+            "dataset": dataset_key,
+            "threshold": tau,
+            "method": method.describe(),
+            "accuracy": accuracy,
+            "scanned": len(data),
+            "confident": len(idx),
+            "n": len(chosen),
         }
         if chosen:
             sel = torch.tensor(chosen)
             images = data.images[sel].to(device)
             images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
             log(f"{spec.label} ({spec.group}): {len(idx)} of {len(data)} images with f ≥ {tau}; SIS on {len(chosen)}")
-            trace = backselect(model, images, method=method, batch_size=batch_size, progress=progress,
-                               labels=data.labels[sel])
+            trace = backselect(
+                model, images, method=method, batch_size=batch_size, progress=progress, labels=data.labels[sel]
+            )
             res = trace.find_sis(tau, model, images, batch_size=batch_size)
             trace.meta.update({"indices": chosen, "label": spec.label, "group": spec.group, "source": spec.source})
             trace.save(out / "traces" / f"{re.sub(r'[^A-Za-z0-9_.+-]', '_', spec.label)}.pt")
             p = trace.num_features.tolist()
             fr = [s.numel() / p[i] for i, s in enumerate(res) if s is not None]
-            row.update({
-                "with_sis": len(fr),
-                "sis_fraction_mean": statistics.fmean(fr) if fr else math.nan,
-                "sis_fraction_std": statistics.stdev(fr) if len(fr) > 1 else 0.0,
-                "sis_fraction_median": statistics.median(fr) if fr else math.nan,
-                "sis_pixels_mean": statistics.fmean(f * p[0] for f in fr) if fr else math.nan,
-            })
+            row.update(
+                {
+                    "with_sis": len(fr),
+                    "sis_fraction_mean": statistics.fmean(fr) if fr else math.nan,
+                    "sis_fraction_std": statistics.stdev(fr) if len(fr) > 1 else 0.0,
+                    "sis_fraction_median": statistics.median(fr) if fr else math.nan,
+                    "sis_pixels_mean": statistics.fmean(f * p[0] for f in fr) if fr else math.nan,
+                }
+            )
         else:
             log(f"{spec.label} ({spec.group}): no image reaches f ≥ {tau}")
-            row.update({"with_sis": 0, "sis_fraction_mean": math.nan, "sis_fraction_std": math.nan,
-                        "sis_fraction_median": math.nan, "sis_pixels_mean": math.nan})
+            row.update(
+                {
+                    "with_sis": 0,
+                    "sis_fraction_mean": math.nan,
+                    "sis_fraction_std": math.nan,
+                    "sis_fraction_median": math.nan,
+                    "sis_pixels_mean": math.nan,
+                }
+            )
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        log(f"  mean SIS size {100 * row['sis_fraction_mean']:.2f}% of pixels over {row['with_sis']} images "
-            f"({row['seconds']:.1f} s)")
+        log(
+            f"  mean SIS size {100 * row['sis_fraction_mean']:.2f}% of pixels over {row['with_sis']} images "
+            f"({row['seconds']:.1f} s)"
+        )
         if results is not None and row["with_sis"]:
             notes = f"group={spec.group}; tau={tau}; method={method.name}; source={spec.source}"
-            append_results(results, [
-                {"experiment": experiment, "model": spec.label, "arch": getattr(model, "arch", model.name),
-                 "fingerprint": row["fingerprint"], "checkpoint": spec.checkpoint or "", "dataset": dataset_key,
-                 "metric": "sis_size_mean", "value": row["sis_fraction_mean"], "n": row["with_sis"], "notes": notes},
-                {"experiment": experiment, "model": spec.label, "arch": getattr(model, "arch", model.name),
-                 "fingerprint": row["fingerprint"], "checkpoint": spec.checkpoint or "", "dataset": dataset_key,
-                 "metric": "confident_fraction", "value": len(idx) / max(1, len(data)), "n": len(data),
-                 "notes": notes},
-            ])
+            append_results(
+                results,
+                [
+                    {
+                        "experiment": experiment,
+                        "model": spec.label,
+                        "arch": getattr(model, "arch", model.name),
+                        "fingerprint": row["fingerprint"],
+                        "checkpoint": spec.checkpoint or "",
+                        "dataset": dataset_key,
+                        "metric": "sis_size_mean",
+                        "value": row["sis_fraction_mean"],
+                        "n": row["with_sis"],
+                        "notes": notes,
+                    },
+                    {
+                        "experiment": experiment,
+                        "model": spec.label,
+                        "arch": getattr(model, "arch", model.name),
+                        "fingerprint": row["fingerprint"],
+                        "checkpoint": spec.checkpoint or "",
+                        "dataset": dataset_key,
+                        "metric": "confident_fraction",
+                        "value": len(idx) / max(1, len(data)),
+                        "n": len(data),
+                        "notes": notes,
+                    },
+                ],
+            )
     atomic_write_text(out / "summary.json", json.dumps(rows, indent=1, default=str))
-    cols = ["model", "group", "n", "with_sis", "sis_fraction_mean", "sis_fraction_std", "sis_fraction_median",
-            "sis_pixels_mean", "confident", "scanned", "accuracy", "threshold", "seconds", "fingerprint", "source"]
+    cols = [
+        "model",
+        "group",
+        "n",
+        "with_sis",
+        "sis_fraction_mean",
+        "sis_fraction_std",
+        "sis_fraction_median",
+        "sis_pixels_mean",
+        "confident",
+        "scanned",
+        "accuracy",
+        "threshold",
+        "seconds",
+        "fingerprint",
+        "source",
+    ]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     w.writeheader()

@@ -20,7 +20,14 @@ from overinterp.human.scoring import (
     score_study,
     table2,
 )
-from overinterp.human.study import DEFAULT_FRACTIONS, ModelSource, build_study, load_manifest, source_from_files, source_from_job
+from overinterp.human.study import (
+    DEFAULT_FRACTIONS,
+    ModelSource,
+    build_study,
+    load_manifest,
+    source_from_files,
+    source_from_job,
+)
 
 __all__ = [
     "DEFAULT_FRACTIONS",

@@ -99,9 +99,17 @@ class BodyLimit:
 
 async def _plain(send: Send, status: int, detail: str) -> None:
     payload = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -182,7 +190,8 @@ def create_app(
         response.headers["Referrer-Policy"] = "no-referrer"
         response.headers["Content-Security-Policy"] = (
             "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+            "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        )
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
@@ -191,8 +200,15 @@ def create_app(
         return JSONResponse({"detail": "the database is busy; try again"}, status_code=503)
 
     def cookie(response: Response, name: str, value: str, max_age: int) -> None:
-        response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict" if name == ADMIN_COOKIE
-                            else "lax", secure=secure_cookies, path="/")
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            httponly=True,
+            samesite="strict" if name == ADMIN_COOKIE else "lax",
+            secure=secure_cookies,
+            path="/",
+        )
 
     def participant(pid: str, s: Session) -> dbm.Participant:
         p = s.get(dbm.Participant, pid)
@@ -204,15 +220,29 @@ def create_app(
         with Session(engine) as s:
             p = participant(pid, s)
             order = json.loads(p.order_json)
-            answered = s.scalar(select(func.count()).select_from(dbm.Answer).where(dbm.Answer.participant_id == pid)) or 0
-            out: dict[str, Any] = {"participant": pid, "total": len(order), "answered": answered,
-                                   "done": answered >= len(order), "classes": classes, "batch": None, "question": None}
+            answered = (
+                s.scalar(select(func.count()).select_from(dbm.Answer).where(dbm.Answer.participant_id == pid)) or 0
+            )
+            out: dict[str, Any] = {
+                "participant": pid,
+                "total": len(order),
+                "answered": answered,
+                "done": answered >= len(order),
+                "classes": classes,
+                "batch": None,
+                "question": None,
+            }
             if answered < len(order):
                 sid = order[answered]
                 b = stimuli[sid]["batch"]
-                out["batch"] = {"index": b, "count": len(fractions), "fraction": fractions[b],
-                                "percent": round(100 * fractions[b], 2), "size": batch_sizes[b],
-                                "answered": answered - sum(batch_sizes[:b])}
+                out["batch"] = {
+                    "index": b,
+                    "count": len(fractions),
+                    "fraction": fractions[b],
+                    "percent": round(100 * fractions[b], 2),
+                    "size": batch_sizes[b],
+                    "answered": answered - sum(batch_sizes[:b]),
+                }
                 out["question"] = {"stimulus": sid, "position": answered, "image": f"/api/p/{pid}/image/{sid}"}
             return out
 
@@ -256,8 +286,9 @@ def create_app(
                 existing = p is not None and p.study_id == study_id
         if not existing:
             pid = dbm.create_participant(engine, study_id).id
-        response = JSONResponse({"participant": pid, "url": f"/p/{pid}", "resumed": existing},
-                                status_code=200 if existing else 201)
+        response = JSONResponse(
+            {"participant": pid, "url": f"/p/{pid}", "resumed": existing}, status_code=200 if existing else 201
+        )
         cookie(response, PARTICIPANT_COOKIE, pid, 60 * 60 * 24 * 60)
         return response
 
@@ -281,19 +312,24 @@ def create_app(
         if body.stimulus not in stimuli:
             raise HTTPException(404, "unknown image")
         try:
-            a, repeat = dbm.record_answer(engine, pid, body.stimulus, body.choice, body.position, len(classes),
-                                          body.response_ms)
+            a, repeat = dbm.record_answer(
+                engine, pid, body.stimulus, body.choice, body.position, len(classes), body.response_ms
+            )
         except dbm.AnswerError as exc:
             raise HTTPException(exc.status, exc.message) from None
-        return JSONResponse({"stored": True, "repeat": repeat, "answered_at": dbm._iso(a.answered_at),
-                             "state": state(pid)}, status_code=200 if repeat else 201)
+        return JSONResponse(
+            {"stored": True, "repeat": repeat, "answered_at": dbm._iso(a.answered_at), "state": state(pid)},
+            status_code=200 if repeat else 201,
+        )
 
     @app.get("/api/p/{pid}/image/{sid}")
     def image(pid: str = PathParam(pattern=PID), sid: str = PathParam(pattern=SID)) -> Response:
         with Session(engine) as s:
             p = participant(pid, s)
             order = json.loads(p.order_json)
-            answered = s.scalar(select(func.count()).select_from(dbm.Answer).where(dbm.Answer.participant_id == pid)) or 0
+            answered = (
+                s.scalar(select(func.count()).select_from(dbm.Answer).where(dbm.Answer.participant_id == pid)) or 0
+            )
             row = s.get(dbm.Stimulus, sid)
         # only the current question's image, or one already answered: no peeking ahead at larger subsets
         if row is None or row.study_id != study_id or sid not in order[: answered + 1]:
@@ -346,19 +382,37 @@ def create_app(
     def participants(request: Request) -> dict[str, Any]:
         require_admin(request)
         with Session(engine) as s:
-            counts = dict(s.execute(select(dbm.Answer.participant_id, func.count()).group_by(dbm.Answer.participant_id)).all())
-            rows = s.scalars(select(dbm.Participant).where(dbm.Participant.study_id == study_id)
-                             .order_by(dbm.Participant.number)).all()
-            out = [{"number": p.number, "answered": counts.get(p.id, 0), "started_at": dbm._iso(p.created_at),
-                    "completed_at": dbm._iso(p.completed_at) or None} for p in rows]
-        return {"study": study_id, "total": total, "participants": out,
-                "completed": sum(1 for p in out if p["completed_at"]), "answers": sum(p["answered"] for p in out)}
+            counts = dict(
+                s.execute(select(dbm.Answer.participant_id, func.count()).group_by(dbm.Answer.participant_id)).all()
+            )
+            rows = s.scalars(
+                select(dbm.Participant).where(dbm.Participant.study_id == study_id).order_by(dbm.Participant.number)
+            ).all()
+            out = [
+                {
+                    "number": p.number,
+                    "answered": counts.get(p.id, 0),
+                    "started_at": dbm._iso(p.created_at),
+                    "completed_at": dbm._iso(p.completed_at) or None,
+                }
+                for p in rows
+            ]
+        return {
+            "study": study_id,
+            "total": total,
+            "participants": out,
+            "completed": sum(1 for p in out if p["completed_at"]),
+            "answers": sum(p["answered"] for p in out),
+        }
 
     @app.get("/admin/answers.csv")
     def export(request: Request) -> Response:
         require_admin(request)
-        return Response(dbm.export_csv(engine, study_id), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="answers-{study_id}.csv"'})
+        return Response(
+            dbm.export_csv(engine, study_id),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="answers-{study_id}.csv"'},
+        )
 
     app.add_middleware(BodyLimit, limit=max_body)
     return app

@@ -39,9 +39,22 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
 
 __all__ = [
-    "Base", "Study", "Stimulus", "Participant", "Answer",
-    "default_database_url", "make_engine", "register_study", "create_participant",
-    "participant_order", "record_answer", "AnswerError", "export_rows", "export_csv", "EXPORT_COLUMNS", "utcnow",
+    "Base",
+    "Study",
+    "Stimulus",
+    "Participant",
+    "Answer",
+    "default_database_url",
+    "make_engine",
+    "register_study",
+    "create_participant",
+    "participant_order",
+    "record_answer",
+    "AnswerError",
+    "export_rows",
+    "export_csv",
+    "EXPORT_COLUMNS",
+    "utcnow",
 ]
 
 
@@ -120,8 +133,11 @@ def make_engine(url: str) -> Engine:
         memory = u.database in (None, "", ":memory:")
         if not memory:
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
-                               **({"poolclass": StaticPool} if memory else {}))
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            **({"poolclass": StaticPool} if memory else {}),
+        )
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -145,18 +161,38 @@ def register_study(engine: Engine, manifest: dict[str, Any]) -> bool:
         if s.get(Study, manifest["study_id"]) is not None:
             n = s.scalar(select(func.count()).select_from(Stimulus).where(Stimulus.study_id == manifest["study_id"]))
             if n != len(manifest["stimuli"]):
-                raise ValueError(f"study {manifest['study_id']} is in the database with {n} stimuli, "
-                                 f"the manifest has {len(manifest['stimuli'])}")
+                raise ValueError(
+                    f"study {manifest['study_id']} is in the database with {n} stimuli, "
+                    f"the manifest has {len(manifest['stimuli'])}"
+                )
             return False
-        s.add(Study(id=manifest["study_id"], name=manifest["name"], created_at=utcnow(),
-                    classes_json=json.dumps(manifest["classes"]), fractions_json=json.dumps(manifest["fractions"]),
-                    num_items=len(manifest["items"])))
+        s.add(
+            Study(
+                id=manifest["study_id"],
+                name=manifest["name"],
+                created_at=utcnow(),
+                classes_json=json.dumps(manifest["classes"]),
+                fractions_json=json.dumps(manifest["fractions"]),
+                num_items=len(manifest["items"]),
+            )
+        )
         s.flush()
         for st in manifest["stimuli"]:
             item = labels[st["item"]]
-            s.add(Stimulus(id=st["id"], study_id=manifest["study_id"], item_id=st["item"], fraction=st["fraction"],
-                           batch=st["batch"], label=item["label"], model=item["model"], dataset=item["dataset"],
-                           position=item["position"], file=st["file"]))
+            s.add(
+                Stimulus(
+                    id=st["id"],
+                    study_id=manifest["study_id"],
+                    item_id=st["item"],
+                    fraction=st["fraction"],
+                    batch=st["batch"],
+                    label=item["label"],
+                    model=item["model"],
+                    dataset=item["dataset"],
+                    position=item["position"],
+                    file=st["file"],
+                )
+            )
         s.commit()
     return True
 
@@ -183,8 +219,13 @@ def create_participant(engine: Engine, study_id: str) -> Participant:
                 raise ValueError(f"study {study_id} has no stimuli in the database")
             number = (s.scalar(select(func.max(Participant.number)).where(Participant.study_id == study_id)) or 0) + 1
             rng = random.Random(secrets.randbits(64))
-            p = Participant(id=secrets.token_urlsafe(18), study_id=study_id, number=number, created_at=utcnow(),
-                            order_json=json.dumps(participant_order(stimuli, rng)))
+            p = Participant(
+                id=secrets.token_urlsafe(18),
+                study_id=study_id,
+                number=number,
+                created_at=utcnow(),
+                order_json=json.dumps(participant_order(stimuli, rng)),
+            )
             s.add(p)
             try:
                 s.commit()
@@ -204,8 +245,13 @@ class AnswerError(Exception):
 
 
 def record_answer(
-    engine: Engine, participant_id: str, stimulus_id: str, choice: int, position: int,
-    num_classes: int, response_ms: int | None = None,
+    engine: Engine,
+    participant_id: str,
+    stimulus_id: str,
+    choice: int,
+    position: int,
+    num_classes: int,
+    response_ms: int | None = None,
 ) -> tuple[Answer, bool]:
     """Store one answer (committed on its own); return it and whether it was a repeat.
 
@@ -224,8 +270,9 @@ def record_answer(
         # count first, then look for this answer: a concurrent commit between the two reads
         # then shows up as a repeat, never as "out of order"
         done = s.scalar(select(func.count()).select_from(Answer).where(Answer.participant_id == participant_id)) or 0
-        prior = s.scalars(select(Answer).where(Answer.participant_id == participant_id,
-                                               Answer.stimulus_id == stimulus_id)).first()
+        prior = s.scalars(
+            select(Answer).where(Answer.participant_id == participant_id, Answer.stimulus_id == stimulus_id)
+        ).first()
         if prior is not None:
             if prior.choice == choice and prior.position == position:
                 return prior, True
@@ -234,8 +281,14 @@ def record_answer(
             raise AnswerError(409, "the study is already complete for this participant")
         if position != done or order[done] != stimulus_id:
             raise AnswerError(409, f"out of order: the current question is number {done + 1}; reload the page")
-        a = Answer(participant_id=participant_id, stimulus_id=stimulus_id, position=position, choice=choice,
-                   answered_at=utcnow(), response_ms=response_ms)
+        a = Answer(
+            participant_id=participant_id,
+            stimulus_id=stimulus_id,
+            position=position,
+            choice=choice,
+            answered_at=utcnow(),
+            response_ms=response_ms,
+        )
         s.add(a)
         if done + 1 == len(order):
             p.completed_at = a.answered_at
@@ -243,8 +296,9 @@ def record_answer(
             s.commit()
         except IntegrityError:  # the same answer raced in from another request
             s.rollback()
-            prior = s.scalars(select(Answer).where(Answer.participant_id == participant_id,
-                                                   Answer.stimulus_id == stimulus_id)).first()
+            prior = s.scalars(
+                select(Answer).where(Answer.participant_id == participant_id, Answer.stimulus_id == stimulus_id)
+            ).first()
             if prior is not None and prior.choice == choice and prior.position == position:
                 return prior, True
             raise AnswerError(409, "another answer for this question was stored first; reload the page") from None
@@ -252,9 +306,26 @@ def record_answer(
 
 
 EXPORT_COLUMNS = (
-    "study", "participant", "participant_number", "participant_started_at", "participant_completed_at",
-    "position", "batch", "fraction", "stimulus", "item", "model", "dataset", "dataset_position",
-    "label", "label_name", "choice", "choice_name", "correct", "answered_at", "response_ms",
+    "study",
+    "participant",
+    "participant_number",
+    "participant_started_at",
+    "participant_completed_at",
+    "position",
+    "batch",
+    "fraction",
+    "stimulus",
+    "item",
+    "model",
+    "dataset",
+    "dataset_position",
+    "label",
+    "label_name",
+    "choice",
+    "choice_name",
+    "correct",
+    "answered_at",
+    "response_ms",
 )
 
 
@@ -265,22 +336,39 @@ def export_rows(engine: Engine, study_id: str) -> list[dict[str, Any]]:
         if study is None:
             raise ValueError(f"study {study_id} is not in the database")
         classes = json.loads(study.classes_json)
-        q = (select(Answer, Participant, Stimulus)
-             .join(Participant, Answer.participant_id == Participant.id)
-             .join(Stimulus, Answer.stimulus_id == Stimulus.id)
-             .where(Participant.study_id == study_id)
-             .order_by(Participant.number, Answer.position))
+        q = (
+            select(Answer, Participant, Stimulus)
+            .join(Participant, Answer.participant_id == Participant.id)
+            .join(Stimulus, Answer.stimulus_id == Stimulus.id)
+            .where(Participant.study_id == study_id)
+            .order_by(Participant.number, Answer.position)
+        )
         rows = []
         for a, p, st in s.execute(q):
-            rows.append({
-                "study": study_id, "participant": p.id, "participant_number": p.number,
-                "participant_started_at": _iso(p.created_at), "participant_completed_at": _iso(p.completed_at),
-                "position": a.position, "batch": st.batch, "fraction": st.fraction, "stimulus": st.id,
-                "item": st.item_id, "model": st.model, "dataset": st.dataset, "dataset_position": st.position,
-                "label": st.label, "label_name": classes[st.label], "choice": a.choice,
-                "choice_name": classes[a.choice], "correct": int(a.choice == st.label),
-                "answered_at": _iso(a.answered_at), "response_ms": "" if a.response_ms is None else a.response_ms,
-            })
+            rows.append(
+                {
+                    "study": study_id,
+                    "participant": p.id,
+                    "participant_number": p.number,
+                    "participant_started_at": _iso(p.created_at),
+                    "participant_completed_at": _iso(p.completed_at),
+                    "position": a.position,
+                    "batch": st.batch,
+                    "fraction": st.fraction,
+                    "stimulus": st.id,
+                    "item": st.item_id,
+                    "model": st.model,
+                    "dataset": st.dataset,
+                    "dataset_position": st.position,
+                    "label": st.label,
+                    "label_name": classes[st.label],
+                    "choice": a.choice,
+                    "choice_name": classes[a.choice],
+                    "correct": int(a.choice == st.label),
+                    "answered_at": _iso(a.answered_at),
+                    "response_ms": "" if a.response_ms is None else a.response_ms,
+                }
+            )
         return rows
 
 

@@ -196,8 +196,10 @@ def landing_page(num_questions: int, classes: list[str], percents: list[str], re
     names = ", ".join(html.escape(c) for c in classes)
     resume = ""
     if resume_url:
-        resume = (f'<div class="notice">You have already started. <a href="{html.escape(resume_url)}">'
-                  f"Continue where you stopped</a>.</div>")
+        resume = (
+            f'<div class="notice">You have already started. <a href="{html.escape(resume_url)}">'
+            f"Continue where you stopped</a>.</div>"
+        )
     body = f"""
 <div class="card">
 <h1>Can you recognise these images?</h1>
@@ -226,7 +228,8 @@ def question_page(participant: str, classes: list[str], personal_url: str) -> st
     """The question screen; its state comes from the JSON API."""
     buttons = "\n".join(
         f'<button type="button" data-choice="{i}" disabled>{html.escape(c)}<kbd>{(i + 1) % 10}</kbd></button>'
-        if i < 10 else f'<button type="button" data-choice="{i}" disabled>{html.escape(c)}</button>'
+        if i < 10
+        else f'<button type="button" data-choice="{i}" disabled>{html.escape(c)}</button>'
         for i, c in enumerate(classes)
     )
     body = f"""
@@ -247,8 +250,9 @@ def question_page(participant: str, classes: list[str], personal_url: str) -> st
 you can close this page.</p></section>
 </div>
 <p class="muted">Your personal link (to continue later): <code>{html.escape(personal_url)}</code></p>"""
-    return _page("Image recognition study", body, "question.js",
-                 attrs=f' data-participant="{html.escape(participant)}"')
+    return _page(
+        "Image recognition study", body, "question.js", attrs=f' data-participant="{html.escape(participant)}"'
+    )
 
 
 def admin_page(study_name: str) -> str:

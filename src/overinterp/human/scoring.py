@@ -183,13 +183,19 @@ def linear_fit(scores: Sequence[ParticipantScore]) -> LinearFit:
     return LinearFit(slope, intercept, r2, n)
 
 
-def plot_accuracy(scores: Sequence[ParticipantScore], fit: LinearFit, path: str | os.PathLike[str],
-                  formats: tuple[str, ...] = ("png",), *, chance: float | None = None) -> list[Path]:
+def plot_accuracy(
+    scores: Sequence[ParticipantScore],
+    fit: LinearFit,
+    path: str | os.PathLike[str],
+    formats: tuple[str, ...] = ("png",),
+    *,
+    chance: float | None = None,
+) -> list[Path]:
     """Figure S5: participant accuracy vs subset size with the linear fit and R²
     (``chance``: a dotted line at that accuracy, e.g. 0.1 for ten classes)."""
-    from overinterp.analysis.heatmaps import _pyplot, save_figure
+    from overinterp.analysis.heatmaps import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.6, 3.6))
     summary = table2(scores)
     sizes = sorted({s.fraction for s in scores})
@@ -199,16 +205,38 @@ def plot_accuracy(scores: Sequence[ParticipantScore], fit: LinearFit, path: str 
         pts = sorted((s for s in scores if s.fraction == f), key=lambda s: s.number)
         for j, s in enumerate(pts):
             offset = -width * (0.25 + 0.75 * (j + 0.5) / len(pts))
-            ax.plot(100 * f + offset, 100 * s.accuracy, "o", mfc="white", mec="0.35", ms=4.5, zorder=2,
-                    label="participant" if (f == sizes[0] and j == 0) else None)
-    ax.errorbar([100 * t.fraction + 0.35 * width for t in summary], [100 * t.mean for t in summary],
-                yerr=[100 * t.std for t in summary], fmt="s", color="black", ms=6, capsize=4, zorder=3,
-                label="mean ± std")
+            ax.plot(
+                100 * f + offset,
+                100 * s.accuracy,
+                "o",
+                mfc="white",
+                mec="0.35",
+                ms=4.5,
+                zorder=2,
+                label="participant" if (f == sizes[0] and j == 0) else None,
+            )
+    ax.errorbar(
+        [100 * t.fraction + 0.35 * width for t in summary],
+        [100 * t.mean for t in summary],
+        yerr=[100 * t.std for t in summary],
+        fmt="s",
+        color="black",
+        ms=6,
+        capsize=4,
+        zorder=3,
+        label="mean ± std",
+    )
     if not math.isnan(fit.slope):
         lo, hi = 0.0, 100 * max(sizes) * 1.05
-        ax.plot([lo, hi], [100 * (fit.intercept + fit.slope * lo), 100 * (fit.intercept + fit.slope * hi)],
-                "--", color="black", lw=1.2, zorder=1,
-                label=f"linear fit, $R^2$ = {fit.r2:.2f}" if not math.isnan(fit.r2) else "linear fit")
+        ax.plot(
+            [lo, hi],
+            [100 * (fit.intercept + fit.slope * lo), 100 * (fit.intercept + fit.slope * hi)],
+            "--",
+            color="black",
+            lw=1.2,
+            zorder=1,
+            label=f"linear fit, $R^2$ = {fit.r2:.2f}" if not math.isnan(fit.r2) else "linear fit",
+        )
     if chance is not None:
         ax.axhline(100.0 * chance, color="0.6", lw=0.8, ls=":", zorder=0, label="chance")
     ax.set_xlabel("pixels shown (% of image)")
@@ -220,14 +248,15 @@ def plot_accuracy(scores: Sequence[ParticipantScore], fit: LinearFit, path: str 
     return save_figure(fig, path, formats)
 
 
-def image_sheets(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str],
-                 formats: tuple[str, ...] = ("png",)) -> list[Path]:
+def image_sheets(
+    study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], formats: tuple[str, ...] = ("png",)
+) -> list[Path]:
     """Figure S4: one grid per subset size (``sheet_bs5.png`` …), a row per class."""
     from PIL import Image
 
-    from overinterp.analysis.heatmaps import _pyplot, save_figure
+    from overinterp.analysis.heatmaps import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     root = Path(study_dir)
     manifest = load_manifest(root)
     classes = manifest["classes"]
@@ -246,7 +275,9 @@ def image_sheets(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
             for c, item in enumerate(rows.get(k, [])):
                 token = item["stimuli"][repr(float(f))]
                 with Image.open(root / files[token]) as im:
-                    sheet[k * (h + pad): k * (h + pad) + h, c * (w + pad): c * (w + pad) + w] = np.asarray(im.convert("RGB"))
+                    sheet[k * (h + pad) : k * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = np.asarray(
+                        im.convert("RGB")
+                    )
         fig, ax = plt.subplots(figsize=(0.55 * ncols + 1.4, 0.55 * len(classes) + 0.6))
         ax.imshow(sheet, interpolation="nearest")
         ax.set_xticks([])
@@ -259,15 +290,32 @@ def image_sheets(study_dir: str | os.PathLike[str], out_dir: str | os.PathLike[s
     return out
 
 
-def result_rows(scores: Sequence[ParticipantScore], manifest: Mapping[str, Any], *, model: str = "human",
-                experiment: str = "human-study", dataset: str | None = None) -> list[dict[str, Any]]:
+def result_rows(
+    scores: Sequence[ParticipantScore],
+    manifest: Mapping[str, Any],
+    *,
+    model: str = "human",
+    experiment: str = "human-study",
+    dataset: str | None = None,
+) -> list[dict[str, Any]]:
     """One results row per participant × subset size (see the module doc); ``dataset``
     overrides the study's source dataset key (e.g. ``cifar10:test`` for images read from a file)."""
     return [
-        dict(experiment=experiment, model=model, arch="human", fingerprint=manifest["study_id"], checkpoint="",
-             train_on="n/a", evaluate_on=subset_label(s.fraction), dataset=dataset or manifest.get("dataset", ""),
-             seed=s.number, metric="accuracy", value=s.accuracy, n=s.answered,
-             notes=f"human study {manifest['study_id']} ({manifest.get('name', '')}), participant {s.number}")
+        dict(
+            experiment=experiment,
+            model=model,
+            arch="human",
+            fingerprint=manifest["study_id"],
+            checkpoint="",
+            train_on="n/a",
+            evaluate_on=subset_label(s.fraction),
+            dataset=dataset or manifest.get("dataset", ""),
+            seed=s.number,
+            metric="accuracy",
+            value=s.accuracy,
+            n=s.answered,
+            notes=f"human study {manifest['study_id']} ({manifest.get('name', '')}), participant {s.number}",
+        )
         for s in scores
     ]
 

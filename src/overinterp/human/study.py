@@ -95,20 +95,30 @@ class ModelSource:
     def __post_init__(self) -> None:
         n = len(self.trace)
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(f"model {self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
-                             f"{tuple(self.images.shape)}")
+            raise ValueError(
+                f"model {self.name}: images must be uint8 (N, C, H, W), got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
         if self.images.shape[0] != n:
-            raise ValueError(f"model {self.name}: the trace has {n} images but {self.images.shape[0]} images were given")
+            raise ValueError(
+                f"model {self.name}: the trace has {n} images but {self.images.shape[0]} images were given"
+            )
         if tuple(self.images.shape[1:]) != tuple(self.trace.image_shape):
-            raise ValueError(f"model {self.name}: images {tuple(self.images.shape[1:])} do not match the trace's "
-                             f"image shape {tuple(self.trace.image_shape)}")
+            raise ValueError(
+                f"model {self.name}: images {tuple(self.images.shape[1:])} do not match the trace's "
+                f"image shape {tuple(self.trace.image_shape)}"
+            )
         self.labels = torch.as_tensor(self.labels).long().view(-1)
         self.positions = torch.as_tensor(self.positions).long().view(-1)
         if self.labels.shape[0] != n or self.positions.shape[0] != n:
-            raise ValueError(f"model {self.name}: need {n} labels and positions, got {self.labels.shape[0]} "
-                             f"and {self.positions.shape[0]}")
+            raise ValueError(
+                f"model {self.name}: need {n} labels and positions, got {self.labels.shape[0]} "
+                f"and {self.positions.shape[0]}"
+            )
         if n and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.classes)):
-            raise ValueError(f"model {self.name}: labels outside 0..{len(self.classes) - 1} ({len(self.classes)} classes)")
+            raise ValueError(
+                f"model {self.name}: labels outside 0..{len(self.classes) - 1} ({len(self.classes)} classes)"
+            )
         if len(set(self.positions.tolist())) != n:
             raise ValueError(f"model {self.name}: the same dataset position appears twice")
 
@@ -364,8 +374,13 @@ def build_study(
         item_id = secrets.token_hex(16)
         conf = float(torch.sigmoid(s.trace.full_logodds[r].double()))
         entry: dict[str, Any] = {
-            "item": item_id, "model": s.name, "label": k, "dataset": s.dataset,
-            "position": int(s.positions[r]), "confidence": conf, "stimuli": {},
+            "item": item_id,
+            "model": s.name,
+            "label": k,
+            "dataset": s.dataset,
+            "position": int(s.positions[r]),
+            "confidence": conf,
+            "stimuli": {},
         }
         for b, f in enumerate(fr):
             keep = masks[(m, f)][r : r + 1]
@@ -375,8 +390,9 @@ def build_study(
             rel = f"images/{token}.png"
             atomic_write_bytes(out / rel, _png(pix))
             entry["stimuli"][repr(f)] = token
-            stimuli.append({"id": token, "item": item_id, "fraction": f, "batch": b, "file": rel,
-                            "pixels_shown": int(keep.sum())})
+            stimuli.append(
+                {"id": token, "item": item_id, "fraction": f, "batch": b, "file": rel, "pixels_shown": int(keep.sum())}
+            )
         items.append(entry)
     datasets = sorted({s.dataset for s in sources})
     manifest: dict[str, Any] = {
@@ -394,9 +410,15 @@ def build_study(
         "image_shape": list(shape),
         "dataset": datasets[0] if len(datasets) == 1 else ",".join(datasets),
         "models": [
-            {"name": s.name, "proportion": props[m] / sum(props), "quota": quotas[m], "source": s.source,
-             "dataset": s.dataset, "method": s.trace.method,
-             "eligible_per_class": [len(eligible[m].get(k, [])) for k in range(num_classes)]}
+            {
+                "name": s.name,
+                "proportion": props[m] / sum(props),
+                "quota": quotas[m],
+                "source": s.source,
+                "dataset": s.dataset,
+                "method": s.trace.method,
+                "eligible_per_class": [len(eligible[m].get(k, [])) for k in range(num_classes)],
+            }
             for m, s in enumerate(sources)
         ],
         "items": items,
@@ -423,6 +445,7 @@ def load_manifest(study_dir: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != STUDY_FORMAT:
         raise ValueError(f"{path} is not an overinterp human study manifest")
     if not isinstance(manifest.get("version"), int) or manifest["version"] > STUDY_VERSION:
-        raise ValueError(f"{path} has study format version {manifest.get('version')!r}; this overinterp reads "
-                         f"1..{STUDY_VERSION}")
+        raise ValueError(
+            f"{path} has study format version {manifest.get('version')!r}; this overinterp reads 1..{STUDY_VERSION}"
+        )
     return manifest

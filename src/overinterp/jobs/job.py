@@ -39,7 +39,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from overinterp._atomic import atomic_write_text
-from overinterp.sis.trace import BackselectTrace, concat_traces
 from overinterp.jobs.executors import Executor, LocalExecutor
 from overinterp.jobs.shard import (
     ForeignShardError,
@@ -54,9 +53,18 @@ from overinterp.jobs.shard import (
     shard_paths,
 )
 from overinterp.jobs.spec import JobSpec, images_fingerprint
+from overinterp.sis.trace import BackselectTrace, concat_traces
 
-__all__ = ["run_job", "load_job", "JobOutput", "JobMismatchError", "ForeignShardError", "select_positions",
-           "job_status", "MANIFEST"]
+__all__ = [
+    "run_job",
+    "load_job",
+    "JobOutput",
+    "JobMismatchError",
+    "ForeignShardError",
+    "select_positions",
+    "job_status",
+    "MANIFEST",
+]
 
 MANIFEST = "manifest.json"
 JOB_FORMAT = "overinterp-backselect-job"
@@ -65,8 +73,9 @@ JOB_VERSION = 1
 MANIFEST_TEMP = re.compile(r"^\.manifest\.json\.[A-Za-z0-9_]{8}\.tmp$")
 
 
-def select_positions(n: int, *, offset: int = 0, limit: int | None = None, sample: int | None = None,
-                     seed: int = 0) -> list[int]:
+def select_positions(
+    n: int, *, offset: int = 0, limit: int | None = None, sample: int | None = None, seed: int = 0
+) -> list[int]:
     """Dataset positions to process: ``[offset, offset+limit)``, or a seeded random
     ``sample`` of that range (sorted)."""
     if offset < 0 or offset >= n:
@@ -96,9 +105,12 @@ def _describe_identity(spec: JobSpec, model: Any, data: Any) -> dict[str, Any]:
     idx = torch.tensor(spec.positions)
     if int(idx.max()) >= len(data) or int(idx.min()) < 0:
         raise ValueError(f"positions reach {int(idx.max())} but {spec.dataset} has {len(data)} images")
-    shard_fps = [images_fingerprint(data.images[torch.tensor(spec.shard_positions(s))],
-                                    data.labels[torch.tensor(spec.shard_positions(s))])
-                 for s in range(spec.num_shards)]
+    shard_fps = [
+        images_fingerprint(
+            data.images[torch.tensor(spec.shard_positions(s))], data.labels[torch.tensor(spec.shard_positions(s))]
+        )
+        for s in range(spec.num_shards)
+    ]
     return {
         "spec": spec.identity(),
         "model_fingerprint": model_fingerprint(model),
@@ -125,7 +137,9 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     if m.get("format") != JOB_FORMAT:
         raise JobMismatchError(f"{path} is not an overinterp backselect-job manifest")
     if not isinstance(m.get("version"), int) or m["version"] > JOB_VERSION:
-        raise JobMismatchError(f"{path} has job format version {m.get('version')!r}; this overinterp reads 1..{JOB_VERSION}")
+        raise JobMismatchError(
+            f"{path} has job format version {m.get('version')!r}; this overinterp reads 1..{JOB_VERSION}"
+        )
     return m
 
 
@@ -136,7 +150,7 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
             out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     if a != b:
-        show = lambda v: (f"[{len(v)} items]" if isinstance(v, list) and len(v) > 6 else repr(v))  # noqa: E731
+        show = lambda v: f"[{len(v)} items]" if isinstance(v, list) and len(v) > 6 else repr(v)  # noqa: E731
         return [f"{prefix[:-1]}: {show(a)} (in the folder) vs {show(b)} (now)"]
     return []
 
@@ -144,8 +158,9 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
 def _expected_shard(identity: dict[str, Any], spec: JobSpec, shard: int) -> dict[str, Any]:
     """The identity shard ``shard`` of the job (``identity``: the manifest's) must carry."""
     fps = identity.get("shard_data_fingerprints") or []
-    expected = shard_identity(spec, shard, identity["model_fingerprint"], fps[shard] if shard < len(fps) else None,
-                              identity.get("baseline"))
+    expected = shard_identity(
+        spec, shard, identity["model_fingerprint"], fps[shard] if shard < len(fps) else None, identity.get("baseline")
+    )
     if expected["data_fingerprint"] is None:
         del expected["data_fingerprint"]  # not recorded: not compared
     return expected
@@ -172,7 +187,8 @@ def _check_shards(out: Path, identity: dict[str, Any], spec: JobSpec) -> list[in
             f"({shown[:10]}{' …' if len(shown) > 10 else ''}); the first: "
             + getattr(foreign[0][1], "reason", str(foreign[0][1]))
             + f". Refusing to adopt or overwrite them. To go on, move their .pt and .json files out of "
-            f"{out / 'shards'} (the job then recomputes them), or run this job into another --out folder")
+            f"{out / 'shards'} (the job then recomputes them), or run this job into another --out folder"
+        )
     return missing
 
 
@@ -216,9 +232,14 @@ def run_job(
     identity = _describe_identity(spec, model, data)
     existing = _read_manifest(out)
     threads = spec.threads or executor.describe().get("threads_per_task") or torch.get_num_threads()
-    runtime = {"device": spec.device, "threads": threads,
-               "batch_size": spec.batch_size, "executor": executor.describe(), **_software(),
-               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    runtime = {
+        "device": spec.device,
+        "threads": threads,
+        "batch_size": spec.batch_size,
+        "executor": executor.describe(),
+        **_software(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     if existing is not None:
         # JSON round trip: tuples and lists compare equal; the display name is not identity
         now = json.loads(json.dumps(identity))
@@ -226,19 +247,31 @@ def run_job(
         if diffs:
             raise JobMismatchError(
                 f"{out} holds a job with other settings; refusing to mix shards. Differences: "
-                + "; ".join(diffs[:8]) + (" …" if len(diffs) > 8 else "")
-                + ". Use another --out folder, or the settings recorded in " + str(out / MANIFEST)
+                + "; ".join(diffs[:8])
+                + (" …" if len(diffs) > 8 else "")
+                + ". Use another --out folder, or the settings recorded in "
+                + str(out / MANIFEST)
             )
         manifest = existing
     identity = json.loads(json.dumps(identity))
     # every shard already there must be this job's (also when the manifest was deleted): before writing anything
     pending = _check_shards(out, identity, spec) if out.is_dir() else list(range(spec.num_shards))
     if existing is None:
-        manifest = {"format": JOB_FORMAT, "version": JOB_VERSION, "identity": identity,
-                    "shards": [{"shard": s, "file": str(shard_paths(".", s)[0]),
-                                "positions": [spec.shard_size * s, spec.shard_size * s + len(spec.shard_positions(s))]}
-                               for s in range(spec.num_shards)],
-                    "spec": spec.to_dict(), "runs": []}
+        manifest = {
+            "format": JOB_FORMAT,
+            "version": JOB_VERSION,
+            "identity": identity,
+            "shards": [
+                {
+                    "shard": s,
+                    "file": str(shard_paths(".", s)[0]),
+                    "positions": [spec.shard_size * s, spec.shard_size * s + len(spec.shard_positions(s))],
+                }
+                for s in range(spec.num_shards)
+            ],
+            "spec": spec.to_dict(),
+            "runs": [],
+        }
     manifest["runs"] = list(manifest.get("runs", [])) + [runtime]
     manifest["spec"] = spec.to_dict()
     out.mkdir(parents=True, exist_ok=True)
@@ -252,16 +285,35 @@ def run_job(
 
     done_images = len(spec.positions) - sum(len(spec.shard_positions(s)) for s in pending)
     inner = progress and executor.shows_shard_progress
-    tasks = [ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"],
-                       identity["shard_data_fingerprints"][s], progress=inner) for s in pending]
+    tasks = [
+        ShardTask(
+            spec.to_dict(),
+            s,
+            str(out),
+            identity["model_fingerprint"],
+            identity["shard_data_fingerprints"][s],
+            progress=inner,
+        )
+        for s in pending
+    ]
     say = log or (lambda msg: print(msg, file=sys.stderr))
     if stale:
         say(f"backselect-dataset: removed {len(stale)} temporary file(s) of interrupted writes in {out}")
-    say(f"backselect-dataset: {len(spec.positions)} images of {spec.dataset} in {spec.num_shards} shards "
+    say(
+        f"backselect-dataset: {len(spec.positions)} images of {spec.dataset} in {spec.num_shards} shards "
         f"({spec.num_shards - len(pending)} complete), model {identity['model_name']} "
-        f"[{identity['model_fingerprint']}], method {spec.method['name']}, executor {executor.name} → {out}")
-    bar = tqdm(total=len(spec.positions), initial=done_images, desc="images", unit="img", disable=not progress,
-               dynamic_ncols=True, position=0, smoothing=0.1)
+        f"[{identity['model_fingerprint']}], method {spec.method['name']}, executor {executor.name} → {out}"
+    )
+    bar = tqdm(
+        total=len(spec.positions),
+        initial=done_images,
+        desc="images",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+        position=0,
+        smoothing=0.1,
+    )
     computed: list[ShardResult] = []
     t0 = time.perf_counter()
 
@@ -276,10 +328,15 @@ def run_job(
     seconds = time.perf_counter() - t0
     new_images = sum(r.images for r in computed if not r.skipped)
     status = job_status(out)
-    return {"out": str(out), "shards": spec.num_shards, "computed": sum(not r.skipped for r in computed),
-            "skipped": spec.num_shards - len(pending) + sum(r.skipped for r in computed),
-            "complete": status["complete"], "seconds": round(seconds, 3),
-            "images_per_second": round(new_images / seconds, 3) if seconds > 0 and new_images else None}
+    return {
+        "out": str(out),
+        "shards": spec.num_shards,
+        "computed": sum(not r.skipped for r in computed),
+        "skipped": spec.num_shards - len(pending) + sum(r.skipped for r in computed),
+        "complete": status["complete"],
+        "seconds": round(seconds, 3),
+        "images_per_second": round(new_images / seconds, 3) if seconds > 0 and new_images else None,
+    }
 
 
 @dataclass
@@ -336,12 +393,16 @@ def load_job(out_dir: str | os.PathLike[str], *, allow_partial: bool = False) ->
     out = Path(out_dir)
     manifest = _read_manifest(out)
     if manifest is None:
-        raise FileNotFoundError(f"no backselect job in {out} (no {MANIFEST}); run `overinterp backselect-dataset` first")
+        raise FileNotFoundError(
+            f"no backselect job in {out} (no {MANIFEST}); run `overinterp backselect-dataset` first"
+        )
     spec = JobSpec.from_dict(manifest["spec"])
     status = job_status(out)
     if status["missing"] and not allow_partial:
-        raise ValueError(f"{out}: {len(status['missing'])} of {status['shards']} shards are missing "
-                         f"(e.g. {status['missing'][:5]}); rerun the same command to finish the job")
+        raise ValueError(
+            f"{out}: {len(status['missing'])} of {status['shards']} shards are missing "
+            f"(e.g. {status['missing'][:5]}); rerun the same command to finish the job"
+        )
     shards = [s for s in range(status["shards"]) if s not in set(status["missing"])]
     if not shards:
         raise ValueError(f"{out}: no complete shard yet")

@@ -55,8 +55,9 @@ def _call(fn: Callable[[Any], Any], item: Any, threads: int) -> Any:
     return fn(item)
 
 
-def _call_shard(fn: Callable[[ShardTask], ShardResult], task: ShardTask, spec: dict[str, Any],
-                threads: int) -> ShardResult:
+def _call_shard(
+    fn: Callable[[ShardTask], ShardResult], task: ShardTask, spec: dict[str, Any], threads: int
+) -> ShardResult:
     """Worker side: a shard task whose (shared, possibly large) spec travelled
     through the object store once per job instead of once per task."""
     return _call(fn, dataclasses.replace(task, spec=spec), threads)
@@ -83,9 +84,17 @@ class RayExecutor(Executor):
     name = "ray"
     shows_shard_progress = False
 
-    def __init__(self, address: str | None = None, *, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 max_retries: int = 3, grace: float = 10.0, task_fn: Callable[[ShardTask], ShardResult] = run_shard,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        max_retries: int = 3,
+        grace: float = 10.0,
+        task_fn: Callable[[ShardTask], ShardResult] = run_shard,
+        init_kwargs: dict[str, Any] | None = None,
+    ) -> None:
         if num_cpus < 0 or num_gpus < 0 or (num_cpus == 0 and num_gpus == 0):
             raise ValueError(f"a task needs CPUs or GPUs; got num_cpus={num_cpus}, num_gpus={num_gpus}")
         if max_retries < 0:
@@ -100,15 +109,25 @@ class RayExecutor(Executor):
         self.threads_per_task = max(1, math.floor(self.num_cpus))
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "address": self.address, "num_cpus": self.num_cpus, "num_gpus": self.num_gpus,
-                "max_retries": self.max_retries, "threads_per_task": self.threads_per_task,
-                "ray": ray.__version__}
+        return {
+            "name": self.name,
+            "address": self.address,
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "max_retries": self.max_retries,
+            "threads_per_task": self.threads_per_task,
+            "ray": ray.__version__,
+        }
 
     # ------------------------------------------------------------------ plumbing
 
     def _options(self) -> dict[str, Any]:
-        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "max_retries": self.max_retries,
-                "retry_exceptions": self.max_retries > 0}
+        return {
+            "num_cpus": self.num_cpus,
+            "num_gpus": self.num_gpus,
+            "max_retries": self.max_retries,
+            "retry_exceptions": self.max_retries > 0,
+        }
 
     def _connect(self) -> bool:
         """Initialise Ray unless it already is; True when this call started it.
@@ -136,8 +155,12 @@ class RayExecutor(Executor):
         if reaper is not None:
             _stop_reaper(reaper)
 
-    def _collect(self, refs: dict[Any, Any], on_result: Callable[[Any], None],
-                 on_cancel: Callable[[list[Any]], None] | None = None) -> None:
+    def _collect(
+        self,
+        refs: dict[Any, Any],
+        on_result: Callable[[Any], None],
+        on_cancel: Callable[[list[Any]], None] | None = None,
+    ) -> None:
         """Call ``on_result`` per finished task (``ray.wait``); on any failure or
         Ctrl-C cancel the rest, let them stop, and re-raise."""
         pending = list(refs)
@@ -179,8 +202,10 @@ class RayExecutor(Executor):
         for task in tasks:
             device = str(task.spec.get("device", "cpu"))
             if device.startswith("cuda") and self.num_gpus == 0:
-                raise ValueError(f"device {device!r} needs GPUs per task (--gpus-per-task, e.g. 1 or 0.25): "
-                                 "Ray hides GPUs from tasks that reserve none")
+                raise ValueError(
+                    f"device {device!r} needs GPUs per task (--gpus-per-task, e.g. 1 or 0.25): "
+                    "Ray hides GPUs from tasks that reserve none"
+                )
         started = self._connect()
         try:
             remote = ray.remote(_call_shard).options(**self._options())
@@ -190,8 +215,9 @@ class RayExecutor(Executor):
                 key = json.dumps(task.spec, sort_keys=True, default=str)
                 if key not in specs:
                     specs[key] = ray.put(task.spec)
-                refs[remote.remote(self.task_fn, dataclasses.replace(task, spec={}), specs[key],
-                                   self.threads_per_task)] = task
+                refs[
+                    remote.remote(self.task_fn, dataclasses.replace(task, spec={}), specs[key], self.threads_per_task)
+                ] = task
             self._collect(refs, on_result, on_cancel=_discard_partial_shards)
         finally:
             if started:
@@ -297,9 +323,14 @@ def _start_reaper() -> subprocess.Popen | None:
     """The reaper of this driver's local Ray processes (``None`` where there is no ``/proc``)."""
     if not os.path.isdir("/proc/self"):
         return None
-    return subprocess.Popen([sys.executable, "-c", _REAPER, str(os.getpid())], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-                            close_fds=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", _REAPER, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+    )
 
 
 def _stop_reaper(reaper: subprocess.Popen) -> None:

@@ -41,9 +41,21 @@ import torch
 from overinterp._atomic import atomic_torch_save, atomic_write_text
 from overinterp.jobs.spec import JobSpec, images_fingerprint
 
-__all__ = ["ShardTask", "ShardResult", "run_shard", "shard_paths", "shard_complete", "file_sha256",
-           "JobMismatchError", "ForeignShardError", "shard_identity", "baseline_identity", "check_shard",
-           "save_canonical", "remove_stale_temporaries"]
+__all__ = [
+    "ShardTask",
+    "ShardResult",
+    "run_shard",
+    "shard_paths",
+    "shard_complete",
+    "file_sha256",
+    "JobMismatchError",
+    "ForeignShardError",
+    "shard_identity",
+    "baseline_identity",
+    "check_shard",
+    "save_canonical",
+    "remove_stale_temporaries",
+]
 
 SHARD_DIR = "shards"
 #: the temporaries :func:`overinterp._atomic.atomic_write` makes for a shard's files
@@ -130,22 +142,25 @@ def baseline_identity(spec: JobSpec, model: Any) -> list[float] | None:
     return None if spec.mask_value is not None or baseline is None else baseline.flatten().tolist()
 
 
-def shard_identity(spec: JobSpec, shard: int, model_fingerprint: str, data_fingerprint: str | None,
-                   baseline: list[float] | None) -> dict[str, Any]:
+def shard_identity(
+    spec: JobSpec, shard: int, model_fingerprint: str, data_fingerprint: str | None, baseline: list[float] | None
+) -> dict[str, Any]:
     """What makes ``shard`` this job's: stored in its commit record and its payload."""
-    return _plain({
-        "shard": shard,
-        "model_fingerprint": model_fingerprint,
-        "data_fingerprint": data_fingerprint,
-        "positions": list(spec.shard_positions(shard)),
-        "method": spec.method,
-        "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
-        "baseline": _digest(baseline),
-        "mask_value": None if spec.mask_value is None else list(spec.mask_value),
-        "dtype": spec.dtype,
-        "shard_size": spec.shard_size,
-        "extra": spec.identity_extra,
-    })
+    return _plain(
+        {
+            "shard": shard,
+            "model_fingerprint": model_fingerprint,
+            "data_fingerprint": data_fingerprint,
+            "positions": list(spec.shard_positions(shard)),
+            "method": spec.method,
+            "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
+            "baseline": _digest(baseline),
+            "mask_value": None if spec.mask_value is None else list(spec.mask_value),
+            "dtype": spec.dtype,
+            "shard_size": spec.shard_size,
+            "extra": spec.identity_extra,
+        }
+    )
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -166,14 +181,25 @@ def _show(v: Any) -> str:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
 
 
-_WHAT = {"model_fingerprint": "model", "data_fingerprint": "images", "positions": "positions",
-         "method": "method", "features.type": "features", "features.patch": "patch size", "baseline": "baseline",
-         "mask_value": "mask value", "dtype": "dtype", "shard_size": "shard size", "extra": "extra identity",
-         "shard": "shard number"}
+_WHAT = {
+    "model_fingerprint": "model",
+    "data_fingerprint": "images",
+    "positions": "positions",
+    "method": "method",
+    "features.type": "features",
+    "features.patch": "patch size",
+    "baseline": "baseline",
+    "mask_value": "mask value",
+    "dtype": "dtype",
+    "shard_size": "shard size",
+    "extra": "extra identity",
+    "shard": "shard number",
+}
 
 
-def _identity_differences(found: dict[str, Any], expected: dict[str, Any],
-                          alternatives: dict[str, list[Any]] | None = None) -> list[tuple[str, str, str]]:
+def _identity_differences(
+    found: dict[str, Any], expected: dict[str, Any], alternatives: dict[str, list[Any]] | None = None
+) -> list[tuple[str, str, str]]:
     """``(what, found, expected)`` for each key both hold that differs."""
     f, e = _flat(_plain(found)), _flat(_plain(expected))
     order = list(_WHAT)
@@ -251,7 +277,9 @@ def check_shard(out_dir: str | os.PathLike[str], shard: int, expected: dict[str,
             raise _refuse(out_dir, shard, "nothing this job knows: its committed file is not a backselect trace")
         return None  # an unreadable leftover: computed again
     meta = payload.get("meta") if isinstance(payload.get("meta"), dict) else {}
-    found = meta.get("job_identity") if isinstance(meta.get("job_identity"), dict) else _legacy_payload_identity(payload)
+    found = (
+        meta.get("job_identity") if isinstance(meta.get("job_identity"), dict) else _legacy_payload_identity(payload)
+    )
     if found is None:
         if complete:
             raise _refuse(out_dir, shard, "no job: its trace records no model fingerprint or positions")
@@ -268,8 +296,14 @@ def check_shard(out_dir: str | os.PathLike[str], shard: int, expected: dict[str,
             diffs[d] = "payload and commit record" if d in diffs else "commit record"
     if diffs:
         where = "" if complete else "; it has no valid commit record"
-        raise _refuse(out_dir, shard, "; and for ".join(f"{what} {f}, this job's {what} is {e} ({src})"
-                                                for (what, f, e), src in list(diffs.items())[:6]) + where)
+        raise _refuse(
+            out_dir,
+            shard,
+            "; and for ".join(
+                f"{what} {f}, this job's {what} is {e} ({src})" for (what, f, e), src in list(diffs.items())[:6]
+            )
+            + where,
+        )
     return record if complete else None
 
 
@@ -347,9 +381,9 @@ def run_shard(task: ShardTask) -> ShardResult:
             (it is left as it is).
     """
     from overinterp import backselect
+    from overinterp.results import model_fingerprint
     from overinterp.sis.features import patch_features
     from overinterp.sis.methods import method_from_description
-    from overinterp.results import model_fingerprint
 
     pt, rec = shard_paths(task.out_dir, task.shard)
     spec = JobSpec.from_dict(task.spec)
@@ -360,15 +394,19 @@ def run_shard(task: ShardTask) -> ShardResult:
     model, data = load_job_inputs(spec)
     fp = model_fingerprint(model)
     if fp != task.model_fingerprint:
-        raise RuntimeError(f"worker built model {fp}, but the job is for model {task.model_fingerprint}: "
-                           f"the checkpoint at {spec.model.checkpoint} differs on this machine")
+        raise RuntimeError(
+            f"worker built model {fp}, but the job is for model {task.model_fingerprint}: "
+            f"the checkpoint at {spec.model.checkpoint} differs on this machine"
+        )
     idx = torch.tensor(positions)
     images_u8, labels = data.images[idx], data.labels[idx]
     dfp = images_fingerprint(images_u8, labels)
     expected = task.data_fingerprint
     if dfp != expected:
-        raise RuntimeError(f"shard {task.shard}: the images of {spec.dataset} differ on this worker "
-                           f"(fingerprint {dfp}, job expects {expected})")
+        raise RuntimeError(
+            f"shard {task.shard}: the images of {spec.dataset} differ on this worker "
+            f"(fingerprint {dfp}, job expects {expected})"
+        )
     identity = shard_identity(spec, task.shard, fp, dfp, baseline_identity(spec, model))
     done = check_shard(task.out_dir, task.shard, identity)
     if done is not None:
@@ -378,8 +416,9 @@ def run_shard(task: ShardTask) -> ShardResult:
     if device.type != "cpu" or dtype != torch.float32:
         # a moved copy, cached apart: the cached CPU float32 model keeps its fingerprint
         base = model
-        model = _cached("model-on-device", f"{fp}|{device}|{dtype}",
-                        lambda: copy.deepcopy(base).to(device=device, dtype=dtype))
+        model = _cached(
+            "model-on-device", f"{fp}|{device}|{dtype}", lambda: copy.deepcopy(base).to(device=device, dtype=dtype)
+        )
     images = images_u8.to(device=device, dtype=dtype) / 255.0
     h, w = images.shape[-2:]
     features = None if spec.patch == 1 else patch_features(h, w, spec.patch)
@@ -387,19 +426,43 @@ def run_shard(task: ShardTask) -> ShardResult:
     kwargs: dict[str, Any] = {}
     if spec.batch_size:
         kwargs["batch_size"] = spec.batch_size
-    trace = backselect(model, images, method=method, features=features, progress=task.progress,
-                       labels=labels, mask_value=None if spec.mask_value is None else torch.tensor(spec.mask_value),
-                       **kwargs)
+    trace = backselect(
+        model,
+        images,
+        method=method,
+        features=features,
+        progress=task.progress,
+        labels=labels,
+        mask_value=None if spec.mask_value is None else torch.tensor(spec.mask_value),
+        **kwargs,
+    )
     trace.meta.pop("created", None)  # shard bytes must not depend on the time
-    trace.meta.update({"job_dataset": spec.dataset, "positions": positions, "shard": task.shard,
-                       "model_fingerprint": fp, "job_identity": identity})
+    trace.meta.update(
+        {
+            "job_dataset": spec.dataset,
+            "positions": positions,
+            "shard": task.shard,
+            "model_fingerprint": fp,
+            "job_identity": identity,
+        }
+    )
     save_canonical(trace.to_dict(), pt)
     seconds = time.perf_counter() - t0
     sha = file_sha256(pt)
-    record = {"shard": task.shard, "sha256": sha, "identity": identity, "images": len(positions),
-              "seconds": round(seconds, 3), "device": str(device), "threads": torch.get_num_threads(),
-              "batch_size": spec.batch_size, "dataset": spec.dataset, "checkpoint": spec.model.checkpoint,
-              "host": socket.gethostname(), "pid": os.getpid(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    record = {
+        "shard": task.shard,
+        "sha256": sha,
+        "identity": identity,
+        "images": len(positions),
+        "seconds": round(seconds, 3),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch_size": spec.batch_size,
+        "dataset": spec.dataset,
+        "checkpoint": spec.model.checkpoint,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     atomic_write_text(rec, json.dumps(record, indent=1) + "\n")
     return ShardResult(task.shard, str(pt), sha, len(positions), seconds, record=record)

@@ -61,7 +61,9 @@ class JobSpec:
         if self.patch < 1:
             raise ValueError(f"patch must be >= 1, got {self.patch}")
         if self.dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be float32 or float64 (never float16: it rounds p > 0.9998 to 1), got {self.dtype!r}")
+            raise ValueError(
+                f"dtype must be float32 or float64 (never float16: it rounds p > 0.9998 to 1), got {self.dtype!r}"
+            )
         if not self.positions:
             raise ValueError("a job needs at least one image")
         if len(set(self.positions)) != len(self.positions):
@@ -75,7 +77,7 @@ class JobSpec:
     def shard_positions(self, shard: int) -> tuple[int, ...]:
         if not 0 <= shard < self.num_shards:
             raise IndexError(f"shard {shard} out of range 0..{self.num_shards - 1}")
-        return self.positions[shard * self.shard_size:(shard + 1) * self.shard_size]
+        return self.positions[shard * self.shard_size : (shard + 1) * self.shard_size]
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -52,9 +52,7 @@ INPUT_FORMATS = tuple(
 def _parse_format(spec: str) -> tuple[str, str, str]:
     parts = spec.lower().split(":")
     if len(parts) != 3 or f"{parts[0]}:{parts[1]}:{parts[2]}" not in INPUT_FORMATS:
-        raise ValueError(
-            f"input_format must be 'array:layout:dtype', one of {', '.join(INPUT_FORMATS)}; got {spec!r}"
-        )
+        raise ValueError(f"input_format must be 'array:layout:dtype', one of {', '.join(INPUT_FORMATS)}; got {spec!r}")
     return parts[0], parts[1], parts[2]
 
 
@@ -131,8 +129,11 @@ class _BlackBoxNetwork(nn.Module):
             worst = float((sums - 1).abs().max())
             tol = self.sum_tolerance
             if tol is None:  # rounding each of K quantised scores moves the sum by at most K·scale/2
-                tol = 0.05 if self.dequantize is None or quantised is False else max(
-                    0.05, self.num_classes * float(self.dequantize[0]) / 2)
+                tol = (
+                    0.05
+                    if self.dequantize is None or quantised is False
+                    else max(0.05, self.num_classes * float(self.dequantize[0]) / 2)
+                )
             if lo < -1e-6 or hi > 1 + 1e-6 or worst > tol:
                 raise ValueError(
                     f"outputs='probabilities' was declared, but the black box returned values in [{lo:.4g}, "
@@ -219,13 +220,19 @@ class BlackBoxClassifier(Classifier):
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"{len(class_names)} class names for {num_classes} classes")
         network = _BlackBoxNetwork(
-            fn, num_classes=num_classes, outputs=outputs, input_format=input_format,
+            fn,
+            num_classes=num_classes,
+            outputs=outputs,
+            input_format=input_format,
             input_size=None if input_size is None else (int(input_size[0]), int(input_size[1])),
-            max_batch=max_batch, dequantize=dequantize, eps=float(eps),
+            max_batch=max_batch,
+            dequantize=dequantize,
+            eps=float(eps),
             sum_tolerance=None if sum_tolerance is None else float(sum_tolerance),
         )
-        super().__init__(network, None, baseline, name=name or getattr(fn, "__name__", "blackbox"),
-                         class_names=class_names)
+        super().__init__(
+            network, None, baseline, name=name or getattr(fn, "__name__", "blackbox"), class_names=class_names
+        )
         self.num_classes = num_classes
         self.eval()
 
@@ -241,8 +248,9 @@ class BlackBoxClassifier(Classifier):
     def probabilities(self, images: Tensor) -> Tensor:
         """``(N, C, H, W)`` pixels → ``(N, K)`` float64 normalised confidences (softmax of the scores),
         on the images' device. The black box is still called ``max_batch`` images at a time."""
-        logits = predict_logits(self, images, batch_size=max(1, int(images.shape[0])), device=images.device,
-                                out_device=None)
+        logits = predict_logits(
+            self, images, batch_size=max(1, int(images.shape[0])), device=images.device, out_device=None
+        )
         return torch.softmax(logits, dim=1)
 
 
@@ -314,10 +322,16 @@ def tflite_classifier(
         return interp.get_tensor(out_index).copy()
 
     model = BlackBoxClassifier(
-        run, num_classes=num_classes, outputs="probabilities",
+        run,
+        num_classes=num_classes,
+        outputs="probabilities",
         input_format=f"numpy:nhwc:{'uint8' if in_dtype == np.uint8 else 'float32'}",
-        input_size=(shape[1], shape[2]), max_batch=1, dequantize=dequant, baseline=baseline,
-        name=p.stem, class_names=names,
+        input_size=(shape[1], shape[2]),
+        max_batch=1,
+        dequantize=dequant,
+        baseline=baseline,
+        name=p.stem,
+        class_names=names,
     )
     model.source = str(p)
     return model

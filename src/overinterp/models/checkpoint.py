@@ -104,9 +104,7 @@ def is_own_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
 def _validate_checkpoint(obj: Any, source: str) -> dict[str, Any]:
     """Shared checks for a loaded file or a dict given directly."""
     if not isinstance(obj, Mapping):
-        raise ValueError(
-            f"checkpoint {source} holds a {type(obj).__name__}, not a dict with a state_dict"
-        )
+        raise ValueError(f"checkpoint {source} holds a {type(obj).__name__}, not a dict with a state_dict")
     if is_own_checkpoint(obj):
         return _validate_own(dict(obj), source)
     if "state_dict" in obj:
@@ -128,15 +126,13 @@ def _validate_checkpoint(obj: Any, source: str) -> dict[str, Any]:
 def _check_state_dict(state_dict: Any, source: str, where: str) -> None:
     if not isinstance(state_dict, Mapping) or not state_dict:
         raise ValueError(
-            f"checkpoint {source}: {where} is not a non-empty dict of tensors "
-            f"(got {type(state_dict).__name__})"
+            f"checkpoint {source}: {where} is not a non-empty dict of tensors (got {type(state_dict).__name__})"
         )
     bad = [k for k, v in state_dict.items() if not isinstance(k, str) or not isinstance(v, Tensor)]
     if bad:
         shown = ", ".join(repr(k) for k in bad[:_SHOWN])
         raise ValueError(
-            f"checkpoint {source}: {where} is not a state dict — {len(bad)} entries are not "
-            f"str → tensor (e.g. {shown})"
+            f"checkpoint {source}: {where} is not a state dict — {len(bad)} entries are not str → tensor (e.g. {shown})"
         )
 
 
@@ -166,9 +162,7 @@ def _validate_own(ckpt: dict[str, Any], source: str) -> dict[str, Any]:
     if names is not None and not (isinstance(names, (list, tuple)) and all(isinstance(s, str) for s in names)):
         raise ValueError(f"checkpoint {source}: 'class_names' must be a list of strings or None")
     if names is not None and len(names) != n:
-        raise ValueError(
-            f"checkpoint {source}: {len(names)} class_names for num_classes={n}"
-        )
+        raise ValueError(f"checkpoint {source}: {len(names)} class_names for num_classes={n}")
     if ckpt["extra"] is not None and not isinstance(ckpt["extra"], dict):
         raise ValueError(f"checkpoint {source}: 'extra' must be a dict")
     try:
@@ -213,7 +207,7 @@ def strip_key_prefixes(state_dict: Mapping[str, Tensor], prefixes: tuple[str, ..
     for key, value in state_dict.items():
         for prefix in prefixes:
             if prefix and key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         if key in out:
             raise ValueError(f"state dict key {key!r} occurs twice once prefixes {prefixes} are removed")
@@ -386,9 +380,7 @@ def save_checkpoint(
     try:
         preprocessing = classifier.preprocessing_config()
     except TypeError as exc:
-        raise TypeError(
-            f"save_checkpoint: {exc}; only Normalize (or no) preprocessing can be recorded"
-        ) from exc
+        raise TypeError(f"save_checkpoint: {exc}; only Normalize (or no) preprocessing can be recorded") from exc
 
     state_dict = {k: v.detach().to("cpu") for k, v in network.state_dict().items()}
     reference = build_network(arch, num_classes, **arch_kwargs)

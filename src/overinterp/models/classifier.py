@@ -70,8 +70,7 @@ def make_preprocessing(spec: Any) -> nn.Module | None:
         key = spec.lower()
         if key not in PREPROCESSING_PRESETS:
             raise ValueError(
-                f"unknown preprocessing {spec!r}; choose one of {sorted(PREPROCESSING_PRESETS)} "
-                "or give mean and std"
+                f"unknown preprocessing {spec!r}; choose one of {sorted(PREPROCESSING_PRESETS)} or give mean and std"
             )
         preset = PREPROCESSING_PRESETS[key]
         return None if preset is None else Normalize(*preset)

@@ -108,8 +108,13 @@ class Ensemble(Classifier):
         if baseline is None:
             baseline = self._common_baseline(members, sources)
         names = [m.class_names for m in members if m.class_names is not None]
-        super().__init__(MeanLogits(members), preprocessing=None, baseline=baseline,
-                         name=name or f"ensemble({len(members)})", class_names=names[0] if names else None)
+        super().__init__(
+            MeanLogits(members),
+            preprocessing=None,
+            baseline=baseline,
+            name=name or f"ensemble({len(members)})",
+            class_names=names[0] if names else None,
+        )
         self.sources = list(sources) if sources is not None else None
         if counts:
             self.num_classes = counts.pop()
@@ -145,8 +150,11 @@ class Ensemble(Classifier):
 
     def preprocessing_config(self) -> dict[str, Any]:
         """The members' preprocessing (each applies its own); for fingerprints and records."""
-        return {"type": "ensemble", "combine": self.combine,
-                "members": [m.preprocessing_config() for m in self.members]}
+        return {
+            "type": "ensemble",
+            "combine": self.combine,
+            "members": [m.preprocessing_config() for m in self.members],
+        }
 
 
 def _short(t: Tensor) -> str:
@@ -199,7 +207,7 @@ def load_ensemble(path: str | os.PathLike[str], device: str | torch.device | Non
     except json.JSONDecodeError as exc:
         raise ValueError(f"ensemble file {p} is not valid JSON: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
-        raise ValueError(f"{p} is not an overinterp ensemble file (needs \"format\": \"{ENSEMBLE_FORMAT}\")")
+        raise ValueError(f'{p} is not an overinterp ensemble file (needs "format": "{ENSEMBLE_FORMAT}")')
     version = spec.get("format_version")
     if not isinstance(version, int) or version < 1 or version > ENSEMBLE_FORMAT_VERSION:
         raise ValueError(f"ensemble file {p}: unsupported format_version {version!r} (this overinterp reads 1)")
@@ -217,8 +225,13 @@ def load_ensemble(path: str | os.PathLike[str], device: str | torch.device | Non
         if not ckpt.exists():
             raise FileNotFoundError(f"ensemble file {p}: member {i} checkpoint not found: {ckpt}")
         try:
-            model = create_model(m.get("arch"), num_classes=m.get("num_classes"), checkpoint=ckpt,
-                                 preprocessing=m.get("preprocessing"), **dict(m.get("arch_kwargs") or {}))
+            model = create_model(
+                m.get("arch"),
+                num_classes=m.get("num_classes"),
+                checkpoint=ckpt,
+                preprocessing=m.get("preprocessing"),
+                **dict(m.get("arch_kwargs") or {}),
+            )
         except ValueError as exc:
             raise ValueError(f"ensemble file {p}: member {i} ({ckpt}): {exc}") from exc
         members.append(model)
@@ -253,8 +266,13 @@ def save_ensemble(
             except ValueError:  # another drive (Windows)
                 m["checkpoint"] = str(ckpt.resolve())
         out_members.append(m["checkpoint"] if set(m) == {"checkpoint"} else m)
-    spec = {"format": ENSEMBLE_FORMAT, "format_version": ENSEMBLE_FORMAT_VERSION,
-            "name": name or target.stem, "combine": "mean_logits", "members": out_members}
+    spec = {
+        "format": ENSEMBLE_FORMAT,
+        "format_version": ENSEMBLE_FORMAT_VERSION,
+        "name": name or target.stem,
+        "combine": "mean_logits",
+        "members": out_members,
+    }
     if baseline is not None:
         spec["baseline"] = baseline
     atomic_write_text(target, json.dumps(spec, indent=2) + "\n")

@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from overinterp.models.classifier import Classifier
 from overinterp.models.checkpoint import load_state_dict_checked, strip_key_prefixes
+from overinterp.models.classifier import Classifier
 
 __all__ = [
     "MissingDependencyError",
@@ -137,7 +137,10 @@ def imagenet_classifier(
     if source == "torchvision":
         import torchvision
 
-        raise ValueError(f"{name!r} is not a torchvision model; torchvision has {', '.join(torchvision.models.list_models(module=torchvision.models)[:12])} …")
+        raise ValueError(
+            f"{name!r} is not a torchvision model; torchvision has "
+            f"{', '.join(torchvision.models.list_models(module=torchvision.models)[:12])} …"
+        )
     try:
         import timm  # noqa: F401
     except ImportError:
@@ -241,8 +244,9 @@ def robustbench_classifier(
             "preprocessing='none', baseline=CIFAR10_MEAN_PIXEL) or user_model('pkg.module:Class', PATH)"
         ) from None
     try:
-        network = load_model(model_name=model_name, dataset=dataset, threat_model=threat_model,
-                             model_dir=str(model_dir))
+        network = load_model(
+            model_name=model_name, dataset=dataset, threat_model=threat_model, model_dir=str(model_dir)
+        )
     except Exception as exc:  # noqa: BLE001 - network errors, unknown names
         raise ValueError(
             f"RobustBench could not load {model_name!r} ({dataset}, {threat_model}): {type(exc).__name__}: {exc}. "
@@ -308,7 +312,8 @@ def user_model(
         raise TypeError(f"{target} built a {type(network).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
         load_state_dict_checked(network, read_weights(checkpoint), target, str(checkpoint), dict(kwargs or {}))
-    model = Classifier(network, preprocessing, baseline, name=name or target.rpartition(":")[2],
-                       class_names=class_names)
+    model = Classifier(
+        network, preprocessing, baseline, name=name or target.rpartition(":")[2], class_names=class_names
+    )
     model.source = target
     return model.eval()

@@ -14,7 +14,6 @@ from typing import Any, Mapping, Sequence
 
 from torch import Tensor
 
-from overinterp.models.classifier import Classifier, make_preprocessing
 from overinterp.models.archs import preact_resnet, resnet_cifar, small_cnn, vgg, wideresnet  # noqa: F401  (register the architectures)
 from overinterp.models.checkpoint import (
     _validate_checkpoint,
@@ -25,6 +24,7 @@ from overinterp.models.checkpoint import (
     save_checkpoint,
     strip_key_prefixes,
 )
+from overinterp.models.classifier import Classifier, make_preprocessing
 from overinterp.models.ensemble import Ensemble, load_ensemble, save_ensemble
 from overinterp.models.registry import build_network, get_model_entry, list_models, register_model
 
@@ -118,8 +118,13 @@ def load_model(
                 "do not pass checkpoint, preprocessing, num_classes or architecture options"
             )
         return load_ensemble(name)
-    return create_model(None if name is None else os.fspath(name), num_classes=num_classes,
-                        checkpoint=checkpoint, preprocessing=preprocessing, **kwargs)
+    return create_model(
+        None if name is None else os.fspath(name),
+        num_classes=num_classes,
+        checkpoint=checkpoint,
+        preprocessing=preprocessing,
+        **kwargs,
+    )
 
 
 def _from_own_checkpoint(
@@ -133,9 +138,7 @@ def _from_own_checkpoint(
 ) -> Classifier:
     arch = ckpt["arch"]
     if name is not None and name != arch:
-        raise ValueError(
-            f"checkpoint {source} holds a {arch!r} network, not {name!r}; pass name={arch!r} or name=None"
-        )
+        raise ValueError(f"checkpoint {source} holds a {arch!r} network, not {name!r}; pass name={arch!r} or name=None")
     get_model_entry(arch)  # an architecture this installation does not know: clear error
     n = ckpt["num_classes"]
     if num_classes is not None and _positive_int(num_classes) != n:
@@ -146,9 +149,7 @@ def _from_own_checkpoint(
     kwargs = dict(ckpt["arch_kwargs"])
     for key, value in arch_kwargs.items():
         if key in kwargs and kwargs[key] != value:
-            raise ValueError(
-                f"checkpoint {source} was saved with {key}={kwargs[key]!r}, but {key}={value!r} was given"
-            )
+            raise ValueError(f"checkpoint {source} was saved with {key}={kwargs[key]!r}, but {key}={value!r} was given")
         kwargs[key] = value
     recorded = ckpt["preprocessing"]
     if preprocessing is not None:

@@ -83,7 +83,7 @@ class ModelSpec:
             return self.label
         name = self.name or ""
         if self.kind == "robustbench":
-            return name[len(ROBUSTBENCH):]
+            return name[len(ROBUSTBENCH) :]
         if self.kind == "import":
             return name.rpartition(":")[2]
         if self.kind == "ensemble":
@@ -101,22 +101,34 @@ class ModelSpec:
             kw = dict(self.options)
             unknown = sorted(set(kw) - set(_ROBUSTBENCH_KEYS))
             if unknown or self.checkpoint or self.preprocessing or self.num_classes:
-                raise ValueError(f"model {self.name}: robustbench models take only the options "
-                                 f"{', '.join(_ROBUSTBENCH_KEYS)} and baseline, got {unknown or 'a checkpoint/preprocessing'}")
+                raise ValueError(
+                    f"model {self.name}: robustbench models take only the options "
+                    f"{', '.join(_ROBUSTBENCH_KEYS)} and baseline, got {unknown or 'a checkpoint/preprocessing'}"
+                )
             if baseline is not None:
                 kw["baseline"] = baseline
-            model = robustbench_classifier(str(self.name)[len(ROBUSTBENCH):], **kw)
+            model = robustbench_classifier(str(self.name)[len(ROBUSTBENCH) :], **kw)
         elif kind == "import":
             if self.num_classes is not None:
                 raise ValueError(f"model {self.name}: pass num_classes as the constructor's own option")
-            model = user_model(str(self.name)[len(IMPORT):], self.checkpoint, kwargs=dict(self.options),
-                               preprocessing=self.preprocessing or "none", baseline=baseline)
+            model = user_model(
+                str(self.name)[len(IMPORT) :],
+                self.checkpoint,
+                kwargs=dict(self.options),
+                preprocessing=self.preprocessing or "none",
+                baseline=baseline,
+            )
         else:
             kwargs = dict(self.options)
             if baseline is not None:
                 kwargs["baseline"] = baseline
-            model = load_model(self.name, checkpoint=self.checkpoint, preprocessing=self.preprocessing,
-                               num_classes=self.num_classes, **kwargs)
+            model = load_model(
+                self.name,
+                checkpoint=self.checkpoint,
+                preprocessing=self.preprocessing,
+                num_classes=self.num_classes,
+                **kwargs,
+            )
         return model.eval()
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,23 +226,32 @@ def parse_model_spec(
         name, ref = body, None
         unknown = sorted(set(options) - set(_ROBUSTBENCH_KEYS))
         if unknown:
-            raise ValueError(f"model spec {spec!r}: unknown robustbench options {unknown}; "
-                             f"known: {', '.join(_ROBUSTBENCH_KEYS)}")
+            raise ValueError(
+                f"model spec {spec!r}: unknown robustbench options {unknown}; known: {', '.join(_ROBUSTBENCH_KEYS)}"
+            )
     else:
         start = len(IMPORT) if body.startswith(IMPORT) else 0
         at = body.find("@", start)
-        name, ref = (body, None) if at < 0 else (body[:at], body[at + 1:] or None)
+        name, ref = (body, None) if at < 0 else (body[:at], body[at + 1 :] or None)
         if not name or name == IMPORT:
-            raise ValueError(f"model spec {spec!r}: expected NAME[@CKPT], PATH, robustbench:NAME or "
-                             "import:pkg.module:Class[@CKPT]")
+            raise ValueError(
+                f"model spec {spec!r}: expected NAME[@CKPT], PATH, robustbench:NAME or import:pkg.module:Class[@CKPT]"
+            )
     if ref is None and start == 0 and _is_file(name) and not name.lower().endswith(".json"):
         name, ref = None, name  # an own checkpoint with options: it records its architecture
     if ref is not None and ckpt is not None and ref != ckpt:
         raise ValueError(f"model spec {spec!r} names checkpoint {ref}, but --checkpoint {ckpt} was also given")
     preproc = load.get("preprocessing")
     n = load.get("num_classes")
-    return ModelSpec(name, ref or ckpt, None if preproc is None else str(preproc),
-                     None if n is None else int(n), options, load.get("baseline"), label)
+    return ModelSpec(
+        name,
+        ref or ckpt,
+        None if preproc is None else str(preproc),
+        None if n is None else int(n),
+        options,
+        load.get("baseline"),
+        label,
+    )
 
 
 def load_model_spec(

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
+from overinterp._atomic import atomic_write_text
 from overinterp.analysis import (
     DEFAULT_THRESHOLDS,
     MASK_STYLES,
@@ -44,16 +45,17 @@ from overinterp.analysis import (
     trace_accuracy,
 )
 from overinterp.analysis.style import pyplot
-from overinterp._atomic import atomic_write_text
-from overinterp.results import render_table
 from overinterp.report.discover import JobEntry, RunInputs, discover
 from overinterp.report.model import Figure, Report, Section, Table
 from overinterp.report.render import render_html, render_markdown
+from overinterp.results import render_table
 
 __all__ = ["build_report", "ReportOptions"]
 
-_BACKSELECT_CMD = ("overinterp backselect-dataset --model MODEL [--checkpoint CKPT] --dataset cifar10:test "
-                   "--limit 1000 --out {run}/jobs/NAME")
+_BACKSELECT_CMD = (
+    "overinterp backselect-dataset --model MODEL [--checkpoint CKPT] --dataset cifar10:test "
+    "--limit 1000 --out {run}/jobs/NAME"
+)
 
 
 @dataclass
@@ -170,8 +172,13 @@ class _Builder:
     def overview(self) -> Section:
         s = Section("overview", "Run contents")
         inp = self.inputs
-        rows, md = [], ["| model | dataset | images | shards | method | accuracy on these images | folder |",
-                        "|---|---|---:|---:|---|---:|---|"]
+        rows, md = (
+            [],
+            [
+                "| model | dataset | images | shards | method | accuracy on these images | folder |",
+                "|---|---|---:|---:|---|---:|---|",
+            ],
+        )
         for e in inp.jobs:
             ident = e.manifest.get("identity", {})
             method = (e.manifest.get("spec", {}).get("method") or {}).get("name", "?")
@@ -183,51 +190,81 @@ class _Builder:
                 acc, n, shards = None, f"0 of {ident.get('num_images', '?')}", f"0/{ident.get('num_shards', '?')}"
             folder = _rel(e.path, self.run_dir)
             md.append(f"| {e.label} | {e.dataset_label} | {n} | {shards} | {method} | {_pct(acc)} | `{folder}` |")
-            rows.append({"model": e.label, "fingerprint": e.fingerprint, "dataset": e.dataset, "images": n,
-                         "shards": shards, "method": method, "accuracy": acc, "folder": folder})
+            rows.append(
+                {
+                    "model": e.label,
+                    "fingerprint": e.fingerprint,
+                    "dataset": e.dataset,
+                    "images": n,
+                    "shards": shards,
+                    "method": method,
+                    "accuracy": acc,
+                    "folder": folder,
+                }
+            )
             if e.job is not None and len(e.job.shards) < int(ident.get("num_shards", 0) or 0):
-                s.text.append(f"Job `{folder}` is not finished ({len(e.job.shards)} of {ident.get('num_shards')} "
-                              "shards): its analyses use the complete shards; rerun its command to finish it.")
+                s.text.append(
+                    f"Job `{folder}` is not finished ({len(e.job.shards)} of {ident.get('num_shards')} "
+                    "shards): its analyses use the complete shards; rerun its command to finish it."
+                )
             if e.error:
-                s.notes.append(f"job `{folder}` could not be read: {e.error}. Rerun its "
-                               f"`overinterp backselect-dataset` command to finish it.")
+                s.notes.append(
+                    f"job `{folder}` could not be read: {e.error}. Rerun its "
+                    f"`overinterp backselect-dataset` command to finish it."
+                )
         if inp.jobs:
             s.tables.append(self.table("jobs", "Backward-selection jobs", "\n".join(md) + "\n", rows))
         else:
-            s.notes.append("no backward-selection job (no `manifest.json`) under the run folder; run "
-                           f"`{_BACKSELECT_CMD.format(run=self.run_arg)}`.")
+            s.notes.append(
+                "no backward-selection job (no `manifest.json`) under the run folder; run "
+                f"`{_BACKSELECT_CMD.format(run=self.run_arg)}`."
+            )
         if inp.results is not None:
             exps = sorted({r.get("experiment") or "(none)" for r in inp.results})
-            s.text.append(f"Results file `{_rel(inp.results_path, self.run_dir)}`: {len(inp.results)} rows "
-                          f"(experiments: {', '.join(exps) or '—'}).")
+            s.text.append(
+                f"Results file `{_rel(inp.results_path, self.run_dir)}`: {len(inp.results)} rows "
+                f"(experiments: {', '.join(exps) or '—'})."
+            )
         elif inp.results_error:
             s.notes.append(f"the results file cannot be read: {inp.results_error}")
         else:
-            s.notes.append(f"no results file `{self.run_arg}/results.csv`; "
-                           f"`overinterp evaluate --model M --dataset cifar10:test --results {self.run_arg}/results.csv` "
-                           "starts one.")
+            s.notes.append(
+                f"no results file `{self.run_arg}/results.csv`; "
+                f"`overinterp evaluate --model M --dataset cifar10:test --results {self.run_arg}/results.csv` "
+                "starts one."
+            )
         s.text.append(
             "Every analysis below is computed from the stored backward-selection traces: SIS at any threshold τ "
-            "come from the trace alone. Only the confidences on pixel subsets need a forward pass of the model.")
+            "come from the trace alone. Only the confidences on pixel subsets need a forward pass of the model."
+        )
         return s
 
     def glance(self) -> Section:
         s = Section("score", f"At a glance: overinterpretation score per model (τ = {SCORE_THRESHOLD})")
         s.text.append(
             "Smaller SIS, higher accuracy on 5% subsets and a smaller confidence drop all mean the model "
-            "decides from sparser evidence — more overinterpretation.")
+            "decides from sparser evidence — more overinterpretation."
+        )
         if not self.data:
             s.notes.append(f"no job to score; run `{_BACKSELECT_CMD.format(run=self.run_arg)}`.")
             return s
-        md = ["| model | dataset | mean SIS size @ τ=0.99 (95% CI, n) | accuracy on own 5% subsets | confidence drop |",
-              "|---|---|---:|---:|---:|"]
+        md = [
+            "| model | dataset | mean SIS size @ τ=0.99 (95% CI, n) | accuracy on own 5% subsets | confidence drop |",
+            "|---|---|---:|---:|---:|",
+        ]
         rows = []
         missing_cmds: list[str] = []
         for d in self.data:
             e = d.entry
-            sc = model_score(e.job.trace, model=e.model_name, dataset=e.dataset,  # type: ignore[union-attr]
-                             fingerprint=e.fingerprint, rows=self.inputs.results or [],
-                             job_dir=self.job_arg(e), results_path=f"{self.run_arg}/results.csv")
+            sc = model_score(
+                e.job.trace,
+                model=e.model_name,
+                dataset=e.dataset,  # type: ignore[union-attr]
+                fingerprint=e.fingerprint,
+                rows=self.inputs.results or [],
+                job_dir=self.job_arg(e),
+                results_path=f"{self.run_arg}/results.csv",
+            )
             if sc.mean_sis_fraction is None:
                 size = f"— (no image with f(x) ≥ {SCORE_THRESHOLD}, of {sc.n_images})"
             else:
@@ -242,16 +279,30 @@ class _Builder:
             if acc == "—" or drop == "—":
                 missing_cmds.append(next(iter(sc.hints.values())))
             md.append(f"| {e.label} | {e.dataset_label} | {size} | {acc} | {drop} |")
-            rows.append({"model": e.label, "fingerprint": e.fingerprint, "dataset": e.dataset,
-                         "mean_sis_fraction_099": sc.mean_sis_fraction, "sis_ci_low": sc.sis_ci[0],
-                         "sis_ci_high": sc.sis_ci[1], "sis_n": sc.sis_n,
-                         "bs5_accuracy": sc.bs5_accuracy if sc.bs5_accuracy is not None else
-                         (d.subset or {}).get("accuracy"), "bs5_accuracy_source": acc_src if acc != "—" else "",
-                         "confidence_drop": sc.confidence_drop if sc.confidence_drop is not None else
-                         (d.subset or {}).get("confidence_drop"), "confidence_drop_source": drop_src if drop != "—" else ""})
-        cap = ("Mean SIS size: images with full-image confidence f(x) ≥ 0.99 only, Student's t interval. "
-               "Accuracy and confidence drop: from the results file (`evaluate_on` = `bs5`) when present, "
-               "else from this report's forward pass on the job's images (marked).")
+            rows.append(
+                {
+                    "model": e.label,
+                    "fingerprint": e.fingerprint,
+                    "dataset": e.dataset,
+                    "mean_sis_fraction_099": sc.mean_sis_fraction,
+                    "sis_ci_low": sc.sis_ci[0],
+                    "sis_ci_high": sc.sis_ci[1],
+                    "sis_n": sc.sis_n,
+                    "bs5_accuracy": sc.bs5_accuracy
+                    if sc.bs5_accuracy is not None
+                    else (d.subset or {}).get("accuracy"),
+                    "bs5_accuracy_source": acc_src if acc != "—" else "",
+                    "confidence_drop": sc.confidence_drop
+                    if sc.confidence_drop is not None
+                    else (d.subset or {}).get("confidence_drop"),
+                    "confidence_drop_source": drop_src if drop != "—" else "",
+                }
+            )
+        cap = (
+            "Mean SIS size: images with full-image confidence f(x) ≥ 0.99 only, Student's t interval. "
+            "Accuracy and confidence drop: from the results file (`evaluate_on` = `bs5`) when present, "
+            "else from this report's forward pass on the job's images (marked)."
+        )
         s.tables.append(self.table("score", "Score", "\n".join(md) + "\n\n" + cap + "\n", rows))
         for cmd in dict.fromkeys(missing_cmds):
             s.notes.append(f"accuracy on 5% subsets / confidence drop (results rows): run `{cmd}`.")
@@ -264,91 +315,185 @@ class _Builder:
             return s
         all_rows = []
         for k, (dataset, group) in enumerate(self.by_dataset().items()):
-            curves = [sis_size_curve(d.entry.job.trace, self.opt.thresholds, label=d.entry.label,  # type: ignore[union-attr]
-                                     fractions=d.fractions) for d in group]
+            curves = [
+                sis_size_curve(
+                    d.entry.job.trace,
+                    self.opt.thresholds,
+                    label=d.entry.label,  # type: ignore[union-attr]
+                    fractions=d.fractions,
+                )
+                for d in group
+            ]
             for c, d in zip(curves, group):
                 all_rows += [{"dataset": dataset, **r} for r in c.rows()]
             plt = pyplot()
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
-            plot_sis_size_curves(curves, ax=ax,
-                                 title=f"{group[0].entry.dataset_label}: mean SIS size vs τ (95% CI, Student's t)")
+            plot_sis_size_curves(
+                curves, ax=ax, title=f"{group[0].entry.dataset_label}: mean SIS size vs τ (95% CI, Student's t)"
+            )
             ns = ", ".join(f"{c.label}: n = {int(c.n[0])}…{int(c.n[-1])}" for c in curves)
-            s.figures.append(self.figure(
-                fig, f"fig6-sis-size-{k}", f"Mean SIS size vs threshold — {group[0].entry.dataset_label}",
-                "Mean SIS size as % of the image at each τ, over the images with full-image confidence f(x) ≥ τ "
-                f"({ns}); shaded band and error bars: 95% Student's t interval of the mean. Legend: accuracy of "
-                "each model on the images of its job."))
-        s.tables.append(self.table("sis-size", "SIS size per threshold", _rows_markdown(all_rows, (
-            "dataset", "series", "threshold", "n", "mean_sis_fraction", "ci_low", "ci_high"),
-            headers={"series": "model", "threshold": "τ", "n": "n (f(x) ≥ τ)", "mean_sis_fraction": "mean SIS (% of image)",
-                     "ci_low": "95% CI low", "ci_high": "95% CI high"},
-            percent=("mean_sis_fraction", "ci_low", "ci_high")), all_rows))
+            s.figures.append(
+                self.figure(
+                    fig,
+                    f"fig6-sis-size-{k}",
+                    f"Mean SIS size vs threshold — {group[0].entry.dataset_label}",
+                    "Mean SIS size as % of the image at each τ, over the images with full-image confidence f(x) ≥ τ "
+                    f"({ns}); shaded band and error bars: 95% Student's t interval of the mean. Legend: accuracy of "
+                    "each model on the images of its job.",
+                )
+            )
+        s.tables.append(
+            self.table(
+                "sis-size",
+                "SIS size per threshold",
+                _rows_markdown(
+                    all_rows,
+                    ("dataset", "series", "threshold", "n", "mean_sis_fraction", "ci_low", "ci_high"),
+                    headers={
+                        "series": "model",
+                        "threshold": "τ",
+                        "n": "n (f(x) ≥ τ)",
+                        "mean_sis_fraction": "mean SIS (% of image)",
+                        "ci_low": "95% CI low",
+                        "ci_high": "95% CI high",
+                    },
+                    percent=("mean_sis_fraction", "ci_low", "ci_high"),
+                ),
+                all_rows,
+            )
+        )
         return s
 
     def correctness(self) -> Section:
         s = Section("correct-incorrect", "Correctly vs incorrectly classified images (Figures 5 and S3)")
         if not self.data:
-            s.notes.append(f"needs backward-selection jobs on CIFAR-10 test and the CIFAR-10-C sample: "
-                           f"`{_BACKSELECT_CMD.format(run=self.run_arg)}` (and `--dataset cifar10c:sample`).")
+            s.notes.append(
+                f"needs backward-selection jobs on CIFAR-10 test and the CIFAR-10-C sample: "
+                f"`{_BACKSELECT_CMD.format(run=self.run_arg)}` (and `--dataset cifar10c:sample`)."
+            )
             return s
-        groups = [(ds, [d for d in g if d.entry.job.trace.labels is not None])  # type: ignore[union-attr]
-                  for ds, g in self.by_dataset().items()]
+        groups = [
+            (ds, [d for d in g if d.entry.job.trace.labels is not None])  # type: ignore[union-attr]
+            for ds, g in self.by_dataset().items()
+        ]
         groups = [(ds, g) for ds, g in groups if g]
         comps, all_rows = [], []
         for ds, g in groups:
-            cs = [compare_correct_incorrect(d.entry.job.trace, self.opt.thresholds, label=d.entry.label,  # type: ignore[union-attr]
-                                            fractions=d.fractions) for d in g]
+            cs = [
+                compare_correct_incorrect(
+                    d.entry.job.trace,
+                    self.opt.thresholds,
+                    label=d.entry.label,  # type: ignore[union-attr]
+                    fractions=d.fractions,
+                )
+                for d in g
+            ]
             comps.append((ds, g[0].entry.dataset_label, cs))
             for c in cs:
                 all_rows += [{"dataset": ds, **r} for r in c.rows()]
                 if int(c.n_incorrect.max()) < 2:
-                    s.text.append(f"{c.label} on {g[0].entry.dataset_label}: fewer than two misclassified images "
-                                  "with f(x) ≥ τ at every τ, so no interval of the difference (Welch's t needs two per "
-                                  "group). A job over more images, including misclassified ones, fills this in.")
+                    s.text.append(
+                        f"{c.label} on {g[0].entry.dataset_label}: fewer than two misclassified images "
+                        "with f(x) ≥ τ at every τ, so no interval of the difference (Welch's t needs two per "
+                        "group). A job over more images, including misclassified ones, fills this in."
+                    )
         if not comps:
             s.notes.append("the jobs' traces hold no true labels.")
             return s
-        drawable = [(ds, name, cs) for ds, name, cs in comps
-                    if any(bool((~torch.isnan(c.pct_increase)).any()) for c in cs)]
+        drawable = [
+            (ds, name, cs) for ds, name, cs in comps if any(bool((~torch.isnan(c.pct_increase)).any()) for c in cs)
+        ]
         plt = pyplot()
         if not drawable:
-            s.text.append("No job has misclassified images with f(x) ≥ τ at any τ of the sweep, so there is no "
-                          "percentage increase to plot; the table below lists the group sizes.")
-            s.tables.append(self.table("correct-vs-incorrect", "Correct vs incorrect per threshold", _rows_markdown(
-                all_rows, ("dataset", "series", "threshold", "n_correct", "n_incorrect", "mean_correct"),
-                headers={"series": "model", "threshold": "τ", "mean_correct": "mean SIS correct (%)"},
-                percent=("mean_correct",)), all_rows))
+            s.text.append(
+                "No job has misclassified images with f(x) ≥ τ at any τ of the sweep, so there is no "
+                "percentage increase to plot; the table below lists the group sizes."
+            )
+            s.tables.append(
+                self.table(
+                    "correct-vs-incorrect",
+                    "Correct vs incorrect per threshold",
+                    _rows_markdown(
+                        all_rows,
+                        ("dataset", "series", "threshold", "n_correct", "n_incorrect", "mean_correct"),
+                        headers={"series": "model", "threshold": "τ", "mean_correct": "mean SIS correct (%)"},
+                        percent=("mean_correct",),
+                    ),
+                    all_rows,
+                )
+            )
             return s
         fig, axes = _panels(plt, len(drawable))
         for ax, (_, name, cs) in zip(axes, drawable):
-            plot_percent_increase(cs, ax=ax, title=f"{name}: % increase in mean SIS size, correct vs incorrect\n"
-                                                     "95% CI: Welch's t; labels n correct / n incorrect; hollow: n < 2")
+            plot_percent_increase(
+                cs,
+                ax=ax,
+                title=f"{name}: % increase in mean SIS size, correct vs incorrect\n"
+                "95% CI: Welch's t; labels n correct / n incorrect; hollow: n < 2",
+            )
         fig.tight_layout()
-        s.figures.append(self.figure(
-            fig, "fig5-correct-vs-incorrect", "SIS size of correct vs incorrect predictions",
-            "Percentage increase of the mean SIS size of correctly classified images over misclassified ones, "
-            "100·(m_c − m_i)/m_i, at each τ, over the images with f(x) ≥ τ. Error bars: 95% Welch's t interval of "
-            "the difference in means m_c − m_i, scaled by 100/m_i (hollow markers: a group has fewer than two "
-            "images, no interval). Point labels: n correct / n incorrect."))
+        s.figures.append(
+            self.figure(
+                fig,
+                "fig5-correct-vs-incorrect",
+                "SIS size of correct vs incorrect predictions",
+                "Percentage increase of the mean SIS size of correctly classified images over misclassified ones, "
+                "100·(m_c − m_i)/m_i, at each τ, over the images with f(x) ≥ τ. Error bars: 95% Welch's t interval of "
+                "the difference in means m_c − m_i, scaled by 100/m_i (hollow markers: a group has fewer than two "
+                "images, no interval). Point labels: n correct / n incorrect.",
+            )
+        )
         fig, axes = _panels(plt, len(comps))
         for ax, (_, name, cs) in zip(axes, comps):
             plot_group_confidence(cs, ax=ax, title=f"{name}: mean confidence per group (f(x) ≥ τ)")
         fig.tight_layout()
-        s.figures.append(self.figure(
-            fig, "figS3-group-confidence", "Mean confidence of correct and incorrect predictions",
-            "Mean full-image confidence f(x) of correctly (solid) and incorrectly (dashed) classified images "
-            "among those with f(x) ≥ τ."))
-        s.tables.append(self.table("correct-vs-incorrect", "Correct vs incorrect per threshold", _rows_markdown(
-            all_rows, ("dataset", "series", "threshold", "n_correct", "n_incorrect", "mean_correct", "mean_incorrect",
-                       "pct_increase", "pct_low", "pct_high"),
-            headers={"series": "model", "threshold": "τ", "mean_correct": "mean SIS correct (%)",
-                     "mean_incorrect": "mean SIS incorrect (%)", "pct_increase": "% increase",
-                     "pct_low": "95% CI low", "pct_high": "95% CI high"},
-            percent=("mean_correct", "mean_incorrect")), all_rows))
+        s.figures.append(
+            self.figure(
+                fig,
+                "figS3-group-confidence",
+                "Mean confidence of correct and incorrect predictions",
+                "Mean full-image confidence f(x) of correctly (solid) and incorrectly (dashed) classified images "
+                "among those with f(x) ≥ τ.",
+            )
+        )
+        s.tables.append(
+            self.table(
+                "correct-vs-incorrect",
+                "Correct vs incorrect per threshold",
+                _rows_markdown(
+                    all_rows,
+                    (
+                        "dataset",
+                        "series",
+                        "threshold",
+                        "n_correct",
+                        "n_incorrect",
+                        "mean_correct",
+                        "mean_incorrect",
+                        "pct_increase",
+                        "pct_low",
+                        "pct_high",
+                    ),
+                    headers={
+                        "series": "model",
+                        "threshold": "τ",
+                        "mean_correct": "mean SIS correct (%)",
+                        "mean_incorrect": "mean SIS incorrect (%)",
+                        "pct_increase": "% increase",
+                        "pct_low": "95% CI low",
+                        "pct_high": "95% CI high",
+                    },
+                    percent=("mean_correct", "mean_incorrect"),
+                ),
+                all_rows,
+            )
+        )
         names = {d.entry.dataset for d in self.data}
         if not any(n.startswith("cifar10c") for n in names):
-            s.notes.append("the paper also compares on the CIFAR-10-C sample: "
-                           f"`overinterp backselect-dataset --model MODEL --dataset cifar10c:sample --out {self.run_arg}/jobs/NAME-c10c`.")
+            s.notes.append(
+                "the paper also compares on the CIFAR-10-C sample: "
+                f"`overinterp backselect-dataset --model MODEL --dataset cifar10c:sample --out {self.run_arg}/jobs/NAME-c10c`."
+            )
         return s
 
     def locations(self) -> Section:
@@ -367,15 +512,26 @@ class _Builder:
                 titles.append(d.entry.label)
                 value, source = self._subset_confidence(d)
                 subs.append("confidence: not available" if value is None else f"mean confidence {value:.3f} ({source})")
-                conf_rows.append({"model": d.entry.label, "dataset": dataset, "mean_confidence": value,
-                                  "source": source or "not available"})
+                conf_rows.append(
+                    {
+                        "model": d.entry.label,
+                        "dataset": dataset,
+                        "mean_confidence": value,
+                        "source": source or "not available",
+                    }
+                )
             fig = plot_heatmap_grid(freqs, titles, subs, suptitle=f"{name}: location of the {pct:g}% pixel subsets")
-            s.figures.append(self.figure(
-                fig, f"fig2-subset-locations-{k}", f"Pixel locations of {pct:g}% backward-selection subsets — {name}",
-                f"Fraction of images whose {pct:g}% subset (the last-removed features of backward selection) "
-                "contains each pixel; one colour scale for all panels. Under each panel: the model's mean confidence "
-                "(in the class it predicts on the full image) on those subsets, masked with the baseline it was "
-                "selected with."))
+            s.figures.append(
+                self.figure(
+                    fig,
+                    f"fig2-subset-locations-{k}",
+                    f"Pixel locations of {pct:g}% backward-selection subsets — {name}",
+                    f"Fraction of images whose {pct:g}% subset (the last-removed features of backward selection) "
+                    "contains each pixel; one colour scale for all panels. Under each panel: the model's mean confidence "
+                    "(in the class it predicts on the full image) on those subsets, masked with the baseline it was "
+                    "selected with.",
+                )
+            )
             freqs, titles, subs = [], [], []
             for d in group:
                 trace = d.entry.job.trace  # type: ignore[union-attr]
@@ -384,15 +540,28 @@ class _Builder:
                 freqs.append(location_frequency(trace.sis_mask(sis), valid=has))
                 titles.append(d.entry.label)
                 subs.append(f"{int(has.sum())} of {len(trace)} images have an SIS")
-            fig = plot_heatmap_grid(freqs, titles, subs, suptitle=f"{name}: SIS locations at τ = {self.opt.threshold:g}")
-            s.figures.append(self.figure(
-                fig, f"fig4-sis-locations-{k}", f"SIS locations at τ = {self.opt.threshold:g} — {name}",
-                "Fraction of the SIS (images with f(x) ≥ τ only) that contain each pixel."))
+            fig = plot_heatmap_grid(
+                freqs, titles, subs, suptitle=f"{name}: SIS locations at τ = {self.opt.threshold:g}"
+            )
+            s.figures.append(
+                self.figure(
+                    fig,
+                    f"fig4-sis-locations-{k}",
+                    f"SIS locations at τ = {self.opt.threshold:g} — {name}",
+                    "Fraction of the SIS (images with f(x) ≥ τ only) that contain each pixel.",
+                )
+            )
         md = [f"| model | dataset | mean confidence on the {pct:g}% subsets | source |", "|---|---|---:|---|"]
-        md += [f"| {r['model']} | {_short(r['dataset'])} | {_num(r['mean_confidence'])} | {r['source']} |"
-               for r in conf_rows]
-        s.tables.insert(0, self.table("subset-confidence", f"Confidence on the {pct:g}% subsets (Figure 2)",
-                                      "\n".join(md) + "\n", conf_rows))
+        md += [
+            f"| {r['model']} | {_short(r['dataset'])} | {_num(r['mean_confidence'])} | {r['source']} |"
+            for r in conf_rows
+        ]
+        s.tables.insert(
+            0,
+            self.table(
+                "subset-confidence", f"Confidence on the {pct:g}% subsets (Figure 2)", "\n".join(md) + "\n", conf_rows
+            ),
+        )
         for d in self.data:
             if d.subset is None and d.extra.get("subset_note"):
                 s.notes.append(d.extra["subset_note"])
@@ -405,14 +574,21 @@ class _Builder:
             part = "" if d.subset["n"] == d.subset["n_total"] else f", first {d.subset['n']} images"
             return conf, f"this report{part}"
         e = d.entry
-        row = find_result(self.inputs.results or [], "subset_confidence", fingerprint=e.fingerprint,
-                          model=e.model_name, dataset=e.dataset,
-                          evaluate_on=f"bs{round(100 * self.opt.fraction, 6):g}")
+        row = find_result(
+            self.inputs.results or [],
+            "subset_confidence",
+            fingerprint=e.fingerprint,
+            model=e.model_name,
+            dataset=e.dataset,
+            evaluate_on=f"bs{round(100 * self.opt.fraction, 6):g}",
+        )
         if row is not None:
             return float(row["value"]), "results"
-        d.extra["subset_note"] = (f"{e.label}: no confidence on the subsets — {d.subset_error}; and no results row "
-                                  f"`subset_confidence`. `overinterp subsets evaluate --job {self.job_arg(e)} "
-                                  f"--results {self.run_arg}/results.csv` writes one.")
+        d.extra["subset_note"] = (
+            f"{e.label}: no confidence on the subsets — {d.subset_error}; and no results row "
+            f"`subset_confidence`. `overinterp subsets evaluate --job {self.job_arg(e)} "
+            f"--results {self.run_arg}/results.csv` writes one."
+        )
         return None, ""
 
     def examples(self) -> Section:
@@ -430,42 +606,67 @@ class _Builder:
             labels = trace.labels if trace.labels is not None else trace.target
             eligible = has & (trace.target == labels)
             classes = e.job.classes or []  # type: ignore[union-attr]
-            picked = pick_examples(eligible, labels, self.opt.per_class, num_classes=max(len(classes), 1) if classes else None)
+            picked = pick_examples(
+                eligible, labels, self.opt.per_class, num_classes=max(len(classes), 1) if classes else None
+            )
             if not picked:
-                s.text.append(f"{e.label} on {e.dataset_label}: no correctly classified image with f(x) ≥ "
-                              f"{self.opt.threshold:g}, so no SIS to show.")
+                s.text.append(
+                    f"{e.label} on {e.dataset_label}: no correctly classified image with f(x) ≥ "
+                    f"{self.opt.threshold:g}, so no SIS to show."
+                )
                 continue
             idx = torch.tensor(picked)
             sis = trace.find_sis(self.opt.threshold)
             keep = trace.sis_mask(sis)[idx]
             conf = torch.sigmoid(trace.full_logodds[idx].double())
             caps = [f"{_class(classes, int(labels[i]))}\np={float(c):.3f}" for i, c in zip(picked, conf)]
-            fig = plot_sis_examples(d.images[idx], keep, caps, style=style, baseline=trace.baseline,
-                                    title=f"{e.label} on {e.dataset_label}: SIS at τ = {self.opt.threshold:g}")
-            s.figures.append(self.figure(
-                fig, f"fig1-sis-examples-{k}", f"SIS examples — {e.label} on {e.dataset_label}",
-                f"Per class the first correctly classified image with f(x) ≥ {self.opt.threshold:g}: the image (top) "
-                f"and its SIS alone (bottom), pixels outside the SIS drawn {_style_words(style)}; p = full-image "
-                "confidence."))
+            fig = plot_sis_examples(
+                d.images[idx],
+                keep,
+                caps,
+                style=style,
+                baseline=trace.baseline,
+                title=f"{e.label} on {e.dataset_label}: SIS at τ = {self.opt.threshold:g}",
+            )
+            s.figures.append(
+                self.figure(
+                    fig,
+                    f"fig1-sis-examples-{k}",
+                    f"SIS examples — {e.label} on {e.dataset_label}",
+                    f"Per class the first correctly classified image with f(x) ≥ {self.opt.threshold:g}: the image (top) "
+                    f"and its SIS alone (bottom), pixels outside the SIS drawn {_style_words(style)}; p = full-image "
+                    "confidence.",
+                )
+            )
         return s
 
     def ensembles(self) -> Section:
         s = Section("ensemble", "An ensemble's SIS beside its members' (Figure S2)")
         ens = [d for d in self.data if d.entry.is_ensemble]
         if not ens:
-            s.notes.append("no job of an ensemble model in this run. Write one with "
-                           "`overinterp ensemble --out e.json a.pt b.pt …`, then run `overinterp backselect-dataset "
-                           f"--model e.json …` and the same command for each member (same dataset and positions).")
+            s.notes.append(
+                "no job of an ensemble model in this run. Write one with "
+                "`overinterp ensemble --out e.json a.pt b.pt …`, then run `overinterp backselect-dataset "
+                "--model e.json …` and the same command for each member (same dataset and positions)."
+            )
             return s
         for k, d in enumerate(ens):
             e = d.entry
             members = _ensemble_members(e)
-            mates = [m for m in self.data if not m.entry.is_ensemble and m.entry.dataset == e.dataset
-                     and m.entry.positions == e.positions and _resolved(m.entry.model_spec.get("checkpoint")) in members]
+            mates = [
+                m
+                for m in self.data
+                if not m.entry.is_ensemble
+                and m.entry.dataset == e.dataset
+                and m.entry.positions == e.positions
+                and _resolved(m.entry.model_spec.get("checkpoint")) in members
+            ]
             if not mates:
-                s.notes.append(f"{e.label}: no job of its members on the same images; run `overinterp "
-                               f"backselect-dataset --checkpoint MEMBER.pt --dataset {e.dataset} …` with the same "
-                               f"positions for each of its {len(members)} members.")
+                s.notes.append(
+                    f"{e.label}: no job of its members on the same images; run `overinterp "
+                    f"backselect-dataset --checkpoint MEMBER.pt --dataset {e.dataset} …` with the same "
+                    f"positions for each of its {len(members)} members."
+                )
                 continue
             if d.images is None:
                 s.notes.append(f"{e.label}: the images are not readable here ({d.images_error}).")
@@ -483,25 +684,38 @@ class _Builder:
             for m in mates:
                 mt = m.entry.job.trace  # type: ignore[union-attr]
                 cols.append((m.entry.label, mt.sis_mask(mt.find_sis(self.opt.threshold))[idx]))
-            fig = plot_ensemble_sis(d.images[idx], cols, [_class(classes, int(labels[i])) for i in picked],
-                                    style=self.opt.mask_style, baseline=trace.baseline,
-                                    title=f"{e.label}: SIS at τ = {self.opt.threshold:g}, ensemble then members")
-            s.figures.append(self.figure(
-                fig, f"figS2-ensemble-{k}", f"Ensemble vs members — {e.label}",
-                "Each row one image (correctly classified by the ensemble with f(x) ≥ τ); columns: the image, the "
-                "ensemble's SIS, each member's SIS on the same image (\"no SIS\": that member's confidence is below τ)."))
+            fig = plot_ensemble_sis(
+                d.images[idx],
+                cols,
+                [_class(classes, int(labels[i])) for i in picked],
+                style=self.opt.mask_style,
+                baseline=trace.baseline,
+                title=f"{e.label}: SIS at τ = {self.opt.threshold:g}, ensemble then members",
+            )
+            s.figures.append(
+                self.figure(
+                    fig,
+                    f"figS2-ensemble-{k}",
+                    f"Ensemble vs members — {e.label}",
+                    "Each row one image (correctly classified by the ensemble with f(x) ≥ τ); columns: the image, the "
+                    "ensemble's SIS, each member's SIS on the same image (\"no SIS\": that member's confidence is below τ).",
+                )
+            )
         return s
 
     def result_tables(self) -> Section:
         s = Section("tables", "Tables from the results file (Tables 1, S1, 2 and others)")
         rows = self.inputs.results
         cmd_eval = f"overinterp evaluate --model MODEL --dataset cifar10:test --results {self.run_arg}/results.csv"
-        cmd_subsets = (f"overinterp subsets train --train-job TRAIN_JOB --test-job TEST_JOB "
-                       f"--results {self.run_arg}/results.csv")
+        cmd_subsets = (
+            f"overinterp subsets train --train-job TRAIN_JOB --test-job TEST_JOB --results {self.run_arg}/results.csv"
+        )
         cmd_human = f"overinterp human score --study STUDY --out STUDY/scores --results {self.run_arg}/results.csv"
         if rows is None:
-            s.notes.append(f"no results file. Table 1: `{cmd_eval}` and `{cmd_subsets}`; "
-                           f"Table S1: the same with `--augment`; Table 2: `{cmd_human}`.")
+            s.notes.append(
+                f"no results file. Table 1: `{cmd_eval}` and `{cmd_subsets}`; "
+                f"Table S1: the same with `--augment`; Table 2: `{cmd_human}`."
+            )
             return s
         by_exp: dict[str, list[dict[str, Any]]] = {}
         for r in rows:
@@ -524,10 +738,22 @@ class _Builder:
     # ------------------------------------------------------------------ all
     def build(self) -> Report:
         self.load()
-        report = Report(self.opt.title, self.run_dir.resolve(), self.out.resolve(),
-                        time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
-        for make in (self.overview, self.glance, self.sis_size, self.correctness, self.locations, self.examples,
-                     self.ensembles, self.result_tables):
+        report = Report(
+            self.opt.title,
+            self.run_dir.resolve(),
+            self.out.resolve(),
+            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        )
+        for make in (
+            self.overview,
+            self.glance,
+            self.sis_size,
+            self.correctness,
+            self.locations,
+            self.examples,
+            self.ensembles,
+            self.result_tables,
+        ):
             report.sections.append(make())
         report.html_path = atomic_write_text(self.out / "report.html", render_html(report))
         report.markdown_path = atomic_write_text(self.out / "summary.md", render_markdown(report))
@@ -610,8 +836,13 @@ def _csv_value(v: Any) -> Any:
     return "" if v is None else v
 
 
-def _rows_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], limit: int = 60,
-                   headers: dict[str, str] | None = None, percent: Sequence[str] = ()) -> str:
+def _rows_markdown(
+    rows: Sequence[dict[str, Any]],
+    cols: Sequence[str],
+    limit: int = 60,
+    headers: dict[str, str] | None = None,
+    percent: Sequence[str] = (),
+) -> str:
     """A Markdown table of ``rows`` (first ``limit``); ``percent`` columns (fractions) shown ×100."""
     names = headers or {}
     head = "| " + " | ".join(names.get(c, c) for c in cols) + " |"
@@ -632,7 +863,7 @@ def _rows_markdown(rows: Sequence[dict[str, Any]], cols: Sequence[str], limit: i
                     v = f"{100 * v:.2f}" if c in percent else f"{v:.4g}"
             cells.append(str(v))
         body.append("| " + " | ".join(cells) + " |")
-    more = [f"", f"First {limit} of {len(rows)} rows; all in the CSV."] if len(rows) > limit else []
+    more = ["", f"First {limit} of {len(rows)} rows; all in the CSV."] if len(rows) > limit else []
     return "\n".join([head, sep] + body + more) + "\n"
 
 
@@ -641,8 +872,11 @@ def _class(classes: Sequence[str], k: int) -> str:
 
 
 def _style_words(style: str) -> str:
-    return {"grey": "in neutral grey", "checkerboard": "as a grey checkerboard",
-            "baseline": "in the masking baseline's colour"}.get(style, style)
+    return {
+        "grey": "in neutral grey",
+        "checkerboard": "as a grey checkerboard",
+        "baseline": "in the masking baseline's colour",
+    }.get(style, style)
 
 
 def _slug(text: str) -> str:

@@ -67,9 +67,16 @@ def markdown_table_to_html(markdown: str) -> str:
     out += [f"<th>{inline_markup(h)}</th>" for h in header]
     out.append("</tr></thead><tbody>")
     for r in body:
-        out.append("<tr>" + "".join(
-            f'<td class="num">{inline_markup(c)}</td>' if k < len(right) and right[k] else f"<td>{inline_markup(c)}</td>"
-            for k, c in enumerate(r)) + "</tr>")
+        out.append(
+            "<tr>"
+            + "".join(
+                f'<td class="num">{inline_markup(c)}</td>'
+                if k < len(right) and right[k]
+                else f"<td>{inline_markup(c)}</td>"
+                for k, c in enumerate(r)
+            )
+            + "</tr>"
+        )
     out.append("</tbody></table></div>")
     out += [f'<p class="meta">{inline_markup(ln)}</p>' for ln in rest]
     return "".join(out)
@@ -101,7 +108,8 @@ def _section_html(s: Section, base: Path) -> str:
         out.append(
             f'<figure id="fig-{html.escape(f.key)}"><img src="data:image/png;base64,{data}" '
             f'alt="{html.escape(f.title)}"><figcaption><strong>{inline_markup(f.title)}.</strong> '
-            f'{inline_markup(f.caption)} <span class="files">({files})</span></figcaption></figure>')
+            f'{inline_markup(f.caption)} <span class="files">({files})</span></figcaption></figure>'
+        )
     out.append("</section>")
     return "".join(out)
 
@@ -112,8 +120,8 @@ def render_html(report: Report) -> str:
     toc = "".join(f'<li><a href="#{html.escape(s.key)}">{inline_markup(s.title)}</a></li>' for s in report.sections)
     body = "".join(_section_html(s, base) for s in report.sections)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{html.escape(report.title)}</title><style>{_CSS}</style></head><body>"
         f"<h1>{html.escape(report.title)}</h1>"
         f'<p class="meta">Run folder <code>{html.escape(str(report.run_dir))}</code> · generated '
@@ -137,6 +145,10 @@ def render_markdown(report: Report) -> str:
             if t.csv:
                 out += [f"CSV: `{_rel(t.csv, base)}`", ""]
         for f in s.figures:
-            out += [f"![{f.title}]({_rel(f.png, base)})", "", f"**{f.title}.** {f.caption}"
-                    + (f" (SVG: `{_rel(f.svg, base)}`)" if f.svg else ""), ""]
+            out += [
+                f"![{f.title}]({_rel(f.png, base)})",
+                "",
+                f"**{f.title}.** {f.caption}" + (f" (SVG: `{_rel(f.svg, base)}`)" if f.svg else ""),
+                "",
+            ]
     return "\n".join(out).rstrip() + "\n"

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 
 from overinterp.models.classifier import Classifier, resolve_baseline
-from overinterp.sis.features import resolve_features
 from overinterp.sis._inputs import batched_logits, check_images, check_target, prepare_model
+from overinterp.sis.features import resolve_features
 from overinterp.sis.methods.base import Method, Problem
 from overinterp.sis.methods.exact import Exact
 from overinterp.sis.scoring import check_threshold, target_logodds

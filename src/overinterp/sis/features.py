@@ -93,9 +93,7 @@ def _check_map(m: Tensor, what: str) -> int:
     return hi + 1
 
 
-def resolve_features(
-    features: Tensor | None, n: int, height: int, width: int, device: torch.device
-) -> FeatureMap:
+def resolve_features(features: Tensor | None, n: int, height: int, width: int, device: torch.device) -> FeatureMap:
     """Validate ``features`` (``None``, ``(H, W)`` or ``(N, H, W)`` integer ids) for ``N`` images."""
     if features is None:
         shared = pixel_features(height, width, device)
@@ -113,9 +111,7 @@ def resolve_features(
         if tuple(feats.shape) != (height, width):
             raise ValueError(f"group map has shape {tuple(feats.shape)}, images are {height}×{width}")
         g = _check_map(feats, "group map")
-        is_pixels = g == height * width and bool(
-            torch.equal(feats, pixel_features(height, width, device))
-        )
+        is_pixels = g == height * width and bool(torch.equal(feats, pixel_features(height, width, device)))
         return FeatureMap(
             feats.unsqueeze(0).expand(n, height, width),
             torch.full((n,), g, dtype=torch.int64, device=device),
@@ -124,9 +120,7 @@ def resolve_features(
         )
     if feats.dim() == 3:
         if tuple(feats.shape) != (n, height, width):
-            raise ValueError(
-                f"per-image group map has shape {tuple(feats.shape)}, expected {(n, height, width)}"
-            )
+            raise ValueError(f"per-image group map has shape {tuple(feats.shape)}, expected {(n, height, width)}")
         counts = torch.tensor(
             [_check_map(feats[i], f"group map of image {i}") for i in range(n)],
             dtype=torch.int64,

@@ -46,11 +46,18 @@ def _row(trace: BackselectTrace, i: int) -> BackselectTrace:
     if feats is not None and feats.dim() == 3:
         feats = feats[sel]
     return BackselectTrace(
-        order_padded=trace.order_padded[sel], logodds_padded=trace.logodds_padded[sel],
-        evaluated=trace.evaluated[sel], num_features=trace.num_features[sel], target=trace.target[sel],
-        full_logodds=trace.full_logodds[sel], method=trace.method, image_shape=trace.image_shape,
-        baseline=trace.baseline, features=feats,
-        labels=None if trace.labels is None else trace.labels[sel], meta=trace.meta,
+        order_padded=trace.order_padded[sel],
+        logodds_padded=trace.logodds_padded[sel],
+        evaluated=trace.evaluated[sel],
+        num_features=trace.num_features[sel],
+        target=trace.target[sel],
+        full_logodds=trace.full_logodds[sel],
+        method=trace.method,
+        image_shape=trace.image_shape,
+        baseline=trace.baseline,
+        features=feats,
+        labels=None if trace.labels is None else trace.labels[sel],
+        meta=trace.meta,
     )
 
 
@@ -85,5 +92,6 @@ def find_sis_relative(
         sis.append(res[0])
         logodds[i] = res.logodds[0]
         extended += res.extended
-    return RelativeSISResult(sis, float(ratio), logodds, verified=model is not None, extended=extended,
-                             thresholds=taus, ratio=float(ratio))
+    return RelativeSISResult(
+        sis, float(ratio), logodds, verified=model is not None, extended=extended, thresholds=taus, ratio=float(ratio)
+    )

@@ -58,9 +58,7 @@ def logit(p: float) -> float:
 def check_logits(out: object, n: int) -> Tensor:
     """Check a model's output is an ``(n, K)`` floating tensor of finite logits, ``K ≥ 2``."""
     if not isinstance(out, Tensor):
-        raise TypeError(
-            f"the model must return a tensor of logits (N, classes); it returned {type(out).__name__}"
-        )
+        raise TypeError(f"the model must return a tensor of logits (N, classes); it returned {type(out).__name__}")
     if out.dim() != 2 or out.shape[0] != n or out.shape[1] < 2:
         raise ValueError(
             f"the model must return logits of shape (N, classes) with N = {n} and at least 2 "

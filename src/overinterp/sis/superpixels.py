@@ -48,8 +48,8 @@ def _one(image: Tensor, n_segments: int, compactness: float, iterations: int) ->
         keep = counts > 0
         sums_p = torch.zeros(k, 2, dtype=torch.float64).index_add_(0, labels, pos)
         sums_c = torch.zeros(k, c, dtype=torch.float64).index_add_(0, labels, col)
-        centre_pos = (sums_p[keep] / counts[keep].view(-1, 1))
-        centre_col = (sums_c[keep] / counts[keep].view(-1, 1))
+        centre_pos = sums_p[keep] / counts[keep].view(-1, 1)
+        centre_col = sums_c[keep] / counts[keep].view(-1, 1)
     d = torch.cdist(col, centre_col).square() + weight * torch.cdist(pos, centre_pos).square()
     labels = d.argmin(1)
     # renumber 0..G-1 by first appearance in row-major order
@@ -62,9 +62,7 @@ def _one(image: Tensor, n_segments: int, compactness: float, iterations: int) ->
     return rank[first].view(h, w)
 
 
-def superpixel_features(
-    images: Tensor, n_segments: int = 64, compactness: float = 0.3, iterations: int = 10
-) -> Tensor:
+def superpixel_features(images: Tensor, n_segments: int = 64, compactness: float = 0.3, iterations: int = 10) -> Tensor:
     """Superpixel group maps for ``backselect(features=…)``.
 
     Args:

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from overinterp._atomic import atomic_torch_save
-from overinterp.sis.features import FeatureMap, resolve_features
 from overinterp.sis._inputs import batched_logodds, check_images, prepare_model
+from overinterp.sis.features import FeatureMap, resolve_features
 from overinterp.sis.scoring import logit
 
 __all__ = ["BackselectTrace", "SISResult", "TRACE_FORMAT", "TRACE_VERSION", "atomic_save", "concat_traces"]
@@ -181,7 +181,10 @@ class BackselectTrace:
         stored = values.gather(1, start.clamp(min=0).view(-1, 1)).squeeze(1)
         measured = torch.where(start >= 0, stored, torch.full_like(stored, float("nan")))
         if model is None and images is None:
-            sis = [None if j < 0 else self.order_padded[i, j : int(self.num_features[i])].clone() for i, j in enumerate(starts)]
+            sis = [
+                None if j < 0 else self.order_padded[i, j : int(self.num_features[i])].clone()
+                for i, j in enumerate(starts)
+            ]
             return SISResult(sis, float(threshold), measured, verified=False)
         if model is None or images is None:
             raise ValueError("verification needs both model and images")
@@ -358,8 +361,7 @@ def concat_traces(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None
         features = shared[0]
     else:
         c, h, w = first.image_shape
-        features = torch.cat([t.features.expand(len(t), h, w) if t.features.dim() == 2 else t.features
-                              for t in traces])  # type: ignore[union-attr]
+        features = torch.cat([t.features.expand(len(t), h, w) if t.features.dim() == 2 else t.features for t in traces])  # type: ignore[union-attr]
     labels = None
     if all(t.labels is not None for t in traces):
         labels = torch.cat([t.labels for t in traces])  # type: ignore[misc]

@@ -4,5 +4,12 @@ exact resume), accuracy/confidence evaluation, and replicate training."""
 from overinterp.training.evaluation import evaluate_accuracy, evaluate_datasets
 from overinterp.training.trainer import RECIPES, TrainConfig, TrainResult, make_config, train_classifier
 
-__all__ = ["RECIPES", "TrainConfig", "TrainResult", "make_config", "train_classifier", "evaluate_accuracy",
-           "evaluate_datasets"]
+__all__ = [
+    "RECIPES",
+    "TrainConfig",
+    "TrainResult",
+    "make_config",
+    "train_classifier",
+    "evaluate_accuracy",
+    "evaluate_datasets",
+]

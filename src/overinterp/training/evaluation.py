@@ -11,6 +11,7 @@ over all 950,000 images, and each block gets its own row
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -22,28 +23,42 @@ from torch import Tensor, nn
 from overinterp.data.base import LabeledImages
 from overinterp.data.cifar10c import iter_cifar10c
 from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
-from overinterp.models.predict import model_device, predict_logits
+from overinterp.models.predict import (
+    check_finite_logits,
+    check_labels,
+    model_device,
+    predict_logits,
+    probe_model,
+)
 from overinterp.results import make_row, model_fingerprint
 
 __all__ = ["evaluate_accuracy", "accuracy_from_logits", "evaluate_datasets", "result_rows"]
 
 
-def accuracy_from_logits(logits: Tensor, labels: Tensor) -> dict[str, Any]:
+def accuracy_from_logits(logits: Tensor, labels: Tensor, where: str = "evaluating") -> dict[str, Any]:
     """Top-1 accuracy, mean cross-entropy and mean confidence from logits ``(N, K)``
     and labels ``(N,)`` (on the logits' device), computed in the logits' dtype.
 
     Returns:
         ``{"accuracy", "loss", "mean_confidence" (mean max softmax probability), "correct", "n"}``.
+
+    Raises:
+        FloatingPointError: non-finite logits or loss (``where`` names the input).
+        UserInputError: a label that is not one of the ``K`` classes.
     """
     if logits.dim() != 2 or labels.dim() != 1 or labels.shape[0] != logits.shape[0]:
         raise ValueError(f"need logits (N, K) and labels (N,); got {tuple(logits.shape)} and {tuple(labels.shape)}")
     n = int(logits.shape[0])
     if n == 0:
         raise ValueError("no predictions to score")
+    check_finite_logits(logits, where)
+    check_labels(labels, int(logits.shape[1]), where)
     y = labels.to(logits.device, torch.long)
     correct = int((logits.argmax(1) == y).sum())
     loss = float(F.cross_entropy(logits, y, reduction="none").double().sum())
     confidence = float(logits.softmax(1).amax(1).double().sum())
+    if not math.isfinite(loss):
+        raise FloatingPointError(f"{where}: the mean cross-entropy loss is not finite ({loss / n})")
     return {"accuracy": correct / n, "loss": loss / n, "mean_confidence": confidence / n, "correct": correct, "n": n}
 
 
@@ -74,9 +89,12 @@ def evaluate_accuracy(
     if labels is None:
         raise ValueError("evaluate_accuracy needs labels")
     if images.dim() != 4 or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-        raise ValueError(f"need images (N, C, H, W) and labels (N,); got {tuple(images.shape)} and {tuple(labels.shape)}")
+        raise ValueError(
+            f"need images (N, C, H, W) and labels (N,); got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     if int(images.shape[0]) == 0:
         raise ValueError("no images to evaluate")
+    check_labels(labels, probe_model(model, tuple(images.shape[1:]), where=desc), desc)
     device = model_device(model)
     was_training = isinstance(model, nn.Module) and model.training
     if isinstance(model, nn.Module):
@@ -85,12 +103,20 @@ def evaluate_accuracy(
     amp_dtype = torch.float16 if use_amp and not torch.cuda.is_bf16_supported() else torch.bfloat16
     try:
         with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
-            logits = predict_logits(model, images, batch_size=batch_size, device=device, dtype=torch.float32,
-                                    out_device=None, progress=progress, desc=desc)
+            logits = predict_logits(
+                model,
+                images,
+                batch_size=batch_size,
+                device=device,
+                dtype=torch.float32,
+                out_device=None,
+                progress=progress,
+                desc=desc,
+            )
     finally:
         if was_training:
             model.train()
-    return accuracy_from_logits(logits.float(), labels)
+    return accuracy_from_logits(logits.float(), labels, desc)
 
 
 def evaluate_datasets(
@@ -123,34 +149,40 @@ def evaluate_datasets(
             if log:
                 log(_line(out[-1]))
             continue
-        if Path(spec).suffix.lower() in _ARRAY_SUFFIXES and Path(spec).is_file():
-            spec = _array_file(Path(spec))
-            res = evaluate_accuracy(model, spec, batch_size=batch_size, amp=amp, progress=progress, desc=spec.name)
-            out.append({"dataset": spec.name, **res})
-            if log:
-                log(_line(out[-1]))
-            continue
-        from overinterp.data.specs import canonical_spec
+        from overinterp.data.specs import open_dataset, parse_dataset
 
-        spec = canonical_spec(os.fspath(spec))
-        name, split, spec_root = parse_dataset_spec(spec)
-        key = dataset_key(name, split)
-        where = spec_root if spec_root is not None else root
+        parsed = parse_dataset(os.fspath(spec)).with_root(root)
+        key = parsed.key
         if key == "cifar10c:all" and limit is None:
+            where = parsed.root
             blocks = []
             for corruption, severity, block in iter_cifar10c(where, download=download, progress=progress):
-                res = evaluate_accuracy(model, block, batch_size=batch_size, amp=amp, progress=progress,
-                                        desc=f"cifar10c {corruption}/{severity}")
+                res = evaluate_accuracy(
+                    model,
+                    block,
+                    batch_size=batch_size,
+                    amp=amp,
+                    progress=progress,
+                    desc=f"cifar10c {corruption}/{severity}",
+                )
                 blocks.append({"dataset": f"cifar10c:{corruption}/{severity}", **res})
             out += blocks
             total = sum(b["n"] for b in blocks)
             correct = sum(b["correct"] for b in blocks)
             loss = sum(b["loss"] * b["n"] for b in blocks) / total
             confidence = sum(b["mean_confidence"] * b["n"] for b in blocks) / total
-            out.append({"dataset": key, "accuracy": correct / total, "loss": loss, "mean_confidence": confidence,
-                        "correct": correct, "n": total})
+            out.append(
+                {
+                    "dataset": key,
+                    "accuracy": correct / total,
+                    "loss": loss,
+                    "mean_confidence": confidence,
+                    "correct": correct,
+                    "n": total,
+                }
+            )
         else:
-            data = load_dataset(name, where, split, download=download, limit=limit, progress=progress)
+            data = open_dataset(parsed, download=download, limit=limit, progress=progress)
             res = evaluate_accuracy(model, data, batch_size=batch_size, amp=amp, progress=progress, desc=key)
             out.append({"dataset": key, **res})
         if log:
@@ -168,8 +200,14 @@ def _array_file(path: Path) -> LabeledImages:
     data = load_images(path)
     if data.labels is None:
         raise ValueError(f"{path} holds no labels (an npz needs a '*labels' array next to '*images')")
-    return LabeledImages(data.images, data.labels, data.classes, name=f"file:{path.name}", source=str(path),
-                         meta={"key": f"file:{path.name}"})
+    return LabeledImages(
+        data.images,
+        data.labels,
+        data.classes,
+        name=f"file:{path.name}",
+        source=str(path),
+        meta={"key": f"file:{path.name}"},
+    )
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -196,11 +234,21 @@ def result_rows(
     rows = []
     for e in evaluations:
         for metric in metrics:
-            rows.append(make_row(
-                experiment=experiment, model=name, arch=arch, fingerprint=fingerprint,
-                checkpoint="" if checkpoint is None else os.fspath(checkpoint), train_on=train_on,
-                evaluate_on=evaluate_on, dataset=e["dataset"], seed=seed, metric=metric, value=e[metric],
-                n=e["n"], notes=notes,
-            ))
+            rows.append(
+                make_row(
+                    experiment=experiment,
+                    model=name,
+                    arch=arch,
+                    fingerprint=fingerprint,
+                    checkpoint="" if checkpoint is None else os.fspath(checkpoint),
+                    train_on=train_on,
+                    evaluate_on=evaluate_on,
+                    dataset=e["dataset"],
+                    seed=seed,
+                    metric=metric,
+                    value=e[metric],
+                    n=e["n"],
+                    notes=notes,
+                )
+            )
     return rows
-

@@ -27,8 +27,14 @@ from tqdm.auto import tqdm
 
 from overinterp.jobs.executors import Executor, LocalExecutor
 
-__all__ = ["TrainTask", "replicate_tasks", "run_train_task", "train_replicates", "run_folder_name",
-           "portable_dataset_spec"]
+__all__ = [
+    "TrainTask",
+    "replicate_tasks",
+    "run_train_task",
+    "train_replicates",
+    "run_folder_name",
+    "portable_dataset_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -63,8 +69,9 @@ def run_folder_name(arch: str, seed: int) -> str:
     return f"{arch}-seed{seed}"
 
 
-def replicate_tasks(base: Any, archs: Sequence[str], seeds: Iterable[int], train: str,
-                    out_dir: str | Path, **runtime: Any) -> list[TrainTask]:
+def replicate_tasks(
+    base: Any, archs: Sequence[str], seeds: Iterable[int], train: str, out_dir: str | Path, **runtime: Any
+) -> list[TrainTask]:
     """One :class:`TrainTask` per (architecture, seed), in ``out_dir/<arch>-seed<k>``.
 
     ``base`` is a :class:`~overinterp.training.trainer.TrainConfig` whose ``arch`` and
@@ -76,9 +83,16 @@ def replicate_tasks(base: Any, archs: Sequence[str], seeds: Iterable[int], train
     if len(set(archs)) != len(archs) or len(set(seeds)) != len(seeds):
         raise ValueError(f"architectures and seeds must not repeat: {list(archs)}, {seeds}")
     out = Path(out_dir).resolve()  # absolute: workers may start elsewhere
-    return [TrainTask(config=dataclasses.replace(base, arch=arch, seed=seed).to_dict(), train=train,
-                      out_dir=str(out / run_folder_name(arch, seed)), **runtime)
-            for arch in archs for seed in seeds]
+    return [
+        TrainTask(
+            config=dataclasses.replace(base, arch=arch, seed=seed).to_dict(),
+            train=train,
+            out_dir=str(out / run_folder_name(arch, seed)),
+            **runtime,
+        )
+        for arch in archs
+        for seed in seeds
+    ]
 
 
 def run_train_task(task: TrainTask) -> dict[str, Any]:
@@ -99,19 +113,44 @@ def run_train_task(task: TrainTask) -> dict[str, Any]:
     if test is not None and task.test_limit is not None and task.test_limit < len(test):
         test = test.subset(slice(0, task.test_limit))
     t0 = time.perf_counter()
-    result = train_classifier(config, train, test, task.out_dir, resume=task.resume, force=task.force,
-                              device=task.device, amp=task.amp, channels_last=task.channels_last,
-                              eval_every=task.eval_every, progress=False)
+    result = train_classifier(
+        config,
+        train,
+        test,
+        task.out_dir,
+        resume=task.resume,
+        force=task.force,
+        device=task.device,
+        amp=task.amp,
+        channels_last=task.channels_last,
+        eval_every=task.eval_every,
+        progress=False,
+    )
     last = result.history[-1] if result.history else {}
-    return {"arch": config.arch, "seed": config.seed, "out_dir": task.out_dir, "checkpoint": str(result.checkpoint),
-            "epochs": config.epochs, "resumed_from": result.resumed_from, "seconds": round(time.perf_counter() - t0, 3),
-            "threads": torch.get_num_threads(), "test_accuracy": last.get("test_accuracy"),
-            "test_loss": last.get("test_loss"), "test_n": last.get("test_n"), "train_n": len(train),
-            "test_dataset": task.test}
+    return {
+        "arch": config.arch,
+        "seed": config.seed,
+        "out_dir": task.out_dir,
+        "checkpoint": str(result.checkpoint),
+        "epochs": config.epochs,
+        "resumed_from": result.resumed_from,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "threads": torch.get_num_threads(),
+        "test_accuracy": last.get("test_accuracy"),
+        "test_loss": last.get("test_loss"),
+        "test_n": last.get("test_n"),
+        "train_n": len(train),
+        "test_dataset": task.test,
+    }
 
 
-def train_replicates(tasks: Sequence[TrainTask], executor: Executor | None = None, *, progress: bool = True,
-                     log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+def train_replicates(
+    tasks: Sequence[TrainTask],
+    executor: Executor | None = None,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     """Run the training tasks on ``executor`` (default: here, one after another).
 
     Returns the summaries in task order. Raises the first failure the
@@ -123,8 +162,11 @@ def train_replicates(tasks: Sequence[TrainTask], executor: Executor | None = Non
     if len(set(folders)) != len(folders):
         raise ValueError("two training tasks share a run folder")
     say = log or (lambda msg: print(msg, file=sys.stderr))
-    say(f"train: {len(tasks)} runs on executor {executor.name}: "
-        + ", ".join(Path(f).name for f in folders[:6]) + (" …" if len(folders) > 6 else ""))
+    say(
+        f"train: {len(tasks)} runs on executor {executor.name}: "
+        + ", ".join(Path(f).name for f in folders[:6])
+        + (" …" if len(folders) > 6 else "")
+    )
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(total=len(tasks), desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
 
@@ -132,9 +174,12 @@ def train_replicates(tasks: Sequence[TrainTask], executor: Executor | None = Non
         results[summary["out_dir"]] = summary
         bar.update(1)
         acc = summary.get("test_accuracy")
-        bar.write(f"  {Path(summary['out_dir']).name}: {summary['epochs']} epochs, {summary['seconds']:.1f} s"
-                  + (f", resumed after epoch {summary['resumed_from']}" if summary["resumed_from"] else "")
-                  + (f", test accuracy {100 * acc:.2f}%" if acc is not None else ""), file=sys.stderr)
+        bar.write(
+            f"  {Path(summary['out_dir']).name}: {summary['epochs']} epochs, {summary['seconds']:.1f} s"
+            + (f", resumed after epoch {summary['resumed_from']}" if summary["resumed_from"] else "")
+            + (f", test accuracy {100 * acc:.2f}%" if acc is not None else ""),
+            file=sys.stderr,
+        )
 
     try:
         executor.map(run_train_task, list(tasks), on_result)

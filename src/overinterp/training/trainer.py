@@ -51,10 +51,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from overinterp._atomic import atomic_write_text
-from overinterp.models.classifier import Classifier
 from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages, to_pixels
 from overinterp.data.subsets import PixelSubsets, apply_stacked
+from overinterp.models.classifier import Classifier
 from overinterp.training.evaluation import evaluate_accuracy
 
 __all__ = [
@@ -116,11 +116,17 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "label_smoothing"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got {self.lr}, "
-                             f"{self.weight_decay}, {self.momentum}")
+            raise ValueError(
+                f"need lr > 0, weight_decay >= 0, 0 <= momentum < 1; got {self.lr}, "
+                f"{self.weight_decay}, {self.momentum}"
+            )
         if self.crop_padding < 0 or not 0 <= self.label_smoothing < 1 or self.warmup_epochs < 0:
             raise ValueError("crop_padding, warmup_epochs must be >= 0 and label_smoothing in [0, 1)")
         if self.nesterov and self.momentum == 0:
@@ -143,8 +149,16 @@ class TrainConfig:
 #: Named recipes; :func:`make_config` starts from one and applies overrides.
 RECIPES: dict[str, TrainConfig] = {
     "paper": TrainConfig(),
-    "fast": TrainConfig(epochs=4, batch_size=256, lr=0.2, schedule="onecycle", warmup_epochs=2.0,
-                        label_smoothing=0.1, milestones=(), recipe="fast"),
+    "fast": TrainConfig(
+        epochs=4,
+        batch_size=256,
+        lr=0.2,
+        schedule="onecycle",
+        warmup_epochs=2.0,
+        label_smoothing=0.1,
+        milestones=(),
+        recipe="fast",
+    ),
 }
 
 
@@ -197,7 +211,7 @@ def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[list[float], list[
     squares = torch.zeros(c, dtype=torch.float64)
     count = 0
     for start in range(0, images.shape[0], chunk):
-        x = to_pixels(images[start:start + chunk].to("cpu")).double()
+        x = to_pixels(images[start : start + chunk].to("cpu")).double()
         total += x.sum(dim=(0, 2, 3))
         squares += (x * x).sum(dim=(0, 2, 3))
         count += x.shape[0] * x.shape[2] * x.shape[3]
@@ -229,8 +243,10 @@ def _read_metrics(path: Path, upto: int) -> list[dict[str, Any]]:
 
 def _optimizer_state_cpu(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     state = optimizer.state_dict()
-    state["state"] = {k: {n: (v.detach().to("cpu") if isinstance(v, Tensor) else v) for n, v in s.items()}
-                      for k, s in state["state"].items()}
+    state["state"] = {
+        k: {n: (v.detach().to("cpu") if isinstance(v, Tensor) else v) for n, v in s.items()}
+        for k, s in state["state"].items()
+    }
     return state
 
 
@@ -272,8 +288,9 @@ def _as_data(data: Any, what: str) -> tuple[Tensor, Tensor, list[str] | None]:
     if isinstance(data, (tuple, list)) and len(data) == 2:
         images, labels = data
         if images.dim() != 4 or labels.dim() != 1 or labels.shape[0] != images.shape[0]:
-            raise ValueError(f"{what}: need images (N, C, H, W) and labels (N,), got {tuple(images.shape)}, "
-                             f"{tuple(labels.shape)}")
+            raise ValueError(
+                f"{what}: need images (N, C, H, W) and labels (N,), got {tuple(images.shape)}, {tuple(labels.shape)}"
+            )
         return images, labels.long(), None
     raise TypeError(f"{what} must be LabeledImages or an (images, labels) pair, got {type(data).__name__}")
 
@@ -375,7 +392,8 @@ def train_classifier(
             if changes and not force:
                 raise ValueError(
                     f"refusing to resume {out}: the checkpoint was trained with other settings — "
-                    + "; ".join(changes) + ". Use the same settings, another folder, or force=True (--force)"
+                    + "; ".join(changes)
+                    + ". Use the same settings, another folder, or force=True (--force)"
                 )
 
     # ---- model, optimizer, generators
@@ -388,8 +406,7 @@ def train_classifier(
     if saved is not None:
         model = create_model(config.arch, checkpoint=saved, **config.arch_kwargs)
     else:
-        model = create_model(config.arch, num_classes=n_classes, preprocessing=preprocessing,
-                             **config.arch_kwargs)
+        model = create_model(config.arch, num_classes=n_classes, preprocessing=preprocessing, **config.arch_kwargs)
         if classes:
             model.class_names = list(classes)
     model.to(dev)
@@ -399,8 +416,10 @@ def train_classifier(
     if config.decay_norm_and_bias:
         groups = [{"params": params, "weight_decay": config.weight_decay}]
     else:
-        groups = [{"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay},
-                  {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0}]
+        groups = [
+            {"params": [p for p in params if p.dim() > 1], "weight_decay": config.weight_decay},
+            {"params": [p for p in params if p.dim() <= 1], "weight_decay": 0.0},
+        ]
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     augment_gen = torch.Generator(device=dev).manual_seed(config.seed + 1)
@@ -418,15 +437,29 @@ def train_classifier(
         history = _read_metrics(out / METRICS_NAME, start_epoch)
         atomic_write_text(out / METRICS_NAME, "".join(json.dumps(h) + "\n" for h in history))
         if changes:
-            _append_line(out / METRICS_NAME, {"event": "forced_resume", "after_epoch": start_epoch,
-                                              "changes": changes})
+            _append_line(out / METRICS_NAME, {"event": "forced_resume", "after_epoch": start_epoch, "changes": changes})
     if out is not None:
-        atomic_write_text(out / CONFIG_NAME, json.dumps({
-            "config": cfg_dict, "data": fingerprint, "num_train": int(images.shape[0]),
-            "num_classes": n_classes, "classes": classes, "device": str(dev), "amp": use_amp,
-            "channels_last": use_cl, "torch": torch.__version__, "python": platform.python_version(),
-            "threads": torch.get_num_threads(), "resumed_from": start_epoch,
-        }, indent=2) + "\n")
+        atomic_write_text(
+            out / CONFIG_NAME,
+            json.dumps(
+                {
+                    "config": cfg_dict,
+                    "data": fingerprint,
+                    "num_train": int(images.shape[0]),
+                    "num_classes": n_classes,
+                    "classes": classes,
+                    "device": str(dev),
+                    "amp": use_amp,
+                    "channels_last": use_cl,
+                    "torch": torch.__version__,
+                    "python": platform.python_version(),
+                    "threads": torch.get_num_threads(),
+                    "resumed_from": start_epoch,
+                },
+                indent=2,
+            )
+            + "\n",
+        )
 
     # ---- data placement
     n = int(images.shape[0])
@@ -460,7 +493,7 @@ def train_classifier(
                 lr = learning_rate(config, step, steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                idx = order[i * config.batch_size:(i + 1) * config.batch_size].to(store_dev)
+                idx = order[i * config.batch_size : (i + 1) * config.batch_size].to(store_dev)
                 x = to_pixels(x_store[idx].to(dev, non_blocking=True))
                 y = y_store[idx].to(dev, non_blocking=True)
                 if config.augment:
@@ -484,8 +517,11 @@ def train_classifier(
                     callback("step", {"epoch": epoch, "step": i})
             train_seconds = time.perf_counter() - t0
             stats: dict[str, Any] = {
-                "epoch": epoch, "lr": lr, "train_loss": float(loss_sum) / seen,
-                "train_accuracy": float(correct) / seen, "images": seen,
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": float(loss_sum) / seen,
+                "train_accuracy": float(correct) / seen,
+                "images": seen,
                 "train_seconds": round(train_seconds, 3),
                 "images_per_second": round(seen / train_seconds, 1),
             }
@@ -497,20 +533,33 @@ def train_classifier(
             history.append(stats)
             if out is not None:
                 model.eval()
-                save_checkpoint(ckpt_path, model, config.arch, extra={
-                    "config": cfg_dict, "data": fingerprint, "epoch": epoch, "history": history,
-                    "training": {
+                save_checkpoint(
+                    ckpt_path,
+                    model,
+                    config.arch,
+                    extra={
+                        "config": cfg_dict,
+                        "data": fingerprint,
                         "epoch": epoch,
-                        "optimizer": _optimizer_state_cpu(optimizer),
-                        "shuffle_rng": shuffle_gen.get_state(),
-                        "augment_rng": augment_gen.get_state(),
-                        "torch_rng": torch.get_rng_state(),
-                        "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                        "history": history,
+                        "training": {
+                            "epoch": epoch,
+                            "optimizer": _optimizer_state_cpu(optimizer),
+                            "shuffle_rng": shuffle_gen.get_state(),
+                            "augment_rng": augment_gen.get_state(),
+                            "torch_rng": torch.get_rng_state(),
+                            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                        },
                     },
-                }, arch_kwargs=config.arch_kwargs, num_classes=n_classes)
+                    arch_kwargs=config.arch_kwargs,
+                    num_classes=n_classes,
+                )
                 _append_line(out / METRICS_NAME, stats)
-            shown = {"epoch": f"{epoch}/{config.epochs}", "loss": f"{stats['train_loss']:.3f}",
-                     "acc": f"{stats['train_accuracy']:.3f}"}
+            shown = {
+                "epoch": f"{epoch}/{config.epochs}",
+                "loss": f"{stats['train_loss']:.3f}",
+                "acc": f"{stats['train_accuracy']:.3f}",
+            }
             if "test_accuracy" in stats:
                 shown["test"] = f"{stats['test_accuracy']:.3f}"
             bar.set_postfix(shown)
@@ -524,7 +573,17 @@ def train_classifier(
     final = None
     if out is not None:
         final = out / MODEL_NAME
-        save_checkpoint(final, model, config.arch, extra={
-            "config": cfg_dict, "data": fingerprint, "epoch": config.epochs, "history": history,
-        }, arch_kwargs=config.arch_kwargs, num_classes=n_classes)
+        save_checkpoint(
+            final,
+            model,
+            config.arch,
+            extra={
+                "config": cfg_dict,
+                "data": fingerprint,
+                "epoch": config.epochs,
+                "history": history,
+            },
+            arch_kwargs=config.arch_kwargs,
+            num_classes=n_classes,
+        )
     return TrainResult(model, history, config, out, final, start_epoch)

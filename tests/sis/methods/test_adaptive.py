@@ -24,12 +24,12 @@ def images64():
     return torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
 
 
-
-
 @pytest.mark.parametrize("head", ["kstep", "gradient"])
 def test_full_tail_is_exact(model64, images64, head):
     exact = backselect(model64, images64, method=Exact(), batch_size=7, progress=False)
-    ada = backselect(model64, images64, method=Adaptive(step_fraction=0.4, tail=1.0, head=head), batch_size=7, progress=False)
+    ada = backselect(
+        model64, images64, method=Adaptive(step_fraction=0.4, tail=1.0, head=head), batch_size=7, progress=False
+    )
     assert torch.equal(ada.order, exact.order)
     torch.testing.assert_close(ada.logodds, exact.logodds, rtol=0, atol=1e-12)
 
@@ -45,8 +45,8 @@ def test_schedule():
     tail = math.ceil(0.15 * p)
     assert a.tail_count(p) == tail
     assert sizes[-tail:] == [1] * tail  # exact single steps for the last 15%
-    assert sizes[0] == 102 and sizes[: -tail] == sorted(sizes[: -tail], reverse=True)
-    assert sum(sizes[: -tail]) == p - tail  # the head never crosses into the tail
+    assert sizes[0] == 102 and sizes[:-tail] == sorted(sizes[:-tail], reverse=True)
+    assert sum(sizes[:-tail]) == p - tail  # the head never crosses into the tail
     main, _, _ = plan_evaluations(p, Adaptive().step_size)
     assert main < 524800 / 10  # defaults: over 10× cheaper than exact at P = 1024
 

@@ -39,8 +39,6 @@ METHODS: list[Method] = [
 IDS = [f"{m.name}-{i}" for i, m in enumerate(METHODS)]
 
 
-
-
 def same(a, b):
     assert torch.equal(a.order_padded, b.order_padded)
     assert torch.equal(a.evaluated, b.evaluated)

@@ -10,11 +10,9 @@ from torch import nn
 
 import overinterp
 from overinterp import Exact, backselect, patch_features
-from reference import TwoClassLinear, TinyCNN, reference_backselect, score_removal
+from reference import TinyCNN, TwoClassLinear, reference_backselect, score_removal
 
 H, W = 5, 4  # non-square on purpose: catches row/column mix-ups; P = 20
-
-
 
 
 @pytest.fixture(scope="module")

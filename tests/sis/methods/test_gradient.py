@@ -7,17 +7,17 @@ import torch
 from torch import nn
 
 from overinterp import BatchedGradient, Exact, backselect, patch_features
-from reference import TwoClassLinear, TinyCNN, reference_gradient, score_removal
+from reference import TinyCNN, TwoClassLinear, reference_gradient, score_removal
 
 H, W = 5, 4
-
-
 
 
 @pytest.mark.parametrize("k", [1, 3, 7, 11, 20])
 def test_matches_plain_reference(model64, images64, k):
     base = torch.tensor([0.1, 0.2, 0.3], dtype=torch.float64).view(3, 1, 1)
-    trace = backselect(model64, images64, method=BatchedGradient(k), mask_value=base.flatten(), batch_size=2, progress=False)
+    trace = backselect(
+        model64, images64, method=BatchedGradient(k), mask_value=base.flatten(), batch_size=2, progress=False
+    )
     for i in range(len(images64)):
         order, ends = reference_gradient(model64, images64[i], int(trace.target[i]), base, k)
         assert trace.order[i].tolist() == order

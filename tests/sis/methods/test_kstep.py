@@ -12,8 +12,6 @@ from reference import reference_kstep
 H, W = 5, 4
 
 
-
-
 def test_k1_is_exact(model64, images64):
     exact = backselect(model64, images64, method=Exact(), batch_size=7, progress=False)
     one = backselect(model64, images64, method=KStep(1), batch_size=7, progress=False)
@@ -31,7 +29,9 @@ def test_matches_plain_reference(model64, images64, k):
     firsts = list(range(0, p, k))
     ends = [min(j + k, p) - 1 for j in firsts]
     for i in range(len(images64)):
-        assert trace.order[i].tolist() == reference_kstep(model64, images64[i], int(trace.target[i]), base, lambda r, t: k)
+        assert trace.order[i].tolist() == reference_kstep(
+            model64, images64[i], int(trace.target[i]), base, lambda r, t: k
+        )
         # evaluated: the first feature of every block (its single-removal score) and every block end
         assert trace.evaluated[i].nonzero().flatten().tolist() == sorted(set(firsts) | set(ends))
     assert trace.meta["evaluations"] == 3 * plan_evaluations(p, lambda r, t: k)[0]

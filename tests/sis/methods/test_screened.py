@@ -14,8 +14,6 @@ from reference import TinyCNN, score_removal
 H, W = 5, 4
 
 
-
-
 def test_float64_is_exact(model64, images64):
     """autocast never casts float64: the screen is exact and so is the method."""
     exact = backselect(model64, images64, batch_size=7, progress=False)
@@ -39,7 +37,10 @@ def test_float32_records_full_precision_values_and_counts(model64, images64):
     main, rescore, _ = plan_evaluations(H * W, None, 4)
     assert trace.meta["screened_evaluations"] == 3 * main == 3 * 210
     assert trace.meta["rescored_evaluations"] == 3 * rescore == 3 * (4 * 17 + 3 + 2 + 1)
-    assert trace.method == {"name": "screened", "params": {"screen": "bfloat16", "rescore_top": 4, "channels_last": None}}
+    assert trace.method == {
+        "name": "screened",
+        "params": {"screen": "bfloat16", "rescore_top": 4, "channels_last": None},
+    }
 
 
 def test_float32_wide_rescore_equals_exact_up_to_near_ties(model64, images64):

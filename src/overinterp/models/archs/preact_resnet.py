@@ -101,5 +101,6 @@ class PreActResNet(nn.Module):
 
 @register_model("resnet18", "pre-activation ResNet18 for 32×32 inputs (He et al. 2016 v2, 11.17M parameters)")
 def resnet18(num_classes: int = 10, in_channels: int = 3, final_activation: bool = True) -> nn.Module:
-    return PreActResNet((2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels,
-                        final_activation=final_activation)
+    return PreActResNet(
+        (2, 2, 2, 2), num_classes=num_classes, in_channels=in_channels, final_activation=final_activation
+    )

@@ -24,7 +24,24 @@ __all__ = ["VGG", "VGG16_LAYOUT", "VGG_SMALL_LAYOUT", "vgg16_bn", "vgg_small"]
 
 #: Output channels of each 3×3 convolution; "M" is a 2×2 max-pool.
 VGG16_LAYOUT: tuple[int | str, ...] = (
-    64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M",
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    "M",
 )
 
 #: A narrow VGG-style layout (7 convolutions, 16–128 channels, about a quarter of

@@ -50,10 +50,12 @@ class WideBasicBlock(nn.Module):
 class _Group(nn.Module):
     def __init__(self, n: int, in_channels: int, out_channels: int, stride: int, dropout: float) -> None:
         super().__init__()
-        self.layer = nn.Sequential(*[
-            WideBasicBlock(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, dropout)
-            for i in range(n)
-        ])
+        self.layer = nn.Sequential(
+            *[
+                WideBasicBlock(in_channels if i == 0 else out_channels, out_channels, stride if i == 0 else 1, dropout)
+                for i in range(n)
+            ]
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layer(x)

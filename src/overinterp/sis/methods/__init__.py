@@ -10,7 +10,18 @@ from overinterp.sis.methods.gradient import BatchedGradient
 from overinterp.sis.methods.kstep import KStep
 from overinterp.sis.methods.screened import Screened
 
-__all__ = ["Method", "MethodOutput", "Problem", "Exact", "BatchedGradient", "KStep", "Adaptive", "Screened", "Fast", "make_method"]
+__all__ = [
+    "Method",
+    "MethodOutput",
+    "Problem",
+    "Exact",
+    "BatchedGradient",
+    "KStep",
+    "Adaptive",
+    "Screened",
+    "Fast",
+    "make_method",
+]
 
 _BY_NAME: dict[str, type[Method]] = {m.name: m for m in (Exact, BatchedGradient, KStep, Adaptive, Screened, Fast)}
 
@@ -28,8 +39,9 @@ def make_method(name: str, **params) -> Method:
     fields = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(params) - set(fields))
     if unknown:
-        raise ValueError(f"method {name!r} takes no parameter {', '.join(unknown)}; "
-                         f"its parameters: {', '.join(fields) or 'none'}")
+        raise ValueError(
+            f"method {name!r} takes no parameter {', '.join(unknown)}; its parameters: {', '.join(fields) or 'none'}"
+        )
     return cls(**params)
 
 

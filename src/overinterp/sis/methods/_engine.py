@@ -35,8 +35,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from overinterp.sis.scoring import target_logodds, target_probability
 from overinterp.sis.methods.base import MethodOutput, Problem
+from overinterp.sis.scoring import target_logodds, target_probability
 
 __all__ = ["greedy_select", "StepSize", "plan_evaluations", "has_conv2d", "ceil_fraction", "AUTOCAST_DTYPES"]
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, without_removed
 from overinterp.sis.methods._engine import ceil_fraction, greedy_select
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, without_removed
 from overinterp.sis.methods.gradient import run_gradient
 
 __all__ = ["Adaptive"]

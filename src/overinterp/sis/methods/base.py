@@ -44,17 +44,17 @@ class Problem:
         """``(N, C, H, W)``: the images with the unavailable features already masked."""
         if self.available is None:
             return self.images.clone()
-        masked = ~self.available.gather(1, self.features.groups.flatten(1)).view(
-            self.n, 1, *self.images.shape[2:]
-        )
+        masked = ~self.available.gather(1, self.features.groups.flatten(1)).view(self.n, 1, *self.images.shape[2:])
         return torch.where(masked, self.baseline, self.images)
 
     def check_block_size(self, k: int, method: str) -> None:
         """Refuse a per-step block size ``k`` larger than the largest feature count."""
         pmax = int(self.features.num_features.max()) if self.n else 0
         if k > pmax:
-            raise ValueError(f"{method}: k = {k} is larger than the {pmax} features per image; "
-                             f"choose k <= {pmax} (or larger features, e.g. a smaller patch count)")
+            raise ValueError(
+                f"{method}: k = {k} is larger than the {pmax} features per image; "
+                f"choose k <= {pmax} (or larger features, e.g. a smaller patch count)"
+            )
 
     def available_counts(self) -> Tensor:
         """``(N,)`` int64 number of removable features per image."""

@@ -20,8 +20,8 @@ from typing import ClassVar, Literal
 
 import torch
 
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
 from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select
+from overinterp.sis.methods.base import Method, MethodOutput, Problem
 
 __all__ = ["Exact"]
 

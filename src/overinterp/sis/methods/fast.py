@@ -34,10 +34,9 @@ small (``bench/frontier.py`` measures it at P = 256, 1,024 and 4,096).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
-
-import math
 
 import torch
 from torch import Tensor
@@ -56,8 +55,9 @@ def _fraction(name: str, value: object, low_open: bool = False) -> float:
         raise ValueError(f"Fast: {name} must be a number in {'(0' if low_open else '[0'}, 1], got {value!r}")
     v = float(value)
     if not ((0.0 < v if low_open else 0.0 <= v) and v <= 1.0):
-        raise ValueError(f"Fast: {name} must lie in {'(0' if low_open else '[0'}, 1] (a fraction of the "
-                         f"features), got {value!r}")
+        raise ValueError(
+            f"Fast: {name} must lie in {'(0' if low_open else '[0'}, 1] (a fraction of the features), got {value!r}"
+        )
     return v
 
 
@@ -81,9 +81,9 @@ class Fast(Method):
     step_fraction: float = 0.05
     pool: float = 2.0
     screened: float = 0.15
-    exact: float = 0.03
+    exact: float = 0.05
     width: int = 8
-    exact_cap: int = 32
+    exact_cap: int = 48
     channels_last: bool | None = None
 
     name: ClassVar[str] = "fast"
@@ -94,16 +94,21 @@ class Fast(Method):
         e = _fraction("exact", self.exact)
         del sf
         if e > s:
-            raise ValueError(f"Fast: exact ({self.exact}) must not exceed screened ({self.screened}): the exact "
-                             "end is the last part of the screened tail")
+            raise ValueError(
+                f"Fast: exact ({self.exact}) must not exceed screened ({self.screened}): the exact "
+                "end is the last part of the screened tail"
+            )
         if isinstance(self.pool, bool) or not isinstance(self.pool, (int, float)) or not float(self.pool) >= 1.0:
-            raise ValueError(f"Fast: pool (exactly scored candidates per head block, as a multiple of the block "
-                             f"size) must be a number >= 1, got {self.pool!r}")
+            raise ValueError(
+                f"Fast: pool (exactly scored candidates per head block, as a multiple of the block "
+                f"size) must be a number >= 1, got {self.pool!r}"
+            )
         if isinstance(self.exact_cap, bool) or not isinstance(self.exact_cap, int) or self.exact_cap < 0:
             raise ValueError(f"Fast: exact_cap must be an integer >= 0, got {self.exact_cap!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"Fast: width (candidates scored exactly per screened step) must be an integer "
-                             f">= 1, got {self.width!r}")
+            raise ValueError(
+                f"Fast: width (candidates scored exactly per screened step) must be an integer >= 1, got {self.width!r}"
+            )
 
     def stage_counts(self, total: int) -> tuple[int, int]:
         """``(T_s, T_e)``: features left when the screened steps and the exact end begin."""
@@ -305,8 +310,9 @@ def run_screened_steps(
         for part in _chunks(last, batch_size):
             img = torch.tensor(part, dtype=torch.int64).to(device, non_blocking=True)
             with torch.inference_mode():
-                lo = target_logodds(problem.forward(x_cur[img].contiguous(memory_format=memory_format)),
-                                    problem.target[img])
+                lo = target_logodds(
+                    problem.forward(x_cur[img].contiguous(memory_format=memory_format)), problem.target[img]
+                )
             record_states(part, lo)
             n_eval += len(part)
     finally:

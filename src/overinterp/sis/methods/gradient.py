@@ -45,9 +45,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from overinterp.sis.scoring import target_logodds
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
 from overinterp.sis.methods._engine import StepSize, default_channels_last
+from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.scoring import target_logodds
 
 __all__ = ["BatchedGradient", "run_gradient", "mask_gradient", "differentiable_copies"]
 
@@ -172,7 +172,7 @@ def run_gradient(
     once image ``i`` has that many available features left (default 0: mask
     all). The state where it stops is evaluated and marked.
     """
-    images, base, target, fmap = problem.images, problem.baseline, problem.target, problem.features
+    images, fmap = problem.images, problem.features
     device, dtype = images.device, images.dtype
     n, c, h, w = images.shape
     pmax = fmap.max_features

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
 from overinterp.sis.methods._engine import greedy_select
+from overinterp.sis.methods.base import Method, MethodOutput, Problem
 
 __all__ = ["KStep"]
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
 from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select
+from overinterp.sis.methods.base import Method, MethodOutput, Problem
 
 __all__ = ["Screened"]
 
