@@ -190,22 +190,42 @@ def summarize(q: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str,
     return row
 
 
-def run_model(
-    label: str, job_dir: Path, methods: list[str], images_limit: int | None, batch: int, log: Callable[[str], None]
-) -> dict[str, Any]:
+def load_anchor(spec: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor | None, list[int], str]:
+    """``DIR`` (an exact dataset job) or ``TRACE.pt@DIR:PATCH`` (an exact trace over the first
+    images of job ``DIR``'s dataset with ``PATCH``×``PATCH`` features; the model is the job's).
+    Returns (job, anchor trace, images, labels, features, positions, source)."""
+    from overinterp.data.specs import open_dataset
+    from overinterp.sis import BackselectTrace, patch_features
+
+    if "@" not in spec:
+        job = load_job(spec, allow_partial=True)
+        images = job.load_images()
+        images = images.float() / 255.0 if not images.is_floating_point() else images
+        return job, job.trace, images, job.labels, None, job.positions.tolist(), f"job {spec}"
+    trace_path, _, rest = spec.partition("@")
+    job_dir, _, patch = rest.rpartition(":")
     job = load_job(job_dir, allow_partial=True)
-    model = job.load_model()
-    images = job.load_images()
+    anchor = BackselectTrace.load(trace_path)
+    data = open_dataset(job.spec.dataset)
+    n = len(anchor)
+    images = data.images[:n]
     images = images.float() / 255.0 if not images.is_floating_point() else images
-    anchor = job.trace
-    labels = job.labels
+    h, w = images.shape[2:]
+    return job, anchor, images, data.labels[:n], patch_features(h, w, int(patch)), list(range(n)), f"trace {trace_path}"
+
+
+def run_model(
+    label: str, spec: str, methods: list[str], images_limit: int | None, batch: int, log: Callable[[str], None]
+) -> dict[str, Any]:
+    job, anchor, images, labels, features, positions, source = load_anchor(spec)
+    model = job.load_model()
     if images_limit is not None:
         keep = list(range(min(images_limit, len(anchor))))
         anchor = overinterp.sis.concat_traces([_select(anchor, keep)])
         images, labels = images[keep], labels[keep]
     n = len(anchor)
     p = int(anchor.num_features[0])
-    log(f"[{label}] {n} anchored images, P = {p}, job {job_dir}")
+    log(f"[{label}] {n} anchored images, P = {p}, {source}")
     ratio = measure_fb_ratio(model, images, batch)
     log(
         f"[{label}] forward {ratio['forward_s'] * 1e3:.3f} ms/image, forward+backward "
@@ -233,7 +253,7 @@ def run_model(
             log(f"[{label}] {name}: skipped ({rows[name]['skipped']})")
             continue
         t0 = time.perf_counter()
-        trace = overinterp.backselect(model, images, method=method, batch_size=batch, progress=False)
+        trace = overinterp.backselect(model, images, method=method, features=features, batch_size=batch, progress=False)
         wall = (time.perf_counter() - t0) / n
         q = quality(trace, model, images, labels)
         row = {
@@ -249,10 +269,10 @@ def run_model(
             f"(Δ {row['d_prob5']['mean']:+.3f}), SIS99 {row['sis99']:.1f} (×{row['sis99_ratio']:.2f} exact)"
         )
     return {
-        "job": str(job_dir),
+        "anchor": source,
         "images": n,
         "P": p,
-        "positions": job.positions[:n].tolist(),
+        "positions": positions[:n],
         "model": job.model_name,
         "fb_ratio": ratio,
         "methods": rows,
@@ -314,6 +334,127 @@ def scaling(job_dir: Path, sizes: tuple[int, ...], batch: int, log: Callable[[st
     return out
 
 
+def _rate(f: Callable[[torch.Tensor], Any], x: torch.Tensor, reps: int = 6) -> float:
+    with torch.inference_mode():
+        f(x)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            f(x)
+    return reps * x.shape[0] / (time.perf_counter() - t0)
+
+
+def _int8_copy(model, calib: torch.Tensor):
+    """An int8 copy (FX post-training static quantization, x86 backend) of a model whose
+    network has a ``features`` Sequential (VGG-style); ``None`` where that does not apply."""
+    import copy
+
+    from torch.ao.quantization import get_default_qconfig_mapping
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    net = getattr(model, "network", None)
+    if not isinstance(getattr(net, "features", None), torch.nn.Sequential):
+        return None
+    torch.backends.quantized.engine = "x86"
+    q = copy.deepcopy(model)
+    pre = q.preprocessing if q.preprocessing is not None else (lambda t: t)
+    prep = prepare_fx(q.network.features, get_default_qconfig_mapping("x86"), (pre(calib[:8]),))
+    with torch.inference_mode():
+        prep(pre(calib))
+    q.network.features = convert_fx(prep)
+    return q
+
+
+def levers(spec: str, batch: int, states: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Reduced precision and the engine's overhead, measured side by side in one run.
+
+    * raw forward throughput (images/s) at ``batch`` in float32 (contiguous and channels-last),
+      bf16 autocast and int8 (VGG-style models only);
+    * agreement with float32 steps: at ``states`` prefix states spread along the anchor's exact
+      order, every remaining single removal is scored in float32 and in the reduced precision;
+      the fraction of states where the reduced-precision best equals float32's, and where
+      float32's best is among the reduced precision's top 8 (what a screen needs);
+    * the engine: exact candidate evaluations per second on the last 120 features of 8 images
+      divided by the raw channels-last float32 throughput at the same batch size.
+    """
+    from overinterp.sis.backselect import _prepare
+    from overinterp.sis.methods import Exact, Problem
+
+    job, anchor, images, labels, features, _, source = load_anchor(spec)
+    model = job.load_model()
+    x = images[:1].expand(batch, -1, -1, -1).contiguous()
+    out: dict[str, Any] = {"anchor": source, "batch_size": batch, "kernels": cpu_kernels()}
+    rates = {
+        "float32": _rate(model, x),
+        "float32_channels_last": _rate(model, x.contiguous(memory_format=torch.channels_last)),
+    }
+
+    def bf16(t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(t)
+
+    rates["bf16_autocast_channels_last"] = _rate(bf16, x.contiguous(memory_format=torch.channels_last))
+    q = _int8_copy(model, images[: min(64, len(images))])
+    if q is not None:
+        rates["int8_channels_last"] = _rate(q, x.contiguous(memory_format=torch.channels_last))
+    out["images_per_s"] = rates
+    log(f"[levers] raw forward images/s at batch {batch}: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()))
+    # agreement at prefix states of the exact order
+    forward, xs, base, fmap, tgt = _prepare(model, images, None, None, features, batch)
+    p = int(anchor.num_features[0])
+    picks = {"bf16": bf16, **({"int8": q} if q is not None else {})}
+    agree = {k: [0, 0] for k in picks}
+    for j in range(states):
+        i = j % len(images)
+        k = int(p * (0.05 + 0.9 * j / max(1, states - 1)))  # features already removed
+        gone = anchor.order_padded[i, :k]
+        rem = anchor.order_padded[i, k:p].sort().values
+        m = torch.zeros(fmap.max_features, dtype=torch.bool)
+        m[gone] = True
+        pix = m[fmap.groups[i].flatten()].view(1, *xs.shape[2:])
+        state = torch.where(pix, base, xs[i])
+        cand = torch.where(fmap.masks(torch.full((len(rem),), i), rem).unsqueeze(1), base, state)
+        cand = cand.contiguous(memory_format=torch.channels_last)
+        tg = tgt[i].expand(len(rem))
+        with torch.inference_mode():
+            ref = overinterp.target_logodds(torch.cat([model(c) for c in cand.split(batch)]), tg)
+            best = int(ref.argmax())
+            for name, f in picks.items():
+                lo = overinterp.target_logodds(torch.cat([f(c).float() for c in cand.split(batch)]), tg)
+                agree[name][0] += int(int(lo.argmax()) == best)
+                agree[name][1] += int(best in lo.topk(min(8, len(lo))).indices.tolist())
+    out["agreement"] = {
+        k: {"best_equal": a / states, "float32_best_in_top8": b / states} for k, (a, b) in agree.items()
+    }
+    log(
+        "[levers] agreement with float32 steps: "
+        + ", ".join(
+            f"{k}: best {v['best_equal']:.2f}, in top-8 {v['float32_best_in_top8']:.2f}"
+            for k, v in out["agreement"].items()
+        )
+    )
+    # the engine vs raw forward
+    n_keep, n_img = min(120, p), min(8, len(images))
+    avail = torch.zeros(n_img, fmap.max_features, dtype=torch.bool)
+    for i in range(n_img):
+        avail[i, anchor.order_padded[i, p - n_keep : p]] = True
+    sub = Problem(forward, xs[:n_img], base, tgt[:n_img], _first_features(fmap, n_img), avail)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    raw_before = _rate(model, xc)
+    t0 = time.perf_counter()
+    res = Exact().run(sub, batch_size=batch, progress=False)
+    eng = res.stats["evaluations"] / (time.perf_counter() - t0)
+    raw = 0.5 * (raw_before + _rate(model, xc))  # before and after: the machine may be shared
+    out["engine"] = {"evaluations_per_s": eng, "raw_images_per_s": raw, "ratio": eng / raw}
+    log(f"[levers] engine {eng:.0f} evaluations/s vs raw {raw:.0f} images/s: ratio {eng / raw:.2f}")
+    return out
+
+
+def _first_features(fmap, n: int):
+    from overinterp.sis.features import FeatureMap
+
+    return FeatureMap(fmap.groups[:n], fmap.num_features[:n], fmap.shared, fmap.is_pixels)
+
+
 def figure(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -364,12 +505,24 @@ def figure(result: dict[str, Any], path: Path) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--job", action="append", required=True, help="LABEL=DIR of an exact anchor job (repeat)")
+    ap.add_argument(
+        "--job",
+        action="append",
+        required=True,
+        help="LABEL=DIR of an exact anchor job, or LABEL=TRACE.pt@DIR:PATCH (repeat)",
+    )
     ap.add_argument("--methods", default=DEFAULT, help=f"comma list of {', '.join(METHODS)}")
     ap.add_argument("--images", type=int, help="at most this many anchored images per model")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scaling", action="store_true", help="also measure the recommended method at P = 256, 1024, 4096")
+    ap.add_argument(
+        "--levers",
+        type=int,
+        default=0,
+        metavar="STATES",
+        help="also measure bf16/int8 throughput and agreement at this many states, and the engine ratio",
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "frontier.json")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "frontier.png")
     args = ap.parse_args()
@@ -389,10 +542,12 @@ def main() -> int:
     }
     for spec in args.job:
         label, _, d = spec.partition("=")
-        result["models"][label] = run_model(label, Path(d), methods, args.images, args.batch_size, log)
+        result["models"][label] = run_model(label, d, methods, args.images, args.batch_size, log)
     if args.scaling:
         first = Path(args.job[0].partition("=")[2])
         result["scaling"] = scaling(first, (16, 32, 64), args.batch_size, log)
+    if args.levers:
+        result["levers"] = levers(args.job[0].partition("=")[2], args.batch_size, args.levers, log)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))

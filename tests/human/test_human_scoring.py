@@ -222,3 +222,59 @@ def test_cli_build(tmp_path, capsys):
     assert main(args) == 2  # the folder already holds a study
     assert "already holds a study" in capsys.readouterr().err
     assert torch.equal(sources[0].positions, torch.arange(len(sources[0].images)))
+
+
+def _answer_all_wrong(study, m) -> None:
+    """One participant who answers every stimulus with the wrong class."""
+    engine = dbm.make_engine(dbm.default_database_url(study))
+    truth = {st["id"]: next(it["label"] for it in m["items"] if it["item"] == st["item"]) for st in m["stimuli"]}
+    try:
+        pid = dbm.create_participant(engine, m["study_id"]).id
+        with dbm.Session(engine) as s:
+            order = json.loads(s.get(dbm.Participant, pid).order_json)
+        for pos, sid in enumerate(order):
+            dbm.record_answer(engine, pid, sid, (truth[sid] + 1) % len(CLASSES), pos, 4)
+    finally:
+        engine.dispose()
+
+
+def test_score_takes_labels_from_the_manifest_and_refuses_an_edited_csv(study, tmp_path, capsys):
+    folder, m = study
+    _answer_all_wrong(folder, m)
+    assert main(["human", "export", "--study", str(folder), "--out", str(tmp_path / "a.csv")]) == 0
+    with open(tmp_path / "a.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(r["label"] != r["choice"] for r in rows)
+    # "correcting" the labels to the participant's choices would score 100% if the CSV were believed
+    with open(tmp_path / "edited.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({**r, "label": r["choice"], "correct": "1"} for r in rows)
+    capsys.readouterr()
+    argv = ["human", "score", "--study", str(folder), "--no-sheets", "--out"]
+    assert main([*argv, str(tmp_path / "s1"), "--answers", str(tmp_path / "edited.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "manifest" in err and "edited" in err and "Traceback" not in err
+    assert not (tmp_path / "s1" / "scores.json").exists()
+    # answers without labels are scored against the manifest's labels: the true 0%
+    unlabelled = [{**r, "label": None} for r in read_answers(tmp_path / "a.csv")]
+    report = score_study(folder, unlabelled, tmp_path / "s2", sheets=False)
+    assert all(t["mean"] == 0.0 for t in report["table2"])
+    assert main([*argv, str(tmp_path / "s3"), "--answers", str(tmp_path / "a.csv")]) == 0
+
+
+def test_export_and_score_never_create_a_database(study, tmp_path, capsys):
+    folder, _ = study
+    typo = tmp_path / "stduy.sqlite"
+    url = f"sqlite:///{typo}"
+    capsys.readouterr()
+    assert main(["human", "export", "--study", str(folder), "--database", url, "--out", str(tmp_path / "a.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "no database file" in err and str(typo) in err
+    argv = ["human", "score", "--study", str(folder), "--database", url, "--out", str(tmp_path / "s")]
+    assert main(argv) == 2
+    assert "no database file" in capsys.readouterr().err
+    assert not typo.exists() and not (tmp_path / "a.csv").exists() and not (tmp_path / "s").exists()
+    with pytest.raises(FileNotFoundError, match="no database file"):
+        dbm.make_engine(url, create=False)
+    assert not typo.exists()

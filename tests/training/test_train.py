@@ -261,3 +261,52 @@ def test_cli_train_folder_dataset(tmp_path, capsys):
         == 2
     )
     assert "seed: 3 → 4" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["lr", "momentum", "weight_decay", "gamma", "warmup_epochs", "label_smoothing"])
+def test_config_refuses_non_finite_hyperparameters(name):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        tiny_config(**{name: float("nan")})
+    with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+        tiny_config(**{name: float("inf")})
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import overinterp.training.trainer as trainer
+
+    x, y = easy_data(n=32)
+    calls = {"n": 0}
+    real = trainer.F.cross_entropy
+
+    def loss_goes_nan_in_epoch_2(*args, **kwargs):  # 2 steps per epoch; step 2 of epoch 2 is call 4
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] >= 4 else loss
+
+    monkeypatch.setattr(trainer.F, "cross_entropy", loss_goes_nan_in_epoch_2)
+    out = tmp_path / "run"
+    with pytest.raises(FloatingPointError, match=r"loss is nan \(not finite\) at epoch 2, step 2 of 2") as err:
+        train_classifier(tiny_config(epochs=3), (x, y), None, out, progress=False)
+    assert "still holds epoch 1" in str(err.value)
+    assert not (out / "model.pt").exists()
+    ckpt = load_checkpoint_file(out / "checkpoint.pt")
+    assert ckpt["extra"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1]
+    # the kept checkpoint resumes once the cause is gone
+    monkeypatch.setattr(trainer.F, "cross_entropy", real)
+    result = train_classifier(tiny_config(epochs=3), (x, y), None, out, progress=False)
+    assert result.resumed_from == 1 and (out / "model.pt").is_file()
+
+
+def test_training_refuses_non_finite_images_and_foreign_labels(tmp_path):
+    x, y = easy_data(n=16)
+    bad = x.float() / 255
+    bad[5, 0, 1, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match="training images: image 5 of 16 has NaN"):
+        train_classifier(tiny_config(epochs=1), (bad, y), None, tmp_path / "a", progress=False)
+    y = y.clone()
+    y[3] = -1
+    with pytest.raises(ValueError, match="training labels: label -1 .*3 classes"):
+        train_classifier(tiny_config(epochs=1), (x, y), None, tmp_path / "b", progress=False)
+    assert not (tmp_path / "a" / "model.pt").exists() and not (tmp_path / "b" / "checkpoint.pt").exists()

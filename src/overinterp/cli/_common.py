@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 
 from overinterp.data.specs import FORMS as DATASET_FORMS
-from overinterp.errors import UserInputError
 
 __all__ = [
     "Subparsers",
@@ -26,6 +26,8 @@ __all__ = [
     "finite_float",
     "fraction",
     "device_name",
+    "output_file",
+    "output_dir",
     "add_model_options",
     "model_spec",
     "add_method_options",
@@ -131,17 +133,37 @@ def device_name(text: str) -> str:
     return text
 
 
+def _writable_parent(path: Path) -> None:
+    parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
+    if parent is not None and parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write under {parent}: permission denied")
+
+
+def output_file(text: str) -> Path:
+    """A file to write (an argparse ``type``): not an existing folder, under a writable folder."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
+    _writable_parent(path)
+    return path
+
+
+def output_dir(text: str) -> Path:
+    """A folder to write into (an argparse ``type``): not an existing file, writable."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
+    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write in {path}: permission denied")
+    _writable_parent(path)
+    return path
+
+
 def check_device(name: str | torch.device) -> torch.device:
     """``name`` as a device, refused (a user error) when this machine has no such device."""
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserInputError(f"--device {name}: no CUDA GPU is available here (use --device cpu)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserInputError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise UserInputError(f"--device {name}: MPS is not available here (use --device cpu)")
-    return dev
+    from overinterp.models.predict import available_device
+
+    return available_device(name)
 
 
 # --------------------------------------------------------------------------- models
@@ -187,7 +209,9 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--screened": (
         "screened",
-        dict(type=fraction, help="fast: fraction of the features (the last removed) taken by single steps (default 0.15)"),
+        dict(
+            type=fraction, help="fast: fraction of the features (the last removed) taken by single steps (default 0.15)"
+        ),
     ),
     "--width": (
         "width",
@@ -197,7 +221,10 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "exact",
         dict(type=fraction, help="fast: fraction of the features (the very last) taken by exact steps (default 0.05)"),
     ),
-    "--exact-cap": ("exact_cap", dict(type=nonnegative_int, help="fast: at most this many exact end steps (default 48)")),
+    "--exact-cap": (
+        "exact_cap",
+        dict(type=nonnegative_int, help="fast: at most this many exact end steps (default 48)"),
+    ),
     "--tail": ("tail", dict(type=fraction, help="adaptive: fraction removed by exact single steps (default 0.15)")),
     "--head": (
         "head",
@@ -282,7 +309,10 @@ def method_from_args(args: argparse.Namespace, num_features: int | None = None):
 def add_device(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """--device (``None``: cuda when available, else cpu)."""
     p.add_argument(
-        "--device", type=device_name, default=default, help=f"torch device (default: {default or 'cuda when available, else cpu'})"
+        "--device",
+        type=device_name,
+        default=default,
+        help=f"torch device (default: {default or 'cuda when available, else cpu'})",
     )
 
 
@@ -326,14 +356,18 @@ def add_executor_options(p: argparse.ArgumentParser | argparse._ArgumentGroup, t
     p.add_argument(
         "--address", help="ray: cluster address (auto, ray://HOST:10001); default $RAY_ADDRESS or a local one"
     )
-    p.add_argument("--cpus-per-task", type=positive_float, default=1.0, help=f"ray: CPUs each {task} requests (default 1)")
+    p.add_argument(
+        "--cpus-per-task", type=positive_float, default=1.0, help=f"ray: CPUs each {task} requests (default 1)"
+    )
     p.add_argument(
         "--gpus-per-task",
         type=nonnegative_float,
         default=0.0,
         help=f"ray: GPUs each {task} requests, fractions allowed (e.g. 0.5; default 0)",
     )
-    p.add_argument("--max-retries", type=nonnegative_int, default=3, help=f"ray: retries of a failed {task} (default 3)")
+    p.add_argument(
+        "--max-retries", type=nonnegative_int, default=3, help=f"ray: retries of a failed {task} (default 3)"
+    )
 
 
 def executor(args: argparse.Namespace):

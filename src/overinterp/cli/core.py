@@ -40,8 +40,13 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     c.apply_threads(args)
     device = torch.device(c.device(args))
     model = c.model_spec(args).load().to(device)
+    from overinterp.models.predict import check_finite_images, check_labels, probe_model
+
     data = open_images(args.images, limit=args.limit)
     images = data.images.to(device)
+    check_finite_images(images, str(args.images))
+    num_classes = probe_model(model, tuple(images.shape[1:]), where=f"--images {args.images}")
+    check_labels(data.labels, num_classes, f"--images {args.images}")
     features = None if args.patch == 1 else overinterp.patch_features(images.shape[2], images.shape[3], args.patch)
     num_features = images.shape[2] * images.shape[3] if features is None else int(features.max()) + 1
     method = c.method_from_args(args, num_features)
@@ -102,9 +107,11 @@ def add_parsers(sub: c.Subparsers) -> None:
         help="a .npy/.npz/.pt file, an image file, a folder, or any dataset spec (README: Model and dataset specs)",
     )
     p.add_argument("--limit", type=c.positive_int, help="only the first N images")
-    p.add_argument("--out", type=Path, required=True, help="trace file to write (atomically)")
+    p.add_argument("--out", type=c.output_file, required=True, help="trace file to write (atomically)")
     c.add_method_options(p)
-    p.add_argument("--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
+    p.add_argument(
+        "--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)"
+    )
     p.add_argument("--batch-size", type=c.positive_int, default=None, help="candidates per forward call")
     c.add_device(p, "cpu")
     c.add_threads(p)
@@ -121,7 +128,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("demo", help="the main job on its embedded default: a planted shortcut, found by SIS")
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="output folder (default runs/demo)")
+    p.add_argument("--out", type=c.output_dir, default=Path("runs/demo"), help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     c.add_threads(p)
     c.add_progress(p)

@@ -49,10 +49,12 @@ def _add_train(sub: c.Subparsers) -> None:
     p.add_argument("--test-data", help="evaluated after each epoch, e.g. cifar10:test (same forms as --data)")
     p.add_argument("--root", type=Path, help=_ROOT_HELP)
     p.add_argument("--download", action="store_true", help="fetch missing official dataset files")
-    p.add_argument("--subset", type=c.positive_int, help="train on a random subset of this many images (seeded by --subset-seed)")
+    p.add_argument(
+        "--subset", type=c.positive_int, help="train on a random subset of this many images (seeded by --subset-seed)"
+    )
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --subset draw (default 0)")
     p.add_argument("--test-limit", type=c.positive_int, help="evaluate on the first N test images only")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, model.pt, metrics.jsonl")
+    p.add_argument("--out", type=c.output_dir, required=True, help="run folder: checkpoint.pt, model.pt, metrics.jsonl")
     p.add_argument("--seed", type=int, help="replicate seed (weights, shuffling, augmentation); default 0")
     for name, kind in (
         ("epochs", c.positive_int),
@@ -86,7 +88,7 @@ def _add_train(sub: c.Subparsers) -> None:
     p.add_argument("--no-channels-last", action="store_true", help="keep the NCHW memory layout on CUDA")
     p.add_argument("--eval-every", type=c.positive_int, default=1, help="test every N epochs (default 1)")
     c.add_threads(p)
-    p.add_argument("--results", type=Path, help="append the final test accuracy to this results file")
+    p.add_argument("--results", type=c.output_file, help="append the final test accuracy to this results file")
     p.add_argument("--name", help="model name in the results file (default: the architecture)")
     p.add_argument("--experiment", default="", help="experiment column of the results rows")
     c.add_progress(p)
@@ -101,10 +103,10 @@ def _add_train(sub: c.Subparsers) -> None:
     p.set_defaults(func=_cmd_train)
 
 
-def _load(spec: str, root: Path | None, download: bool, progress: bool):
+def _load(spec: str, root: Path | None, download: bool, progress: bool, limit: int | None = None):
     from overinterp.data.specs import open_dataset
 
-    return open_dataset(spec, root=root, download=download, progress=progress)
+    return open_dataset(spec, root=root, download=download, progress=progress, limit=limit)
 
 
 def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int | None = None):
@@ -148,9 +150,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.subset is not None and args.subset < len(train):
         g = torch.Generator().manual_seed(args.subset_seed)
         train = train.subset(torch.randperm(len(train), generator=g)[: args.subset])
-    test = _load(args.test_data, args.root, args.download, progress) if args.test_data else None
-    if test is not None and args.test_limit is not None and args.test_limit < len(test):
-        test = test.subset(slice(0, args.test_limit))
+    test = _load(args.test_data, args.root, args.download, progress, args.test_limit) if args.test_data else None
     print(
         f"train: {config.arch}, recipe {config.recipe}, seed {config.seed}, {config.epochs} epochs on "
         f"{len(train)} images from {args.data}"
@@ -281,7 +281,7 @@ def _add_evaluate(sub: c.Subparsers) -> None:
     p.add_argument("--root", type=Path, help=_ROOT_HELP)
     p.add_argument("--download", action="store_true", help="fetch missing official dataset files")
     p.add_argument("--limit", type=c.positive_int, help="first N images of each dataset only (folders: in class order)")
-    p.add_argument("--results", type=Path, help="results CSV to append to")
+    p.add_argument("--results", type=c.output_file, help="results CSV to append to")
     p.add_argument("--name", help="model name in the results (default: architecture or ensemble name)")
     p.add_argument("--seed", type=int, help="replicate seed (default: the one the checkpoint records)")
     p.add_argument("--train-on", default="full", help="train_on column of the results rows (default full)")
@@ -370,7 +370,7 @@ def _add_table(sub: c.Subparsers) -> None:
         "--dataset", action="append", help="dataset columns (default: CIFAR-10 test, CIFAR-10.1, CIFAR-10-C, others)"
     )
     p.add_argument("--experiment", action="append", help="only rows of this experiment (repeatable), e.g. table1")
-    p.add_argument("--out", type=Path, help="write here (atomically) instead of printing")
+    p.add_argument("--out", type=c.output_file, help="write here (atomically) instead of printing")
     p.set_defaults(func=_cmd_table)
 
 
@@ -393,7 +393,7 @@ def _cmd_table(args: argparse.Namespace) -> int:
 def _add_ensemble(sub: c.Subparsers) -> None:
     p = sub.add_parser("ensemble", help="write an ensemble file (mean of logits) from member checkpoints")
     p.add_argument("checkpoints", nargs="+", type=Path, help="overinterp checkpoints of the members")
-    p.add_argument("--out", type=Path, required=True, help="ensemble .json to write")
+    p.add_argument("--out", type=c.output_file, required=True, help="ensemble .json to write")
     p.add_argument("--name", help="ensemble name (default: the file's stem)")
     p.add_argument("--baseline", type=c.floats, help="pixel-space masking value (one or C numbers) for mixed members")
     p.set_defaults(func=_cmd_ensemble)

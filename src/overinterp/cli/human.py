@@ -54,7 +54,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     h.set_defaults(func=_usage)
 
     p = hs.add_parser("build", help="sample a study from backward-selection traces; write images and manifest")
-    p.add_argument("--out", type=Path, required=True, help="study folder to create")
+    p.add_argument("--out", type=c.output_dir, required=True, help="study folder to create")
     p.add_argument(
         "--model",
         nargs="+",
@@ -66,11 +66,15 @@ def add_parsers(sub: c.Subparsers) -> None:
         "or NAME JOB_DIR (an `overinterp backselect-dataset --out` folder); repeat per model",
     )
     p.add_argument("--proportions", type=c.floats, help="share of images per model, in --model order (default equal)")
-    p.add_argument("--per-class", type=c.positive_int, default=10, help="images per class (default 10: 100 for CIFAR-10)")
+    p.add_argument(
+        "--per-class", type=c.positive_int, default=10, help="images per class (default 10: 100 for CIFAR-10)"
+    )
     p.add_argument(
         "--fractions", type=c.floats, default=[0.05, 0.3, 0.5], help="pixel-subset sizes (default 0.05,0.3,0.5)"
     )
-    p.add_argument("--min-confidence", type=c.fraction, default=0.99, help="the model must predict the label with p ≥ this")
+    p.add_argument(
+        "--min-confidence", type=c.fraction, default=0.99, help="the model must predict the label with p ≥ this"
+    )
     p.add_argument("--mask-style", default="grey", choices=["grey", "checkerboard"], help="how hidden pixels look")
     p.add_argument("--classes", help="comma-separated class names (default: from the images, else CIFAR-10's)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -94,15 +98,15 @@ def add_parsers(sub: c.Subparsers) -> None:
     p = hs.add_parser("export", help="write every participant's answers as CSV")
     p.add_argument("--study", type=Path, required=True, help="study folder")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
-    p.add_argument("--out", type=Path, required=True, help="CSV file to write (atomically)")
+    p.add_argument("--out", type=c.output_file, required=True, help="CSV file to write (atomically)")
     p.set_defaults(func=_needs_web(_export))
 
     p = hs.add_parser("score", help="Table 2 (accuracy per subset size), R² fit and plot (Fig. S5), sheets (Fig. S4)")
     p.add_argument("--study", type=Path, required=True, help="study folder")
     p.add_argument("--answers", type=Path, help="exported CSV (default: read the database)")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
-    p.add_argument("--out", type=Path, required=True, help="folder for scores.json and the figures")
-    p.add_argument("--results", type=Path, help="results CSV to append the per-participant accuracies to")
+    p.add_argument("--out", type=c.output_dir, required=True, help="folder for scores.json and the figures")
+    p.add_argument("--results", type=c.output_file, help="results CSV to append the per-participant accuracies to")
     p.add_argument("--model-name", default="human", help="model column of the results rows")
     p.add_argument("--dataset-key", help="dataset column of the results rows (default: the study's, e.g. cifar10:test)")
     p.add_argument("--include-partial", action="store_true", help="also count batches a participant did not finish")
@@ -167,12 +171,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _engine_and_study(args: argparse.Namespace):
+    """The study's manifest and its existing database, read-only: export and score never create a
+    database nor record the study (a mistyped --database is an error, not an empty export)."""
     from overinterp.human import db as dbm
     from overinterp.human.study import load_manifest
 
     manifest = load_manifest(args.study)
-    engine = dbm.make_engine(args.database or dbm.default_database_url(args.study))
-    dbm.register_study(engine, manifest)
+    engine = dbm.make_engine(args.database or dbm.default_database_url(args.study), create=False)
     return engine, manifest
 
 

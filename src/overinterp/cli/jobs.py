@@ -25,7 +25,9 @@ def _add_backselect_dataset(sub: c.Subparsers) -> None:
     p.add_argument("--sample", type=c.positive_int, help="a seeded random sample of this many images of the range")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
     c.add_method_options(p, default="fast")
-    p.add_argument("--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)")
+    p.add_argument(
+        "--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (1: one feature per pixel)"
+    )
     p.add_argument(
         "--dtype", default="float32", choices=["float32", "float64"], help="precision of the model's forward passes"
     )
@@ -33,7 +35,7 @@ def _add_backselect_dataset(sub: c.Subparsers) -> None:
     p.add_argument("--batch-size", type=c.positive_int, help="candidates per forward call")
     c.add_device(p, "cpu")
     c.add_threads(p, "torch threads per worker (recorded in the manifest)")
-    p.add_argument("--out", type=Path, required=True, help="job folder (manifest.json + shards/)")
+    p.add_argument("--out", type=c.output_dir, required=True, help="job folder (manifest.json + shards/)")
     c.add_executor_options(p, "shard task")
     c.add_progress(p)
     p.set_defaults(func=_cmd_backselect_dataset)
@@ -50,8 +52,14 @@ def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
     n, (h, w) = len(data), data.images.shape[2:]
     num_features = None if args.patch < 1 else int(patch_features(h, w, args.patch).max()) + 1  # JobSpec refuses < 1
     positions = select_positions(n, offset=args.offset, limit=args.limit, sample=args.sample, seed=args.sample_seed)
+    model_spec = c.model_spec(args)
+    # labels beyond the model's classes, or images the network cannot take: refused here, not in a worker
+    from overinterp.models.predict import check_labels, probe_model
+
+    num_classes = probe_model(model_spec.load(), tuple(data.images.shape[1:]), where=f"--dataset {args.dataset}")
+    check_labels(data.labels[list(positions)], num_classes, f"--dataset {args.dataset}")
     spec = JobSpec(
-        model=c.model_spec(args),
+        model=model_spec,
         dataset=dataset,
         positions=tuple(positions),
         method=c.method_from_args(args, num_features).describe(),
@@ -95,7 +103,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     e.add_argument("--name", help="model name in the results file")
     e.add_argument("--train-on", default="full", help="what the model was trained on (results label: full, random5, …)")
     e.add_argument("--dataset-key", help="dataset name in the results file (e.g. cifar10:test)")
-    e.add_argument("--results", type=Path, help="append rows to this results file")
+    e.add_argument("--results", type=c.output_file, help="append rows to this results file")
     e.add_argument("--experiment", default="pixel-subsets", help="experiment column of the results rows")
     c.add_threads(e)
     e.set_defaults(func=_cmd_subsets_evaluate)
@@ -122,8 +130,8 @@ def _add_subsets(sub: c.Subparsers) -> None:
     t.add_argument("--recipe", default="paper", choices=["paper", "fast"], help="training recipe (default paper)")
     t.add_argument("--epochs", type=c.positive_int, help="override the recipe's epochs")
     t.add_argument("--augment", action="store_true", help="crop+flip image and keep-mask together (Table S1)")
-    t.add_argument("--out", type=Path, required=True, help="folder for the trained models")
-    t.add_argument("--results", type=Path, help="append rows to this results file")
+    t.add_argument("--out", type=c.output_dir, required=True, help="folder for the trained models")
+    t.add_argument("--results", type=c.output_file, help="append rows to this results file")
     t.add_argument("--experiment", help="experiment column of the results rows")
     c.add_device(t)
     c.add_threads(t)
@@ -136,7 +144,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     r.add_argument("--threshold", type=c.fraction, default=0.99, help="SIS threshold τ (default 0.99)")
     r.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
     r.add_argument("--dataset-key", help="dataset name in the results file")
-    r.add_argument("--results", type=Path, help="append rows to this results file")
+    r.add_argument("--results", type=c.output_file, help="append rows to this results file")
     c.add_threads(r)
     r.set_defaults(func=_cmd_subsets_transfer)
 
@@ -144,7 +152,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     cmp.add_argument("job_a", type=Path, help="first job folder")
     cmp.add_argument("job_b", type=Path, help="second job folder")
     cmp.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
-    cmp.add_argument("--out", type=Path, required=True, help="folder for the overlap maps")
+    cmp.add_argument("--out", type=c.output_dir, required=True, help="folder for the overlap maps")
     cmp.set_defaults(func=_cmd_subsets_compare)
 
 

@@ -34,7 +34,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     """Register ``report``."""
     p = sub.add_parser("report", help="the overinterpretation report of a run folder (HTML + Markdown + figures)")
     p.add_argument("run_dir", type=Path, help="run folder: job folders (manifest.json) and results.csv under it")
-    p.add_argument("--out", type=Path, help="output folder (default RUN_DIR/report)")
+    p.add_argument("--out", type=c.output_dir, help="output folder (default RUN_DIR/report)")
     p.add_argument(
         "--mask-style", default="grey", choices=["grey", "checkerboard", "baseline"], help="how masked pixels are drawn"
     )

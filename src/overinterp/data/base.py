@@ -11,10 +11,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["LabeledImages", "CIFAR10_CLASSES", "default_root", "to_pixels", "from_hwc"]
+__all__ = ["LabeledImages", "CIFAR10_CLASSES", "default_root", "to_pixels", "from_hwc", "check_limit"]
 
 #: CIFAR-10 class names in label order (shared by CIFAR-10.1 and CIFAR-10-C).
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` (the first N images; ``None``: all) unless it is not an integer >= 1 (``ValueError``)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be an integer >= 1 (the first N images), got {limit!r}")
+    return limit
 
 
 def default_root() -> Path:

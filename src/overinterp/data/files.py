@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from overinterp.data.base import check_limit
 
 __all__ = ["ImageSet", "load_images", "IMAGE_SUFFIXES"]
 
@@ -71,6 +74,7 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
     * one image file, or a folder of image files (sorted by name); a folder of
       class sub-folders (ImageFolder layout) also yields labels.
     """
+    check_limit(limit)
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no images at {path}")
@@ -87,7 +91,7 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
             files = [(f, -1) for f in sorted(path.iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES]
         if not files:
             raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
-        files = files[:limit] if limit else files
+        files = files[:limit] if limit is not None else files
         arrays = [_read_image(f) for f, _ in files]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
@@ -113,7 +117,17 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
             if lkey is not None:
                 labels = torch.as_tensor(z[lkey].astype(np.int64))
     elif suffix in (".pt", ".pth"):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # disallowed pickles, corrupt or truncated files …
+            lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(exc).splitlines()]
+            lines = [ln for ln in lines if ln] or [""]
+            detail = next((ln for ln in lines if "Unsupported global" in ln), lines[0])[:200]
+            raise ValueError(
+                f"cannot read images {path}: not a PyTorch file of tensors that loads with weights_only=True "
+                f"(a .pt of images must hold a tensor or a dict of tensors; whole pickled objects are refused) "
+                f"— {type(exc).__name__}: {detail}"
+            ) from exc
         if isinstance(obj, dict):
             if "images" not in obj:
                 raise ValueError(f"{path}: a dict of tensors needs an 'images' entry (keys: {list(obj)})")
@@ -122,7 +136,7 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
             arr = obj
     else:
         raise ValueError(f"unsupported image source {path}: use .npy, .npz, .pt, an image file or a folder")
-    if limit:
+    if limit is not None:
         arr = arr[:limit]
         labels = None if labels is None else labels[:limit]
     images = _to_pixels(arr, str(path))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from overinterp.data.base import LabeledImages
+from overinterp.data.base import LabeledImages, check_limit
 from overinterp.data.cifar10 import load_cifar10
 from overinterp.data.cifar10c import load_cifar10c
 from overinterp.data.cifar101 import load_cifar101
@@ -106,6 +106,7 @@ def load_dataset(
             official URL and the expected local path.
         ValueError: unknown name or split, malformed or corrupt files (by path).
     """
+    check_limit(limit)
     if ":" in name or "@" in name:
         name, spec_split, spec_root = parse_dataset_spec(name)
         split = split if split is not None else spec_split

@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from overinterp.data.base import LabeledImages
+from overinterp.data.base import LabeledImages, check_limit
 from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
 
 __all__ = [
@@ -122,6 +122,7 @@ class DatasetSpec:
 
     def open(self, *, download: bool = False, progress: bool = False, limit: int | None = None) -> LabeledImages:
         """The labelled images (the first ``limit`` only, when given)."""
+        check_limit(limit)
         if self.kind == "registry":
             data = load_dataset(
                 str(self.name), self.root, self.split, download=download, progress=progress, limit=limit

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    inspect,
     event,
     func,
     select,
@@ -126,11 +127,25 @@ def default_database_url(study_dir: str | Path) -> str:
     return f"sqlite:///{(Path(study_dir).resolve() / 'study.sqlite').as_posix()}"
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url`` with the tables created; SQLite in WAL mode, synchronous=FULL."""
-    u = make_url(url)
+def make_engine(url: str, *, create: bool = True) -> Engine:
+    """An engine for ``url`` with the tables created; SQLite in WAL mode, synchronous=FULL.
+
+    ``create=False`` (read-only commands: export, score) opens an existing database only:
+    a SQLite file that does not exist, or a database without the study tables, is a
+    ``FileNotFoundError`` naming it, and nothing is created.
+    """
+    try:
+        u = make_url(url)
+    except Exception as exc:  # noqa: BLE001 — sqlalchemy.exc.ArgumentError and friends
+        raise ValueError(f"--database {url!r} is not a database URL (e.g. sqlite:///path/study.sqlite): {exc}") from None
     if u.get_backend_name() == "sqlite":
         memory = u.database in (None, "", ":memory:")
+        if not create and (memory or not Path(u.database).is_file()):
+            where = "an in-memory database" if memory else f"no database file {u.database}"
+            raise FileNotFoundError(
+                f"--database {url}: {where} — nothing to read (is the URL right? `overinterp human build` "
+                "or `serve` creates the database)"
+            )
         if not memory:
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
@@ -150,7 +165,19 @@ def make_engine(url: str) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+    if create:
+        Base.metadata.create_all(engine)
+        return engine
+    try:
+        missing = [t for t in Base.metadata.tables if not inspect(engine).has_table(t)]
+    except Exception:
+        engine.dispose()
+        raise
+    if missing:
+        engine.dispose()
+        raise FileNotFoundError(
+            f"--database {url}: not a study database (no tables {', '.join(missing)}); nothing was changed"
+        )
     return engine
 
 

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from overinterp._atomic import atomic_write_text
+from overinterp.errors import UserInputError
 from overinterp.human.study import load_manifest, subset_label
 
 __all__ = [
@@ -113,6 +114,43 @@ def read_answers(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
                 raise ValueError(f"{p}, line {line}: {exc}") from None
             rows.append(r)
     return rows
+
+
+def answers_with_manifest_labels(
+    answers: Iterable[Mapping[str, Any]], manifest: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """The answers with each stimulus's correct label and subset size taken from the study
+    manifest — never from the answers themselves, so an edited export cannot change a score.
+
+    Raises:
+        UserInputError: an answer for a stimulus the manifest does not list, or one whose
+            ``label`` (or ``fraction``) disagrees with the manifest's (an edited or foreign file).
+    """
+    items = {str(it["item"]): it for it in manifest["items"]}
+    truth = {str(st["id"]): (int(items[str(st["item"])]["label"]), float(st["fraction"])) for st in manifest["stimuli"]}
+    out = []
+    for n, r in enumerate(answers, start=1):
+        stimulus = str(r.get("stimulus"))
+        if stimulus not in truth:
+            raise UserInputError(
+                f"answer {n}: stimulus {stimulus!r} is not in study {manifest['study_id']}'s manifest; "
+                "is the answers file from another study?"
+            )
+        label, fraction = truth[stimulus]
+        given = r.get("label")
+        if given not in (None, "") and int(given) != label:
+            raise UserInputError(
+                f"answer {n} (stimulus {stimulus}): the answers give label {given}, the study manifest {label}; "
+                "the correct labels come from the manifest — the answers file was edited or is not this study's"
+            )
+        given = r.get("fraction")
+        if given not in (None, "") and not math.isclose(float(given), fraction, rel_tol=1e-9, abs_tol=1e-12):
+            raise UserInputError(
+                f"answer {n} (stimulus {stimulus}): the answers give subset size {given}, the study manifest "
+                f"{fraction}; the answers file was edited or is not this study's"
+            )
+        out.append({**r, "label": label, "fraction": fraction})
+    return out
 
 
 def participant_scores(
@@ -348,6 +386,7 @@ def score_study(
     sizes: dict[float, int] = {}
     for st in manifest["stimuli"]:
         sizes[float(st["fraction"])] = sizes.get(float(st["fraction"]), 0) + 1
+    answers = answers_with_manifest_labels(answers, manifest)
     scores = participant_scores(answers, sizes, complete_only=complete_only)
     if not scores:
         raise ValueError("no participant has a complete batch yet" if complete_only else "no answers to score")

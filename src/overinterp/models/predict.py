@@ -27,6 +27,7 @@ __all__ = [
     "check_labels",
     "probe_model",
     "model_label",
+    "available_device",
 ]
 
 _CPU = torch.device("cpu")
@@ -149,6 +150,23 @@ def predict_logits(
     if finite:
         check_finite_logits(logits, desc, model)
     return logits
+
+
+def available_device(name: str | torch.device) -> torch.device:
+    """``name`` as a device; a :class:`~overinterp.errors.UserInputError` when it is not a
+    device name or this machine has no such device (no GPU for ``cuda``)."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserInputError(f"device {name!r} is not a torch device (use cpu, cuda, cuda:N or mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserInputError(f"device {name}: no CUDA GPU is available here (use cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserInputError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserInputError(f"device {name}: MPS is not available here (use cpu)")
+    return dev
 
 
 def _first_bad(values: Tensor) -> tuple[int, str] | None:

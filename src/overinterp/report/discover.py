@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from overinterp.errors import UserInputError
 from overinterp.jobs import JobOutput, load_job
 
 __all__ = ["JobEntry", "RunInputs", "discover", "JOB_FORMAT"]
@@ -131,8 +132,12 @@ def discover(run_dir: str | os.PathLike[str], *, exclude: Path | None = None) ->
             continue
         try:
             m = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            # a job whose manifest cannot be read is an error naming it, not an absent job
+            raise UserInputError(
+                f"cannot read {manifest}: {type(exc).__name__}: {exc} — is the job folder {manifest.parent} "
+                "corrupt? Rerun its backselect-dataset command, or move the folder out of the run folder"
+            ) from None
         if not isinstance(m, dict) or m.get("format") != JOB_FORMAT:
             continue
         entry = JobEntry(manifest.parent, m)

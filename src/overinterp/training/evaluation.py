@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -22,7 +21,6 @@ from torch import Tensor, nn
 
 from overinterp.data.base import LabeledImages
 from overinterp.data.cifar10c import iter_cifar10c
-from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
 from overinterp.models.predict import (
     check_finite_logits,
     check_labels,
@@ -188,26 +186,6 @@ def evaluate_datasets(
         if log:
             log(_line(out[-1]))
     return out
-
-
-_ARRAY_SUFFIXES = (".npz", ".npy", ".pt", ".pth")
-
-
-def _array_file(path: Path) -> LabeledImages:
-    """Labelled images from an array file (see :func:`~overinterp.data.load_images`)."""
-    from overinterp.data.files import load_images
-
-    data = load_images(path)
-    if data.labels is None:
-        raise ValueError(f"{path} holds no labels (an npz needs a '*labels' array next to '*images')")
-    return LabeledImages(
-        data.images,
-        data.labels,
-        data.classes,
-        name=f"file:{path.name}",
-        source=str(path),
-        meta={"key": f"file:{path.name}"},
-    )
 
 
 def _line(r: dict[str, Any]) -> str:

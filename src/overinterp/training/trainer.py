@@ -55,6 +55,7 @@ from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages, to_pixels
 from overinterp.data.subsets import PixelSubsets, apply_stacked
 from overinterp.models.classifier import Classifier
+from overinterp.models.predict import check_finite_images, check_labels, probe_model
 from overinterp.training.evaluation import evaluate_accuracy
 
 __all__ = [
@@ -275,7 +276,9 @@ def amp_dtype_for(device: torch.device) -> torch.dtype:
 def _resolve_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    from overinterp.models.predict import available_device
+
+    return available_device(device)
 
 
 def _as_data(data: Any, what: str) -> tuple[Tensor, Tensor, list[str] | None]:
@@ -293,6 +296,45 @@ def _as_data(data: Any, what: str) -> tuple[Tensor, Tensor, list[str] | None]:
             )
         return images, labels.long(), None
     raise TypeError(f"{what} must be LabeledImages or an (images, labels) pair, got {type(data).__name__}")
+
+
+#: on a GPU, the step losses are checked for NaN / inf every this many steps (and at the end of each epoch)
+_LOSS_CHECK_EVERY = 32
+
+
+def _kept(epoch: int, ckpt_path: Path | None) -> str:
+    if ckpt_path is not None and ckpt_path.is_file() and epoch > 1:
+        return f"; {ckpt_path} still holds epoch {epoch - 1} (resumable); no model.pt was written"
+    return "; no checkpoint or model.pt was written"
+
+
+def _check_losses(
+    losses: Tensor, first: int, last: int, epoch: int, steps: int, config: "TrainConfig", ckpt_path: Path | None
+) -> None:
+    """``FloatingPointError`` naming the first step of ``losses[first : last + 1]`` whose loss is NaN or infinite."""
+    bad = ~torch.isfinite(losses[first : last + 1])
+    if not bool(bad.any()):
+        return
+    i = first + int(bad.nonzero()[0, 0])
+    value = float(losses[i])
+    raise FloatingPointError(
+        f"training {config.arch}: the loss is {value} (not finite) at epoch {epoch}, step {i + 1} of {steps} "
+        f"(learning rate {learning_rate(config, (epoch - 1) * steps + i, steps):g}); training stopped"
+        + _kept(epoch, ckpt_path)
+        + ". Lower --lr, or check the training images and labels"
+    )
+
+
+def _check_parameters(model: torch.nn.Module, epoch: int, ckpt_path: Path | None) -> None:
+    """``FloatingPointError`` naming the first parameter with NaN or infinite values after an epoch."""
+    named = [(k, p) for k, p in model.named_parameters() if p.is_floating_point()]
+    if not named or bool(torch.stack([p.detach().isfinite().all() for _, p in named]).all()):
+        return
+    name = next(k for k, p in named if not bool(p.detach().isfinite().all()))
+    raise FloatingPointError(
+        f"training: parameter {name} holds NaN or infinite values after epoch {epoch}; training stopped"
+        + _kept(epoch, ckpt_path)
+    )
 
 
 def _hyperparameter_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
@@ -357,6 +399,9 @@ def train_classifier(
         raise ValueError("no training images")
     if not (images.dtype == torch.uint8 or images.is_floating_point()):
         raise TypeError(f"training images must be uint8 or float pixels, got {images.dtype}")
+    check_finite_images(images, "training images")
+    if test_data is not None:
+        check_finite_images(test_data[0], "test images")
     n_classes = num_classes or (len(classes) if classes else int(labels.max()) + 1)
     dev = _resolve_device(device)
     use_amp = (dev.type == "cuda") if amp is None else bool(amp and dev.type == "cuda")
@@ -410,6 +455,15 @@ def train_classifier(
         if classes:
             model.class_names = list(classes)
     model.to(dev)
+    # a network that cannot take these images (too small, wrong channels) or labels beyond its classes:
+    # a user error now, not a RuntimeError / IndexError inside the first step
+    probe = to_pixels(images[:1].to(dev))
+    if subset_fill is not None:
+        probe = apply_stacked(probe, subset_fill)
+    model_classes = probe_model(model, tuple(probe.shape[1:]), where="training images")
+    check_labels(labels, model_classes, "training labels")
+    if test_data is not None:
+        check_labels(test_data[1], model_classes, "test labels")
     if use_cl:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -488,6 +542,8 @@ def train_classifier(
             loss_sum = torch.zeros((), device=dev, dtype=torch.float64)
             correct = torch.zeros((), device=dev, dtype=torch.long)
             seen = 0
+            step_losses = torch.empty(steps_per_epoch, device=dev, dtype=torch.float32)
+            checked = 0  # steps before this one have finite losses
             for i in range(steps_per_epoch):
                 step = (epoch - 1) * steps_per_epoch + i
                 lr = learning_rate(config, step, steps_per_epoch)
@@ -505,6 +561,12 @@ def train_classifier(
                 with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
                     logits = model(x)
                     loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                # stop at the first non-finite loss, before it reaches the weights or a checkpoint; on a
+                # GPU the check reads the losses back every _LOSS_CHECK_EVERY steps (no sync per step)
+                step_losses[i] = loss.detach()
+                if dev.type == "cpu" or (i + 1) % _LOSS_CHECK_EVERY == 0 or i + 1 == steps_per_epoch:
+                    _check_losses(step_losses, checked, i, epoch, steps_per_epoch, config, ckpt_path)
+                    checked = i + 1
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -515,6 +577,7 @@ def train_classifier(
                 bar.update(1)
                 if callback is not None:
                     callback("step", {"epoch": epoch, "step": i})
+            _check_parameters(model, epoch, ckpt_path)
             train_seconds = time.perf_counter() - t0
             stats: dict[str, Any] = {
                 "epoch": epoch,
