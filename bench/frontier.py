@@ -61,8 +61,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast": ("fast", {}),
     "fast-w4": ("fast", {"width": 4}),
     "fast-w16": ("fast", {"width": 16}),
-    "fast-s10": ("fast", {"screened": 0.10}),
-    "fast-s25": ("fast", {"screened": 0.25, "exact": 0.03, "width": 4}),
+    "fast-e10": ("fast", {"exact": 0.10, "exact_cap": 64}),
+    "fast-w16e10": ("fast", {"width": 16, "exact": 0.10, "exact_cap": 64}),
+    "fast-p4": ("fast", {"pool": 4.0}),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),
@@ -71,7 +72,9 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "gradient-k64": ("gradient", {"k": 64}),
     "screened": ("screened", {}),
 }
-DEFAULT = "fast,fast-w4,fast-w16,fast-s10,adaptive-gradient,gradient-k1,gradient-k8,gradient-k64"
+DEFAULT = (
+    "fast,fast-w4,fast-w16,fast-e10,adaptive-gradient,adaptive,kstep16,gradient-k1,gradient-k8,gradient-k64,screened"
+)
 
 
 def cpu_name() -> str:
@@ -455,6 +458,59 @@ def _first_features(fmap, n: int):
     return FeatureMap(fmap.groups[:n], fmap.num_features[:n], fmap.shared, fmap.is_pixels)
 
 
+def _ci(d: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
+    if not d or d.get("n", 0) == 0 or math.isnan(d["mean"]):
+        return "–"
+    return f"{scale * d['mean']:+.{digits}f} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}]"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The frontier as Markdown tables, one per model."""
+    out = [
+        f"CPU: {result['machine']['cpu']}, {result['machine']['threads']} thread(s), torch "
+        f"{result['machine']['torch']}, batch {result['batch_size']}."
+    ]
+    for label, r in result["models"].items():
+        out += [
+            "",
+            f"**{label}** — {r['images']} images, P = {r['P']} ({r['anchor']}); forward+backward = "
+            f"{r['fb_ratio']['ratio']:.2f} forward passes",
+            "",
+            "| method | forward-equiv./image | % of exact | s/image | acc. 5% (Δ pts [95% CI]) | "
+            "p(class) 5% (Δ [95% CI]) | conf. drop | SIS τ=0.99 (× exact) | SIS τ=0.9 (× exact) | "
+            "with SIS 0.99 / 0.9 |",
+            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+        ]
+        exact_fe = r["P"] * (r["P"] + 1) / 2
+        for m, row in r["methods"].items():
+            if "skipped" in row:
+                out.append(f"| {m} | – | – | – | {row['skipped']} | | | | | |")
+                continue
+            fe = row["cost"]["forward_equivalents"]
+            sis = [
+                f"{row[f'sis{t}']:.1f} (×{row[f'sis{t}_ratio']:.2f})" if not math.isnan(row[f"sis{t}"]) else "–"
+                for t in ("99", "90")
+            ]
+            out.append(
+                f"| {m} | {fe:,.0f} | {100 * fe / exact_fe:.2f}% | {row['wall_s_per_image']:.2f} | "
+                f"{100 * row['acc5']:.1f}% ({_ci(row['d_acc5'], 100, 1)}) | "
+                f"{row['prob5']:.3f} ({_ci(row['d_prob5'])}) | "
+                f"{row['drop5']:.3f} | {sis[0]} | {sis[1]} | {row['has_sis99']:.2f} / {row['has_sis90']:.2f} |"
+            )
+    if "scaling" in result:
+        out += [
+            "",
+            "| P | forward/image | forward+backward/image | s/image | planned (fwd, fwd+bwd) |",
+            "|---:|---:|---:|---:|---|",
+        ]
+        for row in result["scaling"]:
+            out.append(
+                f"| {row['P']} | {row['forward']:.0f} | {row['forward_backward']:.0f} | "
+                f"{row['wall_s_per_image']:.2f} | {row['planned']['forward']}, {row['planned']['forward_backward']} |"
+            )
+    return "\n".join(out) + "\n"
+
+
 def figure(result: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -553,7 +609,10 @@ def main() -> int:
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(args.out)
     figure(result, args.figure)
-    log(f"wrote {args.out} and {args.figure}")
+    table = markdown(result)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    log(f"wrote {args.out}, {args.out.with_suffix('.md')} and {args.figure}")
     return 0
 
 

@@ -176,6 +176,8 @@ def reference_fast(
     screened: float,
     exact: float,
     width: int,
+    recall: int = 0,
+    exact_cap: int = 10**9,
     groups: Tensor | None = None,
 ):
     """Fast's semantics, one image, one candidate per forward call (float64).
@@ -193,8 +195,10 @@ def reference_fast(
         groups = torch.arange(h * w).view(h, w)
     p = int(groups.max()) + 1
     t_s = min(p, math.ceil(screened * p - 1e-9))
-    t_e = min(p, math.ceil(exact * p - 1e-9))
+    t_e = min(p, math.ceil(exact * p - 1e-9), exact_cap)
+    t_s = max(t_s, t_e)
     masked = torch.zeros(p, dtype=image.dtype)
+    stale: dict[int, float] = {}  # feature -> its last exact single-removal score
     order: list[int] = []
     while p - len(order) > t_e:
         rem = [f for f in range(p) if masked[f] == 0]
@@ -207,9 +211,14 @@ def reference_fast(
         lo = ref_logodds(model(x[None])[0], target)
         (g,) = torch.autograd.grad(lo, m)
         ranked = sorted(rem, key=lambda f: (-float(g[f]), f))
-        cands = sorted(ranked[: min(big, max(width, math.ceil(pool * r)))])
+        cands = ranked[: min(big, max(width, math.ceil(pool * r)))]
+        if recall:
+            known = sorted((f for f in rem if f in stale and f not in cands), key=lambda f: (-stale[f], f))
+            cands = cands + known[:recall]
+        cands = sorted(cands)
         with torch.no_grad():
             scores = [float(score_removal(model, image, target, baseline, order + [f], groups)) for f in cands]
+        stale.update(zip(cands, scores))
         best = sorted(range(len(cands)), key=lambda k: (-scores[k], cands[k]))[:r]
         for k in best:
             order.append(cands[k])

@@ -175,3 +175,24 @@ def test_batches_go_to_the_model_device_and_logits_come_back_to_the_cpu() -> Non
     assert out.device.type == "cpu" and torch.allclose(out, cpu, atol=1e-4)
     kept = predict_logits(model, x, batch_size=3, out_device=None)
     assert kept.device.type == "cuda" and torch.equal(kept.cpu(), out)
+
+
+def test_non_finite_images_and_logits_are_refused():
+    from overinterp.models.predict import check_labels, probe_model
+
+    net = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 3))).eval()
+    x = torch.rand(5, 3, 2, 2)
+    x[3, 1, 0, 0] = float("inf")
+    with pytest.raises(FloatingPointError, match="test set: image 3 of 5 has infinite pixel values"):
+        predict_logits(net, x, desc="test set")
+    with torch.no_grad():
+        net.network[1].bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="returned NaN logits for image 0 of 5"):
+        predict_logits(net, torch.rand(5, 3, 2, 2))
+    assert predict_logits(net, torch.rand(5, 3, 2, 2), finite=False).isnan().all()
+    assert probe_model(net, (3, 2, 2)) == 3
+    with pytest.raises(ValueError, match="cannot classify 3×4×4 images"):
+        probe_model(net, (3, 4, 4))
+    check_labels(torch.tensor([0, 2, 1]), 3)
+    with pytest.raises(ValueError, match="label 3 .* 3 classes"):
+        check_labels(torch.tensor([0, 3]), 3)

@@ -31,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run ``overinterp ARGV``; returns the exit code."""
     ap = build_parser()
-    args = ap.parse_args(argv)
+    try:
+        args = ap.parse_args(argv)
+    except SystemExit as exc:  # --help, or a bad option (argparse printed why): its exit code, returned
+        return exc.code if isinstance(exc.code, int) else 2
+
     if args.version:
         import overinterp
 

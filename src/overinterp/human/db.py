@@ -29,9 +29,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
-    inspect,
     event,
     func,
+    inspect,
     select,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -137,7 +137,7 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     try:
         u = make_url(url)
     except Exception as exc:  # noqa: BLE001 — sqlalchemy.exc.ArgumentError and friends
-        raise ValueError(f"--database {url!r} is not a database URL (e.g. sqlite:///path/study.sqlite): {exc}") from None
+        raise ValueError(f"--database {url!r} is not a database URL (sqlite:///path/study.sqlite): {exc}") from None
     if u.get_backend_name() == "sqlite":
         memory = u.database in (None, "", ":memory:")
         if not create and (memory or not Path(u.database).is_file()):

@@ -75,6 +75,9 @@ class Fast(Method):
         exact_cap: at most this many features in the exact end (its cost is
             quadratic in its length; the cap keeps the method linear in ``P``).
         width: candidates per screened step scored exactly (``≥ 1``).
+        recall: per step, also score exactly the ``recall`` remaining features
+            with the best exact scores from earlier steps that the gradient did
+            not pick (``0``: off).
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
@@ -83,6 +86,7 @@ class Fast(Method):
     screened: float = 0.15
     exact: float = 0.05
     width: int = 8
+    recall: int = 0
     exact_cap: int = 48
     channels_last: bool | None = None
 
@@ -103,6 +107,8 @@ class Fast(Method):
                 f"Fast: pool (exactly scored candidates per head block, as a multiple of the block "
                 f"size) must be a number >= 1, got {self.pool!r}"
             )
+        if isinstance(self.recall, bool) or not isinstance(self.recall, int) or self.recall < 0:
+            raise ValueError(f"Fast: recall must be an integer >= 0, got {self.recall!r}")
         if isinstance(self.exact_cap, bool) or not isinstance(self.exact_cap, int) or self.exact_cap < 0:
             raise ValueError(f"Fast: exact_cap must be an integer >= 0, got {self.exact_cap!r}")
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
@@ -125,14 +131,15 @@ class Fast(Method):
 
     def planned_cost(self, total: int) -> dict[str, int]:
         """Host-side count for one image of ``total`` features: forward+backward
-        passes and forward passes (exact candidate evaluations) the method makes."""
+        passes and forward passes (exact candidate evaluations) the method makes
+        (with ``recall``: at most that many forward passes more per step)."""
         ts, te = self.stage_counts(total)
         fb = fwd = 0
         rem, block_end = total, False
         while rem > te:
             r = max(1, min(self.step_size(rem, total), rem - te))
             fb += 1
-            fwd += min(rem, max(int(self.width), math.ceil(float(self.pool) * r)))
+            fwd += min(rem, max(int(self.width), math.ceil(float(self.pool) * r)) + int(self.recall))
             block_end = r > 1
             rem -= r
         fwd += int(block_end) + te * (te + 1) // 2
@@ -145,6 +152,7 @@ class Fast(Method):
             stop=[self.stage_counts(c)[1] for c in counts],
             width=int(self.width),
             pool=float(self.pool),
+            recall=int(self.recall),
             step_size=self.step_size,
             batch_size=batch_size,
             progress=progress,
@@ -180,6 +188,7 @@ def run_screened_steps(
     progress: bool,
     step_size: StepSize | None = None,
     pool: float = 2.0,
+    recall: int = 0,
     channels_last: bool | None = None,
     desc: str = "fast screened",
 ) -> MethodOutput:
@@ -192,7 +201,10 @@ def run_screened_steps(
     the remaining features by gradient; the best ``max(width, ⌈pool·r⌉)`` of
     them (ties: lowest id) are each masked alone and scored by one forward pass
     (``batch_size`` candidates per call); the ``r`` candidates with the highest
-    log-odds (ties: lowest feature id) are masked, best first. A single step
+    log-odds (ties: lowest feature id) are masked, best first. With ``recall``
+    the ``recall`` remaining features with the best *earlier* exact scores that
+    the gradient did not pick are scored too (a second screen, from the
+    evaluations already made). A single step
     records the chosen candidate's log-odds (the new prefix's exact value); a
     block end is recorded by the next pass at that state (or a final forward).
     """
@@ -214,6 +226,7 @@ def run_screened_steps(
     evaluated = torch.zeros((n, pmax), dtype=torch.bool, device=device)
     bad = torch.zeros((), dtype=torch.bool, device=device)
     score_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    stale = torch.full((n, pmax), float("-inf"), dtype=score_dtype, device=device)  # last exact score
     removed = [0] * n
     need_state = [False] * n  # the current state is a block end not yet evaluated
     channels_last = default_channels_last(problem, channels_last)
@@ -261,7 +274,16 @@ def run_screened_steps(
             top = torch.sort(score, dim=1, descending=True, stable=True).indices[:, :mmax]  # (A, mmax)
             m_t = torch.tensor(ms, device=device).view(-1, 1)
             valid = torch.arange(mmax, device=device).view(1, -1) < m_t
-            cand = torch.where(valid, top, torch.full_like(top, pmax)).sort(dim=1).values  # ascending ids, pad last
+            cand = torch.where(valid, top, torch.full_like(top, pmax))
+            if recall > 0:  # plus the best by their last exact score (earlier steps) not screened in now
+                st = stale[act].masked_fill(masked[act], float("-inf"))
+                st.scatter_(1, cand.clamp(max=pmax - 1), float("-inf"))
+                kk = min(recall, pmax)
+                top2 = torch.sort(st, dim=1, descending=True, stable=True).indices[:, :kk]
+                ok2 = st.gather(1, top2) > float("-inf")
+                cand = torch.cat([cand, torch.where(ok2, top2, torch.full_like(top2, pmax))], 1)
+                mmax = cand.shape[1]
+            cand = cand.sort(dim=1).values  # ascending ids, pad last
             valid = cand < pmax
             # ---- exact scores of the screened candidates
             flat_rows, flat_cols = valid.nonzero(as_tuple=True)
@@ -277,6 +299,8 @@ def run_screened_steps(
                 bad |= ~torch.isfinite(lo).all()
                 exact[rr, cc] = lo.to(score_dtype)
             n_eval += b_total
+            if recall > 0:
+                stale[act.view(-1, 1).expand_as(cand)[valid], cand[valid]] = exact[valid]
             # ---- mask the r best of each image (best first; ties: lowest feature id)
             best = torch.sort(exact, dim=1, descending=True, stable=True).indices[:, :rmax]  # (A, rmax)
             chosen = cand.gather(1, best)
