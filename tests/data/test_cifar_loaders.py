@@ -85,11 +85,11 @@ def test_cifar10_verify_and_corrupt_and_unsafe_pickles(tmp_path):
 
     class Evil:
         def __reduce__(self):
-            return (print, ("pwned",))
+            return (eval, ("1",))  # not print: importing ray replaces builtins.print
 
     with open(folder / "test_batch", "wb") as f:
         pickle.dump({b"data": Evil(), b"labels": []}, f, protocol=2)
-    with pytest.raises(ValueError, match=r"refusing to load \w+\.print"):
+    with pytest.raises(ValueError, match=r"refusing to load (__builtin__|builtins)\.eval"):
         load_dataset("cifar10", root=tmp_path)
 
 
