@@ -215,7 +215,7 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--width": (
         "width",
-        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 8)"),
+        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 16)"),
     ),
     "--exact-end": (
         "exact",
@@ -223,7 +223,7 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--exact-cap": (
         "exact_cap",
-        dict(type=nonnegative_int, help="fast: at most this many exact end steps (default 48)"),
+        dict(type=nonnegative_int, help="fast: at most this many exact end steps (default 40)"),
     ),
     "--tail": ("tail", dict(type=fraction, help="adaptive: fraction removed by exact single steps (default 0.15)")),
     "--head": (

@@ -85,9 +85,9 @@ class Fast(Method):
     pool: float = 2.0
     screened: float = 0.15
     exact: float = 0.05
-    width: int = 8
+    width: int = 16
     recall: int = 0
-    exact_cap: int = 48
+    exact_cap: int = 40
     channels_last: bool | None = None
 
     name: ClassVar[str] = "fast"
