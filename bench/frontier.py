@@ -59,11 +59,9 @@ ROOT = Path(__file__).resolve().parents[1]
 #: label → (method name, parameters). The frontier's default set.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast": ("fast", {}),
+    "fast-w8": ("fast", {"width": 8, "exact_cap": 48}),
     "fast-w4": ("fast", {"width": 4}),
-    "fast-w16": ("fast", {"width": 16}),
     "fast-e10": ("fast", {"exact": 0.10, "exact_cap": 64}),
-    "fast-w16e10": ("fast", {"width": 16, "exact": 0.10, "exact_cap": 64}),
-    "fast-p4": ("fast", {"pool": 4.0}),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),
@@ -72,9 +70,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "gradient-k64": ("gradient", {"k": 64}),
     "screened": ("screened", {}),
 }
-DEFAULT = (
-    "fast,fast-w4,fast-w16,fast-e10,adaptive-gradient,adaptive,kstep16,gradient-k1,gradient-k8,gradient-k64,screened"
-)
+DEFAULT = ",".join(METHODS)
 
 
 def cpu_name() -> str:
