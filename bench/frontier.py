@@ -493,6 +493,20 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{row['prob5']:.3f} ({_ci(row['d_prob5'])}) | "
                 f"{row['drop5']:.3f} | {sis[0]} | {sis[1]} | {row['has_sis99']:.2f} / {row['has_sis90']:.2f} |"
             )
+    for label, lev in result.get("levers", {}).items():
+        rates = ", ".join(f"{k} {v:,.0f}" for k, v in lev["images_per_s"].items())
+        agree = "; ".join(
+            f"{k}: best = float32's best at {v['best_equal']:.0%} of states, float32's best in its top 8 at "
+            f"{v['float32_best_in_top8']:.0%}"
+            for k, v in lev["agreement"].items()
+        )
+        e = lev["engine"]
+        out += [
+            "",
+            f"**Levers, {label}** (batch {lev['batch_size']}; kernels: {lev['kernels']}): raw forward images/s "
+            f"{rates}. Agreement with float32 steps — {agree}. Engine: {e['evaluations_per_s']:,.0f} exact "
+            f"evaluations/s vs {e['raw_images_per_s']:,.0f} raw images/s, ratio {e['ratio']:.2f}.",
+        ]
     if "scaling" in result:
         out += [
             "",
@@ -599,7 +613,10 @@ def main() -> int:
         first = Path(args.job[0].partition("=")[2])
         result["scaling"] = scaling(first, (16, 32, 64), args.batch_size, log)
     if args.levers:
-        result["levers"] = levers(args.job[0].partition("=")[2], args.batch_size, args.levers, log)
+        result["levers"] = {
+            spec.partition("=")[0]: levers(spec.partition("=")[2], args.batch_size, args.levers, log)
+            for spec in args.job
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
     tmp.write_text(json.dumps(result, indent=1))
