@@ -200,7 +200,7 @@ def load_anchor(spec: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.
         job = load_job(spec, allow_partial=True)
         images = job.load_images()
         images = images.float() / 255.0 if not images.is_floating_point() else images
-        return job, job.trace, images, job.labels, None, job.positions.tolist(), f"job {spec}"
+        return job, job.trace, images, job.labels, job.trace.features, job.positions.tolist(), f"job {spec}"
     trace_path, _, rest = spec.partition("@")
     job_dir, _, patch = rest.rpartition(":")
     job = load_job(job_dir, allow_partial=True)
