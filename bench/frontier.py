@@ -572,9 +572,15 @@ def figure(result: dict[str, Any], path: Path) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="only merge earlier runs' JSON files (one per model, e.g. run in parallel) into --out",
+    )
+    ap.add_argument(
         "--job",
         action="append",
-        required=True,
         help="LABEL=DIR of an exact anchor job, or LABEL=TRACE.pt@DIR:PATCH (repeat)",
     )
     ap.add_argument("--methods", default=DEFAULT, help=f"comma list of {', '.join(METHODS)}")
@@ -592,6 +598,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "frontier.json")
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "frontier.png")
     args = ap.parse_args()
+    if args.merge:
+        result = json.loads(args.merge[0].read_text())
+        for extra in args.merge[1:]:
+            more = json.loads(extra.read_text())
+            result["models"].update(more["models"])
+            result.setdefault("levers", {}).update(more.get("levers", {}))
+            if "scaling" in more:
+                result["scaling"] = more["scaling"]
+        write_outputs(result, args.out, args.figure, print)
+        return 0
+    if not args.job:
+        ap.error("give --job (or --merge)")
     torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -617,16 +635,21 @@ def main() -> int:
             spec.partition("=")[0]: levers(spec.partition("=")[2], args.batch_size, args.levers, log)
             for spec in args.job
         }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(args.out)
-    figure(result, args.figure)
-    table = markdown(result)
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
-    log(f"wrote {args.out}, {args.out.with_suffix('.md')} and {args.figure}")
+    write_outputs(result, args.out, args.figure, log)
     return 0
+
+
+def write_outputs(result: dict[str, Any], out: Path, fig: Path, log: Callable[[str], None]) -> None:
+    """JSON (atomically), the Markdown tables beside it, and the figure."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result, indent=1))
+    tmp.replace(out)
+    figure(result, fig)
+    table = markdown(result)
+    out.with_suffix(".md").write_text(table)
+    print(table)
+    log(f"wrote {out}, {out.with_suffix('.md')} and {fig}")
 
 
 if __name__ == "__main__":
