@@ -62,6 +62,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast-w8": ("fast", {"width": 8, "exact_cap": 48}),
     "fast-w4": ("fast", {"width": 4}),
     "fast-e10": ("fast", {"exact": 0.10, "exact_cap": 64}),
+    "fast-w32s08": ("fast", {"width": 32, "screened": 0.08}),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),
@@ -602,7 +603,11 @@ def main() -> int:
         result = json.loads(args.merge[0].read_text())
         for extra in args.merge[1:]:
             more = json.loads(extra.read_text())
-            result["models"].update(more["models"])
+            for label, r in more["models"].items():  # the same model from several runs: methods merged
+                if label in result["models"]:
+                    result["models"][label]["methods"].update(r["methods"])
+                else:
+                    result["models"][label] = r
             result.setdefault("levers", {}).update(more.get("levers", {}))
             if "scaling" in more:
                 result["scaling"] = more["scaling"]
