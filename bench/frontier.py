@@ -59,10 +59,10 @@ ROOT = Path(__file__).resolve().parents[1]
 #: label → (method name, parameters). The frontier's default set.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast": ("fast", {}),
-    "fast-w8": ("fast", {"width": 8, "exact_cap": 48}),
-    "fast-w4": ("fast", {"width": 4}),
-    "fast-e10": ("fast", {"exact": 0.10, "exact_cap": 64}),
-    "fast-w32s08": ("fast", {"width": 32, "screened": 0.08}),
+    "fast-w16s15": ("fast", {"width": 16, "screened": 0.15}),
+    "fast-w8": ("fast", {"width": 8, "screened": 0.15, "exact_cap": 48}),
+    "fast-w4": ("fast", {"width": 4, "screened": 0.15}),
+    "fast-e10": ("fast", {"width": 16, "screened": 0.15, "exact": 0.10, "exact_cap": 64}),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),

@@ -210,12 +210,12 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--screened": (
         "screened",
         dict(
-            type=fraction, help="fast: fraction of the features (the last removed) taken by single steps (default 0.15)"
+            type=fraction, help="fast: fraction of the features (the last removed) taken by single steps (default 0.08)"
         ),
     ),
     "--width": (
         "width",
-        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 16)"),
+        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 32)"),
     ),
     "--exact-end": (
         "exact",

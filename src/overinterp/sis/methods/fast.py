@@ -83,9 +83,9 @@ class Fast(Method):
 
     step_fraction: float = 0.05
     pool: float = 2.0
-    screened: float = 0.15
+    screened: float = 0.08
     exact: float = 0.05
-    width: int = 16
+    width: int = 32
     recall: int = 0
     exact_cap: int = 40
     channels_last: bool | None = None
