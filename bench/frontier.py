@@ -63,6 +63,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast-w8": ("fast", {"width": 8, "screened": 0.15, "exact_cap": 48}),
     "fast-w4": ("fast", {"width": 4, "screened": 0.15}),
     "fast-e10": ("fast", {"width": 16, "screened": 0.15, "exact": 0.10, "exact_cap": 64}),
+    "fast-w8e10": ("fast", {"width": 8, "screened": 0.15, "exact": 0.10, "exact_cap": 64}),
+    "fast-w8p4": ("fast", {"width": 8, "screened": 0.15, "pool": 4.0, "exact_cap": 48}),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),
@@ -307,10 +309,9 @@ def _autocast_forward_s(model, batch: int) -> float:
 
 def scaling(job_dir: Path, sizes: tuple[int, ...], batch: int, log: Callable[[str], None]) -> list[dict[str, Any]]:
     """Cost of the recommended method at P = side² (images resized), 2 images each."""
-    job = load_job(job_dir, allow_partial=True)
+    job, _, images, _, _, _, _ = load_anchor(str(job_dir))
     model = job.load_model()
-    images = job.load_images()[:2]
-    images = images.float() / 255.0 if not images.is_floating_point() else images
+    images = images[:2]
     method = make_method("fast")
     out = []
     for side in sizes:
@@ -633,7 +634,7 @@ def main() -> int:
         label, _, d = spec.partition("=")
         result["models"][label] = run_model(label, d, methods, args.images, args.batch_size, log)
     if args.scaling:
-        first = Path(args.job[0].partition("=")[2])
+        first = args.job[0].partition("=")[2]
         result["scaling"] = scaling(first, (16, 32, 64), args.batch_size, log)
     if args.levers:
         result["levers"] = {

@@ -261,7 +261,7 @@ def add_method_options(
         default=default,
         choices=choices,
         help=f"backward-selection method (default {default}): exact (P(P+1)/2 forward passes per image); "
-        "fast (recommended when exact does not fit the budget: about 1%% of exact's cost, gradient-"
+        "fast (recommended when exact does not fit the budget: about 1%% of exact's cost per pixel at 32×32, gradient-"
         "screened exactly scored steps, exact end); gradient: Batched Gradient "
         "(--k per block); kstep: exact scores, --k removals per step; adaptive: large steps then an "
         "exact --tail; screened: steps chosen by a bf16 screen + float32 re-scoring of the "

@@ -12,6 +12,7 @@ from overinterp import (
     Adaptive,
     BatchedGradient,
     Exact,
+    Fast,
     KStep,
     Method,
     Screened,
@@ -35,6 +36,8 @@ METHODS: list[Method] = [
     BatchedGradient(3),
     BatchedGradient(3, noise=1e-6),
     Screened(rescore_top=2),
+    Fast(step_fraction=0.3, screened=0.5, exact=0.2, width=2),
+    Fast(step_fraction=0.3, pool=1.0, screened=0.6, exact=0.1, width=2, recall=2),
 ]
 IDS = [f"{m.name}-{i}" for i, m in enumerate(METHODS)]
 

@@ -1,35 +1,35 @@
 """Fast: backward selection that stays faithful to exact's where it matters, at
-about 1% of its cost.
+about 1% of its cost for one feature per pixel of a 32×32 image (P = 1,024; the
+cost is linear in P, so the fraction of exact's P(P+1)/2 is larger for small P).
 
 What the paper's measurements read from an order is its *end*: the 5% kept
 subsets are the last-removed 5% of features, and FindSIS walks back from the
-end to the smallest suffix that keeps ``f ≥ τ``. So the method spends its
-evaluations there, in three stages per image with ``P`` available features:
+end to the smallest suffix that keeps ``f ≥ τ``. So every choice is made on
+exact scores, and the evaluations are spent where the order ends. Per image with
+``P`` available features, ``T_s = ⌈screened·P⌉`` and ``T_e = min(⌈exact·P⌉,
+exact_cap)``:
 
-1. **head** — while more than ``⌈screened·P⌉`` features remain: gradient
-   blocks, as :class:`~overinterp.sis.methods.Adaptive` with ``head="gradient"``
-   (one forward+backward pass masks ``max(1, ⌊step_fraction·remaining⌋)``
-   features with the largest gradient of the target log-odds w.r.t. the mask);
-2. **screened single steps** — from ``⌈screened·P⌉`` down to ``⌈exact·P⌉``
-   features: each step one forward+backward pass ranks the remaining features by
-   that gradient, the ``width`` best are scored *exactly* (one forward pass each,
-   the candidate's true log-odds) and the best of those is masked (ties: lowest
-   feature id). The step equals exact's whenever exact's choice is among the
-   ``width`` screened;
-3. **exact end** — the last ``⌈exact·P⌉`` features: exact single steps (every
-   remaining removal scored).
+1. **head** — while more than ``T_s`` features remain, blocks of
+   ``r = max(1, ⌊step_fraction·remaining⌋)``: one forward+backward pass ranks
+   the remaining features by the gradient of the target log-odds w.r.t. the
+   mask, the best ``max(width, ⌈pool·r⌉)`` are each scored *exactly* (one
+   forward pass each) and the ``r`` with the highest exact scores are masked;
+2. **screened single steps** — from ``T_s`` down to ``T_e``: the same with
+   ``r = 1`` (``width`` candidates scored exactly, the best masked; ties: lowest
+   feature id). The step equals exact's whenever exact's choice is among them;
+3. **exact end** — the last ``T_e`` features: exact single steps.
 
 Every single step's log-odds is the exact value of the prefix it leaves, so
 FindSIS and its re-verification see exact numbers there; head block ends are
-evaluated too. ``screened = exact = 1`` is exact backward selection;
-``width ≥ P`` makes the screened steps exact as well.
+evaluated too. ``Fast(screened=1, exact=1, exact_cap=P)`` is exact backward
+selection; ``width ≥ P`` makes the screened steps exact as well.
 
-Cost per image (``T_s = ⌈screened·P⌉``, ``T_e = ⌈exact·P⌉``, ``r`` = step
-fraction): about ``ln(P/T_s)/r`` forward+backward passes in the head,
-``T_s − T_e`` forward+backward passes plus ``width·(T_s − T_e)`` forward passes
-in the middle, and ``T_e(T_e+1)/2`` forward passes at the end — linear in ``P``
-for fixed fractions except the end's quadratic term, which the default keeps
-small (``bench/frontier.py`` measures it at P = 256, 1,024 and 4,096).
+Cost per image: one forward+backward pass per head block and per screened step
+(about ``ln(P/T_s)/step_fraction + T_s − T_e``), ``Σ min(R, max(width, ⌈pool·r⌉))``
+forward passes over the head's blocks and ``width`` per screened step, and
+``T_e(T_e+1)/2`` at the end (a constant once the cap binds): linear in ``P``.
+:meth:`Fast.planned_cost` counts it exactly; ``bench/frontier.py --scaling``
+measures it at P = 256, 1,024 and 4,096.
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ class Fast(Method):
     Args:
         step_fraction: each head block masks this fraction of the features
             that remain (at least one).
+        pool: a head block of ``r`` features chooses among the
+            ``max(width, ⌈pool·r⌉)`` gradient-screened candidates it scores
+            exactly (``≥ 1``, finite).
         screened: fraction of each image's features (the last removed) chosen
             by screened single steps or exactly; the head removes the rest.
         exact: fraction of the features (the very last removed) chosen by
@@ -102,7 +105,11 @@ class Fast(Method):
                 f"Fast: exact ({self.exact}) must not exceed screened ({self.screened}): the exact "
                 "end is the last part of the screened tail"
             )
-        if isinstance(self.pool, bool) or not isinstance(self.pool, (int, float)) or not float(self.pool) >= 1.0:
+        if (
+            isinstance(self.pool, bool)
+            or not isinstance(self.pool, (int, float))
+            or not (1.0 <= float(self.pool) < math.inf)
+        ):
             raise ValueError(
                 f"Fast: pool (exactly scored candidates per head block, as a multiple of the block "
                 f"size) must be a number >= 1, got {self.pool!r}"
@@ -122,8 +129,9 @@ class Fast(Method):
         return max(ceil_fraction(float(self.screened), total), te), te
 
     def step_size(self, remaining: int, total: int) -> int:
-        """Features masked by the next step at ``remaining`` of ``total``: geometric
-        blocks down to ``⌈screened·P⌉``, single steps after."""
+        """Features masked by the next step at ``remaining`` of ``total``: blocks of
+        ``max(1, ⌊step_fraction·remaining⌋)`` (so single steps already once fewer
+        than ``1/step_fraction`` remain) down to ``⌈screened·P⌉``, single steps after."""
         ts = self.stage_counts(total)[0]
         if remaining <= ts:
             return 1
@@ -277,7 +285,8 @@ def run_screened_steps(
             cand = torch.where(valid, top, torch.full_like(top, pmax))
             if recall > 0:  # plus the best by their last exact score (earlier steps) not screened in now
                 st = stale[act].masked_fill(masked[act], float("-inf"))
-                st.scatter_(1, cand.clamp(max=pmax - 1), float("-inf"))
+                pad = torch.full((a_n, 1), float("-inf"), dtype=st.dtype, device=device)
+                st = torch.cat([st, pad], 1).scatter_(1, cand, float("-inf"))[:, :pmax]  # pads hit the extra column
                 kk = min(recall, pmax)
                 top2 = torch.sort(st, dim=1, descending=True, stable=True).indices[:, :kk]
                 ok2 = st.gather(1, top2) > float("-inf")
