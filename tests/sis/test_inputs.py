@@ -146,3 +146,21 @@ def test_classifier_refuses_unnormalised_pixels(model, run):
 def test_single_image_without_batch_dim(model, run):
     t = run(model, torch.rand(3, 4, 4))
     assert len(t) == 1 and t.order.shape == (1, 16)
+
+
+@pytest.mark.parametrize("bad", [[0, 3], [-1, 0], [99, 1]])
+def test_labels_outside_the_models_classes_are_refused_before_any_work(model, x, bad):
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    with pytest.raises(overinterp.errors.UserInputError, match="not a class of the model, which has 3 classes"):
+        backselect(model, x, labels=torch.tensor(bad), progress=False)
+    assert len(calls) == 1  # only the full-image forward that tells the number of classes
+
+
+def test_labels_inside_the_classes_are_stored(model, x):
+    trace = backselect(model, x, labels=torch.tensor([2, 0]), method=overinterp.KStep(8), progress=False)
+    assert trace.labels.tolist() == [2, 0]
+    with pytest.raises(TypeError, match="integer class indices"):
+        backselect(model, x, labels=torch.tensor([0.5, 1.0]), progress=False)
+    with pytest.raises(ValueError, match="labels has 3 entries for 2 images"):
+        backselect(model, x, labels=torch.tensor([0, 1, 2]), progress=False)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from overinterp.models.classifier import Classifier, resolve_baseline
+from overinterp.models.predict import check_labels
 from overinterp.sis._inputs import batched_logits, check_images, check_target, prepare_model
 from overinterp.sis.features import resolve_features
 from overinterp.sis.methods.base import Method, Problem
@@ -47,7 +48,9 @@ def _prepare(
     mask_value: Any,
     features: Tensor | None,
     batch_size: int,
+    labels: Tensor | None = None,
 ) -> tuple[Callable[[Tensor], Tensor], Tensor, Tensor, Any, Tensor]:
+    """Validate every input before any work; ``labels`` (optional ``(N,)``) must be classes of the model."""
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     forward = prepare_model(model)
@@ -57,6 +60,14 @@ def _prepare(
     fmap = resolve_features(features, n, h, w, images.device)
     logits = batched_logits(forward, images, batch_size)
     tgt = logits.argmax(1) if target is None else check_target(target, n, logits.shape[1], images.device)
+    if labels is not None:
+        lab = torch.as_tensor(labels)
+        if lab.is_floating_point() or lab.dtype == torch.bool:
+            raise TypeError(f"labels must hold integer class indices, got {lab.dtype}")
+        lab = lab.flatten()
+        if lab.shape[0] != n:
+            raise ValueError(f"labels has {lab.shape[0]} entries for {n} images")
+        check_labels(lab.to(torch.int64), logits.shape[1])
     return forward, images, base, fmap, tgt
 
 
@@ -119,7 +130,8 @@ def backselect(
             integer group map ``(H, W)`` / ``(N, H, W)`` with ids ``0..G−1``.
         batch_size: candidates per forward call.
         progress: show a progress bar with ETA.
-        labels: optional ``(N,)`` true labels, stored in the trace.
+        labels: optional ``(N,)`` true labels in ``[0, K)``, stored in the trace
+            (refused before any work when outside the model's classes).
 
     Returns:
         A :class:`BackselectTrace` (on the CPU).
@@ -127,13 +139,10 @@ def backselect(
     method = Exact() if method is None else method
     if not isinstance(method, Method):
         raise TypeError(f"method must be an overinterp method such as Exact(), got {type(method).__name__}")
-    forward, images, base, fmap, tgt = _prepare(model, images, target, mask_value, features, batch_size)
+    forward, images, base, fmap, tgt = _prepare(model, images, target, mask_value, features, batch_size, labels)
     trace = _run(forward, images, base, fmap, tgt, method, batch_size, progress)
     if labels is not None:
-        lab = torch.as_tensor(labels).to(torch.int64).flatten()
-        if lab.shape[0] != images.shape[0]:
-            raise ValueError(f"labels has {lab.shape[0]} entries for {images.shape[0]} images")
-        trace.labels = lab.cpu()
+        trace.labels = torch.as_tensor(labels).to(torch.int64).flatten().cpu()
     if isinstance(model, Classifier):
         trace.meta["model"] = model.name
     return trace

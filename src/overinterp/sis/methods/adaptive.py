@@ -66,6 +66,22 @@ class Adaptive(Method):
             return 1
         return min(max(1, int(float(self.step_fraction) * remaining)), remaining - t)
 
+    def planned_cost(self, total: int) -> dict[str, int]:
+        """Forward(+backward) passes for one image of ``total`` features (head as configured, exact tail)."""
+        t = self.tail_count(total)
+        if self.head == "gradient":
+            fb, rem = 0, total
+            while rem > t:
+                rem -= self.step_size(rem, total)
+                fb += 1
+            return {"forward_backward": fb + int(fb > 0), "forward": t * (t + 1) // 2}
+        fwd, rem = 0, total
+        while rem > 0:  # the remaining ones scored, and the state after a block of more than one
+            r = self.step_size(rem, total)
+            fwd += rem + int(r > 1)
+            rem -= r
+        return {"forward_backward": 0, "forward": fwd}
+
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         if self.head == "kstep":
             return greedy_select(

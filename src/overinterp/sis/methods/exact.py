@@ -57,6 +57,10 @@ class Exact(Method):
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"autocast must be None or one of {sorted(_AUTOCAST)}, got {self.autocast!r}")
 
+    def planned_cost(self, total: int) -> dict[str, int]:
+        """Forward passes for one image of ``total`` features: every remaining one scored at every step."""
+        return {"forward_backward": 0, "forward": total * (total + 1) // 2}
+
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         return run_exact(
             problem,

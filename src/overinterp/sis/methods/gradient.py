@@ -82,6 +82,10 @@ class BatchedGradient(Method):
         if not (float(self.noise) >= 0.0):
             raise ValueError(f"noise must be >= 0, got {self.noise!r}")
 
+    def planned_cost(self, total: int) -> dict[str, int]:
+        """Forward+backward passes for one image of ``total`` features: one per block, one to close."""
+        return {"forward_backward": _passes(total, 0, lambda remaining, t: int(self.k)), "forward": 0}
+
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         k = self.k
         problem.check_block_size(k, "BatchedGradient")

@@ -41,6 +41,16 @@ class KStep(Method):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
 
+    def planned_cost(self, total: int) -> dict[str, int]:
+        """Forward passes for one image of ``total`` features: the remaining ones, scored each step,
+        and the state after each block of more than one feature."""
+        fwd, rem = 0, total
+        while rem > 0:
+            r = min(int(self.k), rem)
+            fwd += rem + int(r > 1)
+            rem -= r
+        return {"forward_backward": 0, "forward": fwd}
+
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         k = self.k
         problem.check_block_size(k, "KStep")
