@@ -1,0 +1,150 @@
+"""``overinterp audit MODEL DATA --out DIR [--budget 20m] [--images N] [--method …]`` (thin over
+:func:`overinterp.experiments.audit.run_audit`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from overinterp.cli import _common as c
+
+__all__ = ["add_parsers"]
+
+
+def _duration(text: str) -> float:
+    from overinterp.experiments.audit import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _audit_dir(text: str) -> Path:
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise argparse.ArgumentTypeError(f"{p} is a file, not a folder")
+    if not p.exists():
+        c.output_dir(text)  # a writable parent
+    return p
+
+
+def _report(out: Path) -> Path:
+    from overinterp.report import ReportOptions, build_report
+
+    return build_report(out, out / "report", ReportOptions()).html_path
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    c.apply_threads(args)
+    args.model = args.model_spec
+    spec = c.model_spec(args)
+    method = None
+    if args.method == "auto":
+        given = [f for f, (dest, _) in c._METHOD_OPTIONS.items() if getattr(args, dest, None) is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need an explicit --method (auto chooses the method's defaults)")
+    else:
+        from overinterp.data.specs import open_dataset
+        from overinterp.sis.features import patch_features
+
+        data = open_dataset(args.data)
+        h, w = data.images.shape[2:]
+        method = c.method_from_args(args, int(patch_features(h, w, args.patch).max()) + 1)
+    try:
+        record = _run(args, spec, method)
+    except KeyboardInterrupt:
+        print(
+            f"\ninterrupted: the plan and every finished shard are kept in {args.out}; rerun the same command to "
+            "resume",
+            file=sys.stderr,
+        )
+        return 130
+    _print(args, record)
+    return 0
+
+
+def _run(args: argparse.Namespace, spec, method):
+    from overinterp.experiments.audit import run_audit
+
+    return run_audit(
+        spec,
+        args.data,
+        args.out,
+        budget_seconds=args.budget,
+        images=args.images,
+        method=method,
+        patch=args.patch,
+        device=c.device(args),
+        threads=args.threads,
+        batch_size=args.batch_size,
+        probe_seconds=args.probe_seconds,
+        executor=c.executor(args),
+        progress=c.progress(args),
+        report=None if args.no_report else _report,
+    )
+
+
+def _print(args: argparse.Namespace, record: dict) -> None:
+    sec = record["seconds"]
+    took = sum(sec.values())
+    est = record.get("estimated_seconds")
+    print(
+        f"audit: {record['plan']['images']} images in {took:.0f} s"
+        + (f" (estimated {est:.0f} s)" if est else "")
+        + "; "
+        + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items())
+    )
+    for label, r in (record.get("evaluation") or {}).items():
+        drop = r.get("confidence_drop")
+        print(
+            f"{label:>10}: accuracy {100 * r['accuracy']:.1f}%, mean confidence {r['mean_confidence']:.3f}"
+            + (f", confidence drop {drop['mean']:.3f}" if drop else "")
+        )
+    if record.get("report"):
+        print(f"report: {record['report']}")
+    print(f"record: {json.dumps(str(Path(args.out) / 'audit.json'))}")
+
+
+def add_parsers(sub: c.Subparsers) -> None:
+    """Register ``audit``."""
+    p = sub.add_parser(
+        "audit",
+        help="one command from a model and a dataset to the report: probe, plan, resumable job, evaluation, report",
+        description="Probe the model's throughput, print a plan (method, images, estimated time; what --budget buys "
+        "with each method), run the resumable dataset job, evaluate the model on its own 5% backward-selection and "
+        "random subsets, record SIS sizes, and write DIR/report/report.html. Rerun the same command to resume.",
+    )
+    p.add_argument("model_spec", metavar="MODEL", help=c.MODEL_HELP)
+    p.add_argument("data", metavar="DATA", help=c.DATASET_HELP)
+    p.add_argument("--checkpoint", type=Path, help="weights file for a registry MODEL")
+    p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
+    p.add_argument("--num-classes", type=c.positive_int, help="number of classes of a registry MODEL")
+    p.add_argument("--out", type=_audit_dir, required=True, help="audit folder (created; rerun to resume)")
+    p.add_argument(
+        "--budget",
+        type=_duration,
+        help="wall-clock budget (90s, 20m, 1.5h): the most faithful method and image count that fit are chosen",
+    )
+    p.add_argument("--images", type=c.positive_int, help="at most this many images (from position 0)")
+    c.add_method_options(p, default="auto")
+    p.set_defaults(method="auto")
+    for action in p._actions:
+        if action.dest == "method":
+            action.choices = ["auto", *action.choices]
+            action.help = "auto (default): chosen from --budget, else fast; " + str(action.help).replace(
+                "backward-selection method (default auto): ", ""
+            )
+    p.add_argument("--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (default 1)")
+    p.add_argument("--batch-size", type=c.positive_int, help="candidates per forward call (default 64)")
+    p.add_argument(
+        "--probe-seconds", type=c.positive_float, default=3.0, help="seconds of throughput probing (default 3)"
+    )
+    p.add_argument("--no-report", action="store_true", help="stop after the evaluation (no HTML report)")
+    c.add_device(p, "cpu")
+    c.add_threads(p)
+    c.add_executor_options(p, "shard task")
+    c.add_progress(p)
+    p.set_defaults(func=_cmd_audit)
