@@ -254,13 +254,13 @@ def run_model(
             }
             log(f"[{label}] {name}: skipped ({rows[name]['skipped']})")
             continue
-        t0 = time.perf_counter()
-        trace = overinterp.backselect(model, images, method=method, features=features, batch_size=batch, progress=False)
-        wall = (time.perf_counter() - t0) / n
+        trace, wall, stats = cached_backselect(
+            model, images, method, features, batch, positions[:n], None if CACHE is None else CACHE / label / name
+        )
         q = quality(trace, model, images, labels)
         row = {
             **summarize(q, ref),
-            "cost": cost_of(trace, trace.meta, ratio["ratio"]),
+            "cost": cost_of(trace, stats, ratio["ratio"]),
             "wall_s_per_image": wall,
             "method": method.describe(),
         }
@@ -279,6 +279,66 @@ def run_model(
         "fb_ratio": ratio,
         "methods": rows,
     }
+
+
+#: ``--cache DIR``: per-image traces of every method, reused across runs (set by main)
+CACHE: Path | None = None
+
+
+def cached_backselect(
+    model, images: torch.Tensor, method, features, batch: int, positions: list[int], cache: Path | None
+) -> tuple[Any, float, dict[str, float]]:
+    """``method``'s trace on ``images`` (dataset ``positions``), wall s/image and pass counts (totals).
+
+    With ``cache``, each image's trace is stored as ``cache/POSITION.pt`` with the
+    method's description, wall time and pass counts, and reused when the
+    description matches; only the missing images are computed (in one call)."""
+    desc = method.describe()
+    per: dict[int, dict[str, Any]] = {}
+    if cache is not None:
+        for i, pos in enumerate(positions):
+            f = cache / f"{pos}.pt"
+            if f.is_file():
+                rec = torch.load(f, weights_only=False)
+                if rec["method"] == desc:
+                    per[i] = rec
+    missing = [i for i in range(len(positions)) if i not in per]
+    if missing:
+        sub = features if features is None or features.dim() == 2 else features[missing]
+        t0 = time.perf_counter()
+        tr = overinterp.backselect(
+            model, images[missing], method=method, features=sub, batch_size=batch, progress=False
+        )
+        wall = (time.perf_counter() - t0) / len(missing)
+        counts = {k: float(tr.meta.get(k, 0)) / len(missing) for k in ("evaluations", "forward_backward_passes")}
+        for j, i in enumerate(missing):
+            per[i] = {"trace": _select(tr, [j]), "wall": wall, "counts": counts, "method": desc}
+            if cache is not None:
+                from overinterp._atomic import atomic_torch_save
+
+                atomic_torch_save(per[i], cache / f"{positions[i]}.pt")
+    order = [per[i] for i in range(len(positions))]
+    trace = overinterp.sis.concat_traces([r["trace"] for r in order])
+    totals = {k: sum(r["counts"][k] for r in order) for k in ("evaluations", "forward_backward_passes")}
+    return trace, sum(r["wall"] for r in order) / len(order), totals
+
+
+def precompute(label: str, job_dir: str, methods: list[str], limit: int | None, batch: int, log) -> None:
+    """Fill the cache for the job's planned positions (anchored or not yet)."""
+    from overinterp.data.specs import open_dataset
+
+    job = load_job(job_dir, allow_partial=True)
+    model = job.load_model()
+    positions = list(job.spec.positions)[: limit or None]
+    data = open_dataset(job.spec.dataset)
+    images = data.images[positions].float() / 255.0
+    for name in methods:
+        mname, params = METHODS[name]
+        if mname == "screened":
+            continue
+        t0 = time.perf_counter()
+        cached_backselect(model, images, make_method(mname, **params), None, batch, positions, CACHE / label / name)
+        log(f"[{label}] {name}: cached {len(positions)} images ({time.perf_counter() - t0:.0f} s)")
 
 
 def _select(trace, keep: list[int]):
@@ -586,7 +646,20 @@ def main() -> int:
         help="LABEL=DIR of an exact anchor job, or LABEL=TRACE.pt@DIR:PATCH (repeat)",
     )
     ap.add_argument("--methods", default=DEFAULT, help=f"comma list of {', '.join(METHODS)}")
+    ap.add_argument(
+        "--define",
+        action="append",
+        default=[],
+        metavar="LABEL=NAME[:KEY=VALUE…]",
+        help="add a method setting to the known ones, e.g. fast-w48=fast:width=48:step_fraction=0.08 (repeat)",
+    )
     ap.add_argument("--images", type=int, help="at most this many anchored images per model")
+    ap.add_argument("--cache", type=Path, help="folder of per-image method traces, reused across runs")
+    ap.add_argument(
+        "--precompute",
+        action="store_true",
+        help="only fill --cache for the jobs' planned positions (before their exact anchors are done)",
+    )
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--scaling", action="store_true", help="also measure the recommended method at P = 256, 1024, 4096")
@@ -617,6 +690,17 @@ def main() -> int:
     if not args.job:
         ap.error("give --job (or --merge)")
     torch.set_num_threads(args.threads)
+    global CACHE
+    CACHE = args.cache
+    if args.precompute and not args.cache:
+        ap.error("--precompute needs --cache")
+    for d in args.define:
+        label, _, body = d.partition("=")
+        name, *pairs = body.split(":")
+        if not label or not name or any("=" not in kv for kv in pairs):
+            ap.error(f"--define {d!r}: expected LABEL=NAME[:KEY=VALUE…]")
+        METHODS[label] = (name, {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in pairs)})
+        make_method(name, **METHODS[label][1])  # refused here, before any work, when the setting is invalid
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -624,6 +708,12 @@ def main() -> int:
 
     def log(msg: str) -> None:
         print(msg, flush=True)
+
+    if args.precompute:
+        for spec in args.job:
+            label, _, d = spec.partition("=")
+            precompute(label, d, methods, args.images, args.batch_size, log)
+        return 0
 
     result: dict[str, Any] = {
         "machine": {"cpu": cpu_name(), "threads": args.threads, "torch": torch.__version__, "kernels": cpu_kernels()},

@@ -93,6 +93,22 @@ def add_parsers(sub: c.Subparsers) -> None:
     )
     p.add_argument("--secure-cookies", action="store_true", help="mark cookies Secure (when served over HTTPS)")
     p.add_argument("--max-body", type=c.positive_int, default=4096, help="largest request body in bytes")
+    p.add_argument(
+        "--public-url",
+        help="base URL of participants' personal links, e.g. https://study.example.org (default: relative links)",
+    )
+    p.add_argument(
+        "--login-attempts-per-minute",
+        type=c.nonnegative_int,
+        default=10,
+        help="wrong admin tokens per client address per minute before 429 (default 10; 0 = no limit)",
+    )
+    p.add_argument(
+        "--participants-per-minute",
+        type=c.nonnegative_int,
+        default=30,
+        help="new participants per client address per minute before 429 (default 30; 0 = no limit)",
+    )
     p.set_defaults(func=_needs_web(_serve))
 
     p = hs.add_parser("export", help="write every participant's answers as CSV")
@@ -159,10 +175,19 @@ def _serve(args: argparse.Namespace) -> int:
     if not token:
         token = secrets.token_urlsafe(24)
         print(f"admin token (none given): {token}", file=sys.stderr, flush=True)
-    app = create_app(args.study, args.database, token, max_body=args.max_body, secure_cookies=args.secure_cookies)
+    app = create_app(
+        args.study,
+        args.database,
+        token,
+        max_body=args.max_body,
+        secure_cookies=args.secure_cookies,
+        public_url=args.public_url,
+        login_attempts_per_minute=args.login_attempts_per_minute,
+        participants_per_minute=args.participants_per_minute,
+    )
+    where = (args.public_url or f"http://{args.host}:{args.port}").rstrip("/")
     print(
-        f"study {app.state.manifest['study_id']}: participants open http://{args.host}:{args.port}/ , "
-        f"admin http://{args.host}:{args.port}/admin",
+        f"study {app.state.manifest['study_id']}: participants open {where}/ , admin {where}/admin",
         file=sys.stderr,
         flush=True,
     )

@@ -137,6 +137,8 @@ document.addEventListener("keydown", (ev) => {
   const btn = document.querySelector('.choices button[data-choice="' + k + '"]');
   if (btn && /^[0-9]$/.test(ev.key)) { ev.preventDefault(); if (!btn.disabled) btn.click(); }
 });
+const link = $("personal-link");  // a relative link: shown with the address this page was opened at
+if (link && link.textContent.startsWith("/")) link.textContent = window.location.origin + link.textContent;
 load();
 """
 
@@ -225,7 +227,8 @@ personal link shown on the next page: you will continue where you stopped.</li>
 
 
 def question_page(participant: str, classes: list[str], personal_url: str) -> str:
-    """The question screen; its state comes from the JSON API."""
+    """The question screen; its state comes from the JSON API. ``personal_url`` is absolute
+    (from the configured public URL) or a path, which the page's script completes with its own origin."""
     buttons = "\n".join(
         f'<button type="button" data-choice="{i}" disabled>{html.escape(c)}<kbd>{(i + 1) % 10}</kbd></button>'
         if i < 10
@@ -249,7 +252,7 @@ def question_page(participant: str, classes: list[str], personal_url: str) -> st
 <section id="done" class="hidden"><h1>Thank you!</h1><p>You have answered every image. Your answers are saved;
 you can close this page.</p></section>
 </div>
-<p class="muted">Your personal link (to continue later): <code>{html.escape(personal_url)}</code></p>"""
+<p class="muted">Your personal link (to continue later): <code id="personal-link">{html.escape(personal_url)}</code></p>"""
     return _page(
         "Image recognition study", body, "question.js", attrs=f' data-participant="{html.escape(participant)}"'
     )
