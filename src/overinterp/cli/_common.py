@@ -48,8 +48,13 @@ Handler = Callable[[argparse.Namespace], int]
 DATASET_HELP = f"dataset spec: {DATASET_FORMS} (README: Model and dataset specs)"
 MODEL_HELP = (
     "model spec: a registry name (`overinterp models`) [@CKPT], an overinterp checkpoint, an ensemble "
-    ".json, robustbench:NAME or import:pkg.module:Class[@CKPT], with [LABEL=] and [?key=value&…] "
-    "(README: Model and dataset specs)"
+    ".json, robustbench:NAME, import:pkg.module:Class[@CKPT], or a TorchScript, torch.export (.pt2), ONNX "
+    "or TFLite file (format detected from the file; FORMAT:PATH names it), with [LABEL=] and [?key=value&…]. "
+    "A model file's options are its input contract: range=LO:HI (what [0,1] pixels become; default 0:1, "
+    "int8/uint8 inputs: their quantisation's range), mean=…&std=… (then (v-mean)/std per channel), "
+    "layout=nchw|nhwc, size=HxW, resize=none|bilinear|nearest, outputs=logits|probs|auto, e.g. "
+    "model.tflite?range=0:255&outputs=probs; ONNX and TFLite are forward-only (exact, kstep, screened, "
+    "adaptive --head kstep) (README: Model and dataset specs, Model formats)"
 )
 
 

@@ -157,6 +157,8 @@ def probe_throughput(
             torch.cuda.synchronize(dev)
 
     fb_cost: float | None
+    if getattr(model, "supports_gradients", True) is False:  # ONNX, TFLite, black boxes
+        return Throughput(1.0 / t_fwd, None, batch_size, layout, time.perf_counter() - start)
     try:
         with torch.enable_grad():
             t_fb = _timed(forward_backward, seconds * 0.4) / batch_size

@@ -229,6 +229,9 @@ def run_job(
     if spec.threads:
         torch.set_num_threads(spec.threads)
     model, data = load_job_inputs(spec)
+    from overinterp.sis.methods import method_from_description
+
+    method_from_description(spec.method).check_model(model)  # forward-only model + gradient method: before any file
     identity = _describe_identity(spec, model, data)
     existing = _read_manifest(out)
     threads = spec.threads or executor.describe().get("threads_per_task") or torch.get_num_threads()

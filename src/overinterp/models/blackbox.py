@@ -187,6 +187,9 @@ class BlackBoxClassifier(Classifier):
             outputs and ``K·scale/2`` (the most rounding can move the sum) for
             quantised ones, so for quantised outputs mainly the range is checked.
         name, class_names: recorded in traces / used in figures.
+        preprocessing: applied to the pixels before ``fn`` sees them (as in
+            :class:`~overinterp.Classifier`); ``input_format`` then describes
+            the preprocessed values.
     """
 
     supports_gradients = False
@@ -206,6 +209,7 @@ class BlackBoxClassifier(Classifier):
         sum_tolerance: float | None = None,
         name: str | None = None,
         class_names: Sequence[str] | None = None,
+        preprocessing: Any = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"fn must be callable (a batch of images → scores), got {type(fn).__name__}")
@@ -231,7 +235,7 @@ class BlackBoxClassifier(Classifier):
             sum_tolerance=None if sum_tolerance is None else float(sum_tolerance),
         )
         super().__init__(
-            network, None, baseline, name=name or getattr(fn, "__name__", "blackbox"), class_names=class_names
+            network, preprocessing, baseline, name=name or getattr(fn, "__name__", "blackbox"), class_names=class_names
         )
         self.num_classes = num_classes
         self.eval()

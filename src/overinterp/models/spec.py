@@ -8,7 +8,11 @@ optionally prefixed by ``LABEL=`` and followed by ``?key=value&…`` options:
 * ``PATH`` — an overinterp checkpoint (it records its architecture);
 * ``robustbench:NAME`` — the RobustBench zoo (options ``threat_model``, ``dataset``, ``model_dir``);
 * ``import:pkg.module:Class[@CKPT]`` — any architecture from another codebase
-  (other options are the constructor's keyword arguments).
+  (other options are the constructor's keyword arguments);
+* ``PATH`` of a TorchScript, torch.export (``.pt2``), ONNX or TFLite file, detected from
+  its bytes (``FORMAT:PATH`` names the format: ``torchscript``, ``pt2``, ``onnx``, ``tflite``);
+  its options are the input contract of :mod:`overinterp.models.formats`, e.g.
+  ``m.tflite?range=0:255&layout=nhwc&outputs=probs``.
 
 Options ``preprocessing``, ``baseline`` (a number, a comma list, or ``cifar10`` for the
 CIFAR-10 mean pixel) and ``num_classes`` are loading options; the rest go to the builder.
@@ -27,6 +31,8 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from overinterp.models.formats import EXTENSIONS, FORMATS, FORWARD_ONLY_FORMATS, InputContract, detect_format
+
 __all__ = ["ModelSpec", "parse_model_spec", "load_model_spec"]
 
 _LABEL = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
@@ -41,8 +47,9 @@ class ModelSpec:
     """How to build a model, as plain data that pickles and goes into JSON.
 
     ``name``: a registry name, an ensemble ``.json``, ``robustbench:NAME``,
-    ``import:pkg.module:Class``, or ``None`` with an overinterp checkpoint (which
-    records its architecture). ``options``: builder keyword arguments;
+    ``import:pkg.module:Class``, ``FORMAT:PATH`` of a model file (``torchscript``, ``pt2``,
+    ``onnx``, ``tflite``), or ``None`` with an overinterp checkpoint (which records its
+    architecture). ``options``: builder keyword arguments (a model file's: its input contract);
     ``baseline``: the masking value; ``label``: the display name (default: derived).
     """
 
@@ -63,11 +70,20 @@ class ModelSpec:
             # absolute paths, so that workers started elsewhere find the same files
             if v is not None and (attr == "checkpoint" or str(v).lower().endswith(".json")) and Path(v).exists():
                 object.__setattr__(self, attr, str(Path(v).resolve()))
+        fmt = _file_format(self.name)
+        if fmt is not None:
+            path = Path(str(self.name)[len(fmt) + 1 :]).expanduser()
+            if path.exists():
+                object.__setattr__(self, "name", f"{fmt}:{path.resolve()}")
 
     @property
     def kind(self) -> str:
-        """``registry``, ``ensemble``, ``checkpoint``, ``robustbench`` or ``import``."""
+        """``registry``, ``ensemble``, ``checkpoint``, ``robustbench``, ``import``, or a model
+        file's format: ``torchscript``, ``pt2``, ``onnx``, ``tflite``."""
         name = self.name or ""
+        fmt = _file_format(name)
+        if fmt is not None:
+            return fmt
         if name.startswith(ROBUSTBENCH):
             return "robustbench"
         if name.startswith(IMPORT):
@@ -88,7 +104,14 @@ class ModelSpec:
             return name.rpartition(":")[2]
         if self.kind == "ensemble":
             return Path(name).stem
+        if self.kind in FORMATS:
+            return Path(name.partition(":")[2]).stem
         return name or Path(str(self.checkpoint)).stem
+
+    @property
+    def forward_only(self) -> bool:
+        """A model without gradients (ONNX, TFLite): only forward-only methods run on it."""
+        return self.kind in FORWARD_ONLY_FORMATS
 
     def load(self) -> nn.Module:
         """The model, in eval mode on the CPU."""
@@ -97,6 +120,20 @@ class ModelSpec:
 
         baseline = _baseline(self.baseline)
         kind = self.kind
+        if kind in FORMATS:
+            from overinterp.models.formats import load_model_file
+
+            if self.checkpoint is not None:
+                raise ValueError(f"model {self.name}: a {kind} file holds its weights; do not also give a checkpoint")
+            return load_model_file(
+                str(self.name)[len(kind) + 1 :],
+                kind,
+                self.options,
+                preprocessing=self.preprocessing,
+                num_classes=self.num_classes,
+                baseline=baseline,
+                name=self.label,
+            )
         if kind == "robustbench":
             kw = dict(self.options)
             unknown = sorted(set(kw) - set(_ROBUSTBENCH_KEYS))
@@ -180,6 +217,35 @@ def _is_file(text: str) -> bool:
         return False
 
 
+def _file_format(name: str | None) -> str | None:
+    """The format of a ``FORMAT:PATH`` name, else ``None``."""
+    head, sep, rest = (name or "").partition(":")
+    return head if sep and rest and head in FORMATS else None
+
+
+def _model_file(
+    spec: Any, path: str, declared: str | None, options: dict[str, Any], load: dict[str, Any], ckpt: str | None, label
+) -> ModelSpec | None:
+    """The spec of a model file of another toolchain at ``path`` (its contract checked here, before any
+    loading), or ``None`` when the file is an overinterp/PyTorch checkpoint."""
+    fmt = detect_format(path, declared)
+    if fmt == "checkpoint":
+        return None
+    if ckpt is not None:
+        raise ValueError(f"model {spec!r} is a {fmt} file, which holds its weights; do not also pass --checkpoint")
+    InputContract.from_options(options, load.get("preprocessing"))
+    n = load.get("num_classes")
+    return ModelSpec(
+        f"{fmt}:{path}",
+        None,
+        None if load.get("preprocessing") is None else str(load["preprocessing"]),
+        None if n is None else int(n),
+        options,
+        load.get("baseline"),
+        label,
+    )
+
+
 def parse_model_spec(
     spec: str | os.PathLike[str] | None,
     *,
@@ -201,9 +267,13 @@ def parse_model_spec(
         m = _LABEL.match(text)
         if m:
             label, text = m.group(1), m.group(2)
-    if _is_file(text):  # a file, taken whole: an ensemble or an own checkpoint
+    if _is_file(text):  # a file, taken whole: an ensemble, a model file or an own checkpoint
         if text.lower().endswith(".json"):
             return ModelSpec(text, ckpt, preprocessing, num_classes, label=label)
+        given = {k: v for k, v in (("preprocessing", preprocessing), ("num_classes", num_classes)) if v is not None}
+        file_spec = _model_file(spec, text, None, {}, given, ckpt, label)
+        if file_spec is not None:
+            return file_spec
         if ckpt is not None:
             raise ValueError(f"model {text!r} is a checkpoint file; do not also pass --checkpoint {ckpt}")
         return ModelSpec(None, text, preprocessing, num_classes, label=label)
@@ -220,6 +290,14 @@ def parse_model_spec(
             if key in load and load[key] != given:
                 raise ValueError(f"model spec {spec!r} sets {key}={load[key]!r}, but {given!r} was also given")
             load[key] = given
+    declared = _file_format(body)
+    path = body[len(declared) + 1 :] if declared else body
+    if declared or (_is_file(body) and not body.lower().endswith(".json")):  # a model file, taken whole
+        file_spec = _model_file(spec, path, declared, options, load, ckpt, label)
+        if file_spec is not None:
+            return file_spec
+    elif Path(body).suffix.lower() in EXTENSIONS:
+        raise FileNotFoundError(f"model spec {spec!r}: no model file at {body}")
     start = -1
     name: str | None
     if body.startswith(ROBUSTBENCH):

@@ -10,6 +10,7 @@ from overinterp.sis.methods import (
     BatchedGradient,
     Exact,
     Fast,
+    GradientsUnavailableError,
     KStep,
     Method,
     Screened,
@@ -23,6 +24,7 @@ from overinterp.sis.trace import TRACE_VERSION, BackselectTrace, SISResult, conc
 
 __all__ = [
     "backselect",
+    "GradientsUnavailableError",
     "sis_collection",
     "SISCollection",
     "DEFAULT_BATCH_SIZE",

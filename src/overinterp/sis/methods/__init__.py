@@ -3,7 +3,7 @@
 import dataclasses
 
 from overinterp.sis.methods.adaptive import Adaptive
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods.base import GradientsUnavailableError, Method, MethodOutput, Problem
 from overinterp.sis.methods.exact import Exact
 from overinterp.sis.methods.fast import Fast
 from overinterp.sis.methods.gradient import BatchedGradient
@@ -11,6 +11,7 @@ from overinterp.sis.methods.kstep import KStep
 from overinterp.sis.methods.screened import Screened
 
 __all__ = [
+    "GradientsUnavailableError",
     "Method",
     "MethodOutput",
     "Problem",

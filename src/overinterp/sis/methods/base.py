@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
 
+from overinterp.errors import UserInputError
 from overinterp.sis.features import FeatureMap
 
-__all__ = ["Problem", "MethodOutput", "Method", "append_output", "without_removed"]
+__all__ = ["Problem", "MethodOutput", "Method", "GradientsUnavailableError", "append_output", "without_removed"]
+
+
+class GradientsUnavailableError(UserInputError, TypeError):
+    """A method that needs the model's gradients was given a forward-only model (ONNX, TFLite, any black box)."""
 
 
 @dataclass
@@ -99,6 +105,52 @@ class Method:
 
     name: ClassVar[str] = "method"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every subclass's ``run`` first calls :meth:`check_model`, so no method starts on a model it cannot use."""
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and not getattr(run, "_checks_model", False):
+
+            @functools.wraps(run)
+            def checked_run(self: "Method", problem: Problem, **kw: Any) -> MethodOutput:
+                self.check_model(problem.forward, problem)
+                return run(self, problem, **kw)
+
+            checked_run._checks_model = True  # type: ignore[attr-defined]
+            cls.run = checked_run  # type: ignore[method-assign]
+
+    def uses_gradients(self, total: int = 1024) -> bool:
+        """Whether this method takes forward+backward passes on an image of ``total`` features
+        (read from its ``planned_cost``; a method without a cost model counts as forward-only)."""
+        cost = getattr(self, "planned_cost", None)
+        return bool(cost is not None and cost(int(total)).get("forward_backward", 0) > 0)
+
+    def check_model(self, model: Any, problem: Problem | None = None) -> None:
+        """Refuse a forward-only model (``model.supports_gradients is False``) when this method needs gradients.
+
+        Raises:
+            GradientsUnavailableError: naming the forward-only methods.
+        """
+        if getattr(model, "supports_gradients", True) is not False:
+            return
+        total = 1024 if problem is None or problem.n == 0 else int(problem.available_counts().max())
+        if not self.uses_gradients(total):
+            return
+        from overinterp.sis.methods import method_classes  # the registry imports this module
+
+        usable = [
+            f"{n} (head=kstep)" if n == "adaptive" else n
+            for n, cls in method_classes().items()
+            if not _example(cls).uses_gradients()
+        ]
+        who = getattr(model, "name", None) or type(model).__name__
+        fmt = getattr(model, "format", None)
+        raise GradientsUnavailableError(
+            f"method {self.name!r} needs the model's gradients, but {who} is forward-only"
+            + (f" ({fmt})" if fmt else "")
+            + f"; use a forward-only method: {', '.join(usable)}"
+        )
+
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
@@ -107,6 +159,16 @@ class Method:
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         raise NotImplementedError
+
+
+def _example(cls: type[Method]) -> Method:
+    """An instance of ``cls`` with its defaults (1 for fields that have none, e.g. ``k``)."""
+    required = {
+        f.name: 1
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    return cls(**required)
 
 
 def without_removed(problem: Problem, out: MethodOutput) -> Problem:
