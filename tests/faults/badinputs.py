@@ -1,0 +1,178 @@
+"""The table of bad command-line inputs (shared by tests/cli/test_bad_inputs.py and
+bench/faults.py): each must be a one-line user error (exit code 2), never a traceback,
+and no earlier output may be written or overwritten.
+
+Import it as ``faults.badinputs`` (``tests/`` is on the test path).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from overinterp.models import create_model, save_checkpoint
+
+__all__ = [
+    "SENTINEL",
+    "EVAL",
+    "BACKSELECT",
+    "TRAIN",
+    "BadInput",
+    "CASES",
+    "make_world",
+    "snapshot",
+    "judge",
+    "try_case",
+]
+
+SENTINEL = b"an earlier output that must survive\n"
+
+
+def make_world(root: Path) -> Path:
+    """Inputs good and bad in ``root``, and earlier outputs (sentinel files) that must not change."""
+    torch.manual_seed(0)
+    model = create_model("smallcnn", num_classes=3, preprocessing="cifar10", width=4)
+    save_checkpoint(root / "small.pt", model, "smallcnn")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    save_checkpoint(root / "nan-weights.pt", model, "smallcnn")
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 8, 8, 3), dtype=np.uint8)
+    np.savez(root / "good.npz", images=images, labels=np.arange(12) % 3)
+    np.savez(root / "labels99.npz", images=images[:4], labels=np.array([0, 1, 99, -1]))
+    np.savez(root / "small16.npz", images=images[:2].repeat(2, 1).repeat(2, 2), labels=np.array([0, 1]))
+    pixels = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    pixels[2, 0, 3, 3] = float("nan")
+    torch.save({"images": pixels, "labels": torch.arange(12) % 3}, root / "nan-images.pt")
+    torch.save({"images": argparse.Namespace(evil=True)}, root / "pickled.pt")  # refused by weights_only
+    (root / "results.csv").write_bytes(SENTINEL)
+    (root / "trace.pt").write_bytes(SENTINEL)
+    (root / "a-file").write_bytes(SENTINEL)
+    (root / "a-folder").mkdir()
+    (root / "run" / "job").mkdir(parents=True)
+    (root / "run" / "job" / "manifest.json").write_text('{"format": "overinterp-backselect-job", ')
+    return root
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()
+    }
+
+
+EVAL = ["evaluate", "--model", "{w}/small.pt", "--no-progress"]
+BACKSELECT = ["backselect", "--model", "{w}/small.pt", "--out", "{w}/trace.pt", "--no-progress"]
+TRAIN = ["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--data", "{w}/good.npz", "--no-progress"]
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One bad command line: ``argv`` ("{w}" is the world folder) and what the message must say."""
+
+    argv: list[str]
+    message: str
+    needs_no_cuda: bool = False  # only meaningful on a machine without a GPU
+
+
+CASES: dict[str, BadInput] = {
+    "pickled images .pt": BadInput(BACKSELECT + ["--images", "{w}/pickled.pt"], "cannot read images"),
+    "network too deep for the images": BadInput(
+        ["evaluate", "--model", "vgg16_bn", "--num-classes", "3", "--dataset", "{w}/small16.npz", "--no-progress"],
+        "vgg16_bn cannot classify 3×16×16 images; it needs images of at least 32×32 pixels",
+    ),
+    "--device cuda without a GPU": BadInput(
+        EVAL + ["--dataset", "{w}/good.npz", "--device", "cuda"], "no CUDA GPU", needs_no_cuda=True
+    ),
+    "--device bogus": BadInput(
+        EVAL + ["--dataset", "{w}/good.npz", "--device", "bogus"], "not a torch device: 'bogus'"
+    ),
+    "train --out an existing file": BadInput(TRAIN + ["--out", "{w}/a-file"], "a-file is a file, not a folder"),
+    "evaluate --results a folder": BadInput(
+        EVAL + ["--dataset", "{w}/good.npz", "--results", "{w}/a-folder"],
+        "a-folder is a folder; give a file name",
+    ),
+    "train --lr nan": BadInput(TRAIN + ["--out", "{w}/new-run", "--lr", "nan"], "--lr: expected a finite number > 0"),
+    "NaN weights": BadInput(
+        ["evaluate", "--model", "{w}/nan-weights.pt", "--dataset", "{w}/good.npz", "--results", "{w}/results.csv"],
+        "returned NaN logits for image 0 of 12",
+    ),
+    "NaN images": BadInput(
+        EVAL + ["--dataset", "{w}/nan-images.pt", "--results", "{w}/results.csv"],
+        "file:nan-images.pt: image 2 of 12 has NaN pixel values",
+    ),
+    "evaluate labels beyond the classes": BadInput(
+        EVAL + ["--dataset", "{w}/labels99.npz", "--results", "{w}/results.csv"],
+        "label 99 (image 2; labels out of range: -1, 99) is not a class of the model, which has 3 classes",
+    ),
+    "backselect labels beyond the classes": BadInput(
+        BACKSELECT + ["--images", "{w}/labels99.npz"],
+        "is not a class of the model, which has 3 classes",
+    ),
+    "backselect --limit 0": BadInput(
+        BACKSELECT + ["--images", "{w}/good.npz", "--limit", "0"], "--limit: must be an integer"
+    ),
+    "backselect --limit -3": BadInput(
+        BACKSELECT + ["--images", "{w}/good.npz", "--limit", "-3"], "must be an integer >= 1"
+    ),
+    "evaluate --limit 0": BadInput(
+        EVAL + ["--dataset", "{w}/good.npz", "--limit", "0"], "--limit: must be an integer >= 1"
+    ),
+    "--batch-size 0": BadInput(
+        EVAL + ["--dataset", "{w}/good.npz", "--batch-size", "0"], "--batch-size: must be an integer"
+    ),
+    "--threads 0": BadInput(
+        BACKSELECT + ["--images", "{w}/good.npz", "--threads", "0"], "--threads: must be an integer"
+    ),
+    "--threshold 2": BadInput(BACKSELECT + ["--images", "{w}/good.npz", "--threshold", "2"], "must be in [0, 1]"),
+    "train --epochs 0": BadInput(
+        TRAIN + ["--out", "{w}/new-run", "--epochs", "0"], "--epochs: must be an integer >= 1"
+    ),
+    "report of a corrupt job manifest": BadInput(["report", "{w}/run"], "cannot read {w}/run/job/manifest.json"),
+}
+
+
+def judge(rc: int, err: str, message: str, before: dict[str, str], after: dict[str, str], world: Path) -> list[str]:
+    """What is wrong with one refusal (empty: refused clearly): exit code 2, exactly one
+    ``error:`` line and it is the last line, no traceback, ``message`` in it, and every
+    file of ``world`` unchanged (``before``/``after``: :func:`snapshot`)."""
+    problems = []
+    if rc != 2:
+        problems.append(f"exit code {rc}, not 2")
+    if "Traceback" in err:
+        problems.append("a traceback")
+    errors = [line for line in err.splitlines() if "error:" in line]
+    if len(errors) != 1 or err.rstrip().splitlines()[-1] != errors[0]:
+        problems.append(f"{len(errors)} error lines, or not last: {err.strip()[-200:]!r}")
+    elif message.format(w=world) not in errors[0]:
+        problems.append(f"message {errors[0]!r} lacks {message.format(w=world)!r}")
+    if after != before:
+        changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+        problems.append(f"files written or overwritten: {changed}")
+    return problems
+
+
+def try_case(world: Path, case: BadInput) -> list[str]:
+    """Run ``overinterp`` in this process on ``case`` against ``world``; :func:`judge`'s problems."""
+    from overinterp.cli import main
+
+    before = snapshot(world)
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+        try:
+            rc = main([a.format(w=world) for a in case.argv])
+        except SystemExit as exc:  # main returns codes; an escaping SystemExit is itself a defect
+            rc = exc.code if isinstance(exc.code, int) else 1
+            err.write("SystemExit escaped main\n")
+        except Exception as exc:  # noqa: BLE001 - a crash is a wrong refusal, reported as such
+            rc = 1
+            err.write(f"Traceback (escaped main): {type(exc).__name__}: {exc}\n")
+    return judge(rc, err.getvalue(), case.message, before, snapshot(world), world)
