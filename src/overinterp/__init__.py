@@ -120,6 +120,10 @@ __all__ = [
     # datasets
     "LabeledImages",
     "load_dataset",
+    # imported on first use
+    "BackselectAttribution",
+    "rank_map",
+    "run_audit",
 ]
 
 #: Names the top level exported before 0.2 that now live one tier down.
@@ -143,8 +147,18 @@ _LOWER_TIER: dict[str, str] = {
 }
 
 
+#: Public names imported on first use (Captum's import takes about a second).
+_LAZY: dict[str, str] = {
+    "BackselectAttribution": "overinterp.sis.captum",
+    "rank_map": "overinterp.sis.captum",
+    "run_audit": "overinterp.experiments.audit",
+}
+
+
 def __getattr__(name: str) -> Any:
-    """Old top-level names keep working, with a warning naming their new place."""
+    """Lazy public names; old top-level names keep working, with a warning naming their new place."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _LOWER_TIER:
         where = _LOWER_TIER[name]
         warnings.warn(f"overinterp.{name} moved: import it from {where}", DeprecationWarning, stacklevel=2)

@@ -12,6 +12,16 @@ however few features an image has left; candidates are built on the device by
 one gather and one ``where`` per batch; the host only does integer bookkeeping
 (it never reads a score back), so there is no device round-trip per step.
 
+On CUDA the per-batch loop never waits for the device: no tensor is read back
+(``bool(bad)`` once, after the loop), and each batch's index vectors go to the
+device as one pinned host buffer copied with ``non_blocking=True``, so the host
+runs ahead, queueing batches while the GPU computes. ``cuda_graph=True`` (or
+``OVERINTERP_CUDA_GRAPH=1``; off by default, CUDA only) also captures the
+model's forward on the fixed ``(batch_size, C, H, W)`` candidate buffer as a CUDA
+graph and replays it (the last, partial batch runs the full graph and ignores
+the padding rows); if the capture fails, the forward runs eagerly with a warning.
+None of this runs on the CPU, whose results are unchanged bit for bit.
+
 Evaluated prefixes: after a single removal the chosen candidate's log-odds *is*
 the log-odds of the new prefix. After a step that masks ``r > 1`` features at
 once, the new state has not been evaluated; the engine then adds that state as
@@ -28,8 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import warnings
 from collections import deque
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -60,6 +72,101 @@ def default_channels_last(problem: Problem, channels_last: bool | None) -> bool:
     if channels_last is not None:
         return bool(channels_last)
     return problem.images.dtype != torch.float64 and has_conv2d(problem.forward)
+
+
+#: Tests set this to ``"error"`` to make any CUDA synchronisation inside the
+#: per-batch loop raise (:func:`torch.cuda.set_sync_debug_mode`).
+_SYNC_DEBUG: str | None = None
+
+
+@contextlib.contextmanager
+def _sync_debug(device: torch.device) -> Iterator[None]:
+    """Within the loop, apply :data:`_SYNC_DEBUG` on CUDA (a no-op otherwise)."""
+    if _SYNC_DEBUG is None or device.type != "cuda":
+        yield
+        return
+    before = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode(_SYNC_DEBUG)
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(before)
+
+
+class _Uploader:
+    """Host int64 index vectors → the device. On CUDA all vectors of one call travel
+    as one pinned buffer, copied asynchronously (the caching host allocator keeps a
+    pinned block until its copy is done); elsewhere a plain ``.to``."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.pinned = device.type == "cuda"
+
+    def __call__(self, *parts: Tensor | Sequence[int]) -> list[Tensor]:
+        host = [p if isinstance(p, Tensor) else torch.tensor(p, dtype=torch.int64) for p in parts]
+        if not self.pinned:
+            return [t.to(self.device, non_blocking=True) for t in host]
+        sizes = [t.numel() for t in host]
+        staging = torch.empty(sum(sizes), dtype=torch.int64, pin_memory=True)
+        torch.cat([t.flatten() for t in host], out=staging)
+        flat = staging.to(self.device, non_blocking=True)
+        return [v.view(t.shape) for v, t in zip(flat.split(sizes), host)]
+
+
+class _GraphedForward:
+    """``forward`` captured as a CUDA graph on the static input ``buf`` (``(B, C, H, W)``),
+    one graph per autocast setting; :meth:`__call__` replays it and returns the first
+    ``b`` rows of the static logits. ``ok`` turns False (eager from then on) when a
+    capture fails."""
+
+    def __init__(self, forward: Callable[[Tensor], Tensor], buf: Tensor, autocast: torch.dtype | None) -> None:
+        self.forward, self.buf, self.autocast = forward, buf, autocast
+        self.graphs: dict[bool, tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        self.ok = True
+
+    def _amp(self, reduced: bool):
+        if reduced and self.autocast is not None:  # autocast's weight cache must be off under capture
+            return torch.autocast(device_type="cuda", dtype=self.autocast, cache_enabled=False)
+        return contextlib.nullcontext()
+
+    def _capture(self, reduced: bool) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        side = torch.cuda.Stream(device=self.buf.device)
+        side.wait_stream(torch.cuda.current_stream(self.buf.device))
+        with torch.cuda.stream(side), torch.inference_mode(), self._amp(reduced):
+            for _ in range(3):  # warm-up (cuDNN autotuning, lazy init) outside the capture
+                self.forward(self.buf)
+        torch.cuda.current_stream(self.buf.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph), self._amp(reduced):
+            out = self.forward(self.buf)
+        return graph, out
+
+    def __call__(self, b: int, reduced: bool) -> Tensor | None:
+        """Logits ``(b, K)`` of ``buf[:b]``, or ``None`` when graphs are off (run eagerly)."""
+        if not self.ok:
+            return None
+        if reduced not in self.graphs:
+            try:
+                self.graphs[reduced] = self._capture(reduced)
+            except Exception as exc:  # noqa: BLE001 - any capture failure falls back to eager
+                self.ok = False
+                warnings.warn(
+                    f"CUDA graph capture of the model's forward failed ({type(exc).__name__}: {exc}); "
+                    "running it eagerly",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                return None
+        graph, out = self.graphs[reduced]
+        graph.replay()
+        return out[:b]
+
+
+def _use_cuda_graph(cuda_graph: bool | None, device: torch.device) -> bool:
+    """``None`` → ``$OVERINTERP_CUDA_GRAPH`` (``1``/``true``/``yes``); only ever on CUDA."""
+    if cuda_graph is None:
+        cuda_graph = os.environ.get("OVERINTERP_CUDA_GRAPH", "").strip().lower() in ("1", "true", "yes", "on")
+    return bool(cuda_graph) and device.type == "cuda"
 
 
 def _clip_step(step_size: StepSize | None, remaining: int, total: int) -> int:
@@ -98,6 +205,7 @@ def greedy_select(
     autocast: torch.dtype | None = None,
     rescore_top: int = 0,
     desc: str = "backselect",
+    cuda_graph: bool | None = None,
 ) -> MethodOutput:
     """Greedy backward selection over ``problem``.
 
@@ -109,6 +217,8 @@ def greedy_select(
         rescore_top: ``m > 0``: screening — the scores computed under
             ``autocast`` only pick the ``m`` best candidates, which are
             re-scored without autocast; the step takes the best of those.
+        cuda_graph: replay the forward as a CUDA graph (CUDA only; ``None``:
+            ``$OVERINTERP_CUDA_GRAPH``); see the module doc.
     """
     images, base, target, fmap = problem.images, problem.baseline, problem.target, problem.features
     device = images.device
@@ -141,7 +251,12 @@ def greedy_select(
 
     channels_last = default_channels_last(problem, channels_last)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    buf = torch.empty((batch_size, c, h, w), dtype=images.dtype, device=device, memory_format=memory_format)
+    graphed = _use_cuda_graph(cuda_graph, device)
+    # a graph always reads the whole buffer: zeros keep unused rows finite
+    alloc = torch.zeros if graphed else torch.empty
+    buf = alloc((batch_size, c, h, w), dtype=images.dtype, device=device, memory_format=memory_format)
+    graph = _GraphedForward(problem.forward, buf, autocast) if graphed else None
+    upload = _Uploader(device)
 
     def amp(on: bool):
         if on and autocast is not None:
@@ -186,12 +301,14 @@ def greedy_select(
         img_idx = torch.repeat_interleave(torch.tensor(seg_img, dtype=torch.int64), lens)
         offs = torch.repeat_interleave(torch.tensor(seg_start, dtype=torch.int64) - lens.cumsum(0) + lens, lens)
         idx = torch.arange(b, dtype=torch.int64) + offs  # candidate index within the image's phase
-        return b, img_idx, idx, finished, seg_img, lens
+        return b, img_idx, idx, finished, seg_img, seg_start, seg_len, lens
 
     def score(x: Tensor, tgt: Tensor, reduced: bool) -> tuple[Tensor, Tensor]:
         nonlocal bad
-        with torch.inference_mode(), amp(reduced):
-            logits = problem.forward(x)
+        logits = None if graph is None else graph(x.shape[0], reduced)
+        if logits is None:
+            with torch.inference_mode(), amp(reduced):
+                logits = problem.forward(x)
         lo = target_logodds(logits, tgt)
         bad |= ~torch.isfinite(lo).all()
         r = lo if rank_by == "logodds" else target_probability(logits, tgt)
@@ -200,8 +317,7 @@ def greedy_select(
     def apply(f_img_list: list[int], cols: Tensor, values: Tensor, rows: Tensor, r: int) -> None:
         """Mask the features at ``cols`` (``(F, r)`` positions into ``remaining``, best
         first) of images ``f_img_list``; record order, best value, evaluated."""
-        f_img = torch.tensor(f_img_list, dtype=torch.int64).to(device, non_blocking=True)
-        f_step = torch.tensor([steps[i] for i in f_img_list], dtype=torch.int64).to(device, non_blocking=True)
+        f_img, f_step = upload(f_img_list, [steps[i] for i in f_img_list])
         chosen = rows.gather(1, cols)  # (F, r) feature ids
         if r == 1:
             order[f_img, f_step] = chosen[:, 0]
@@ -231,7 +347,7 @@ def greedy_select(
     def choose(f_list: list[int], scores: Tensor, values: Tensor, colmap: Tensor | None) -> None:
         """``scores``/``values`` ``(F, L)`` over each image's candidates (invalid: −inf);
         ``colmap`` maps a candidate column to its position in ``remaining``."""
-        f_img = torch.tensor(f_list, dtype=torch.int64).to(device, non_blocking=True)
+        (f_img,) = upload(f_list)
         rows = remaining[f_img]
         sizes = [_clip_step(step_size, counts[i], totals[i]) for i in f_list]
         for r in sorted(set(sizes)):
@@ -239,7 +355,7 @@ def greedy_select(
             if len(part) == len(f_list):
                 sub = slice(None)
             else:
-                sub = torch.tensor(part, dtype=torch.int64).to(device, non_blocking=True)
+                (sub,) = upload(part)
             s = scores[sub]
             if r == 1:
                 best = s.argmax(dim=1, keepdim=True)  # first maximum: lowest feature id wins ties
@@ -253,93 +369,96 @@ def greedy_select(
         total=total_main + total_rescore, unit="eval", unit_scale=True, disable=not progress, desc=desc, smoothing=0.05
     )
     try:
-        while q_main or q_rescore:
-            if q_rescore and (pending_rescore >= batch_size or not q_main):
-                # ---- re-score the screened candidates in full precision
-                b, img_idx, idx, finished, _, _ = fill(q_rescore, lambda i: m_count[i])
-                pending_rescore -= b
-                img_d = img_idx.to(device, non_blocking=True)
-                idx_d = idx.to(device, non_blocking=True)
-                pos = cand[img_d, idx_d]
-                masks = fmap.masks(img_d, remaining[img_d, pos]).unsqueeze(1)
-                x = torch.where(masks, base, x_cur[img_d], out=buf[:b])
-                lo, _ = score(x, target[img_d], reduced=False)
-                rank2[img_d, idx_d] = lo
-                n_rescore += b
-                bar.update(b)
-                if finished:
-                    f_img = torch.tensor(finished, dtype=torch.int64).to(device, non_blocking=True)
-                    f_cnt = torch.tensor([m_count[i] for i in finished], dtype=torch.int64).to(device)
-                    valid = torch.arange(m, device=device).view(1, -1) < f_cnt.view(-1, 1)
-                    s = rank2[f_img].masked_fill(~valid, float("-inf"))
-                    choose(finished, s, s, cand[f_img])
-                continue
-
-            # ---- main phase: (state candidate +) every single removal
-            b, img_idx, idx, finished, seg_img, lens = fill(q_main, main_len)
-            shifts = any(need_state[i] for i in seg_img)
-            if shifts:  # some images have a state candidate at index 0
-                st = torch.repeat_interleave(torch.tensor([int(need_state[i]) for i in seg_img]), lens)
-                pos = idx - st
-                is_state = pos < 0
-                st_local = is_state.nonzero().flatten()
-                rm_local = (~is_state).nonzero().flatten()
-                st_img = img_idx[st_local]
-                st_pos = torch.tensor([steps[i] - 1 for i in st_img.tolist()], dtype=torch.int64)
-                st_local, rm_local, st_img, st_pos = (
-                    t.to(device, non_blocking=True) for t in (st_local, rm_local, st_img, st_pos)
-                )
-            else:
-                pos = idx
-            img_d = img_idx.to(device, non_blocking=True)
-            pos_d = pos.to(device, non_blocking=True)
-            fid = remaining[img_d, pos_d.clamp(min=0)]
-            if shifts:
-                fid = torch.where(pos_d < 0, torch.full_like(fid, -1), fid)  # -1: no pixel masked
-            masks = fmap.masks(img_d, fid).unsqueeze(1)
-            x = torch.where(masks, base, x_cur[img_d], out=buf[:b])
-            lo, rk = score(x, target[img_d], reduced=screening or autocast is not None)
-            if shifts:
-                logodds[st_img, st_pos] = lo[st_local].float()
-                evaluated[st_img, st_pos] = True
-                img_r, pos_r = img_d[rm_local], pos_d[rm_local]
-                lo_buf[img_r, pos_r] = lo[rm_local]
-                if rank_by == "probability":
-                    rank[img_r, pos_r] = rk[rm_local]
-            else:
-                lo_buf[img_d, pos_d] = lo
-                if rank_by == "probability":
-                    rank[img_d, pos_d] = rk
-            n_main += b
-            bar.update(b)
-
-            # ---- images whose main phase is complete
-            if finished:
-                for i in finished:
-                    need_state[i] = False
-                live = [i for i in finished if counts[i] > 0]  # counts 0: only the final block end
-                if not live:
+        with _sync_debug(device):
+            while q_main or q_rescore:
+                if q_rescore and (pending_rescore >= batch_size or not q_main):
+                    # ---- re-score the screened candidates in full precision
+                    b, img_idx, idx, finished, *_ = fill(q_rescore, lambda i: m_count[i])
+                    pending_rescore -= b
+                    img_d, idx_d = upload(img_idx, idx)
+                    pos = cand[img_d, idx_d]
+                    masks = fmap.masks(img_d, remaining[img_d, pos]).unsqueeze(1)
+                    x = torch.where(masks, base, x_cur[img_d], out=buf[:b])
+                    lo, _ = score(x, target[img_d], reduced=False)
+                    rank2[img_d, idx_d] = lo
+                    n_rescore += b
+                    bar.update(b)
+                    if finished:
+                        f_img, f_cnt = upload(finished, [m_count[i] for i in finished])
+                        valid = torch.arange(m, device=device).view(1, -1) < f_cnt.view(-1, 1)
+                        s = rank2[f_img].masked_fill(~valid, float("-inf"))
+                        choose(finished, s, s, cand[f_img])
                     continue
-                f_img = torch.tensor(live, dtype=torch.int64).to(device, non_blocking=True)
-                f_cnt = torch.tensor([counts[i] for i in live], dtype=torch.int64).to(device, non_blocking=True)
-                valid = col.view(1, -1) < f_cnt.view(-1, 1)
-                scores = rank[f_img].masked_fill(~valid, float("-inf"))
-                if screening:
-                    mm = min(m, pmax)
-                    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :mm]
-                    top = top.sort(dim=1).values  # ascending positions: ties → lowest id
-                    cand[f_img, :mm] = top
-                    for i in live:
-                        m_count[i] = min(m, counts[i])
-                        q_rescore.append((i, 0))
-                        pending_rescore += m_count[i]
+
+                # ---- main phase: (state candidate +) every single removal
+                b, img_idx, idx, finished, seg_img, seg_start, seg_len, lens = fill(q_main, main_len)
+                shifts = any(need_state[i] for i in seg_img)
+                if shifts:  # some images have a state candidate at index 0
+                    st = torch.repeat_interleave(torch.tensor([int(need_state[i]) for i in seg_img]), lens)
+                    pos = idx - st
+                    rm_local = (pos >= 0).nonzero().flatten()
+                    # state candidates: the first candidate of a segment that starts an image's phase
+                    st_img_l, st_local_l, at = [], [], 0
+                    for i, s0, ln in zip(seg_img, seg_start, seg_len):
+                        if need_state[i] and s0 == 0:
+                            st_img_l.append(i)
+                            st_local_l.append(at)
+                        at += ln
+                    st_pos_l = [steps[i] - 1 for i in st_img_l]
+                    img_d, pos_d, st_local, rm_local, st_img, st_pos = upload(
+                        img_idx, pos, st_local_l, rm_local, st_img_l, st_pos_l
+                    )
                 else:
-                    choose(live, scores, lo_buf[f_img], None)
+                    pos = idx
+                    img_d, pos_d = upload(img_idx, pos)
+                fid = remaining[img_d, pos_d.clamp(min=0)]
+                if shifts:
+                    fid = torch.where(pos_d < 0, torch.full_like(fid, -1), fid)  # -1: no pixel masked
+                masks = fmap.masks(img_d, fid).unsqueeze(1)
+                x = torch.where(masks, base, x_cur[img_d], out=buf[:b])
+                lo, rk = score(x, target[img_d], reduced=screening or autocast is not None)
+                if shifts:
+                    logodds[st_img, st_pos] = lo[st_local].float()
+                    evaluated[st_img, st_pos] = True
+                    img_r, pos_r = img_d[rm_local], pos_d[rm_local]
+                    lo_buf[img_r, pos_r] = lo[rm_local]
+                    if rank_by == "probability":
+                        rank[img_r, pos_r] = rk[rm_local]
+                else:
+                    lo_buf[img_d, pos_d] = lo
+                    if rank_by == "probability":
+                        rank[img_d, pos_d] = rk
+                n_main += b
+                bar.update(b)
+
+                # ---- images whose main phase is complete
+                if finished:
+                    for i in finished:
+                        need_state[i] = False
+                    live = [i for i in finished if counts[i] > 0]  # counts 0: only the final block end
+                    if not live:
+                        continue
+                    f_img, f_cnt = upload(live, [counts[i] for i in live])
+                    valid = col.view(1, -1) < f_cnt.view(-1, 1)
+                    scores = rank[f_img].masked_fill(~valid, float("-inf"))
+                    if screening:
+                        mm = min(m, pmax)
+                        top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :mm]
+                        top = top.sort(dim=1).values  # ascending positions: ties → lowest id
+                        cand[f_img, :mm] = top
+                        for i in live:
+                            m_count[i] = min(m, counts[i])
+                            q_rescore.append((i, 0))
+                            pending_rescore += m_count[i]
+                    else:
+                        choose(live, scores, lo_buf[f_img], None)
     finally:
         bar.close()
     if bool(bad):
         raise FloatingPointError("the model returned NaN or inf logits for some masked images")
     stats: dict = {"channels_last": bool(channels_last), "evaluations": n_main + n_rescore}
+    if graph is not None:
+        stats["cuda_graph"] = graph.ok
     if screening:
         stats["screened_evaluations"] = n_main
         stats["rescored_evaluations"] = n_rescore
