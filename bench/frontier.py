@@ -59,6 +59,8 @@ ROOT = Path(__file__).resolve().parents[1]
 #: label → (method name, parameters). The frontier's default set.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast": ("fast", {}),
+    "fast-w32": ("fast", {"width": 32, "step_fraction": 0.05}),
+    "fast-w32r4": ("fast", {"width": 32, "step_fraction": 0.05, "recall": 4}),
     "fast-w16s15": ("fast", {"width": 16, "screened": 0.15}),
     "fast-w8": ("fast", {"width": 8, "screened": 0.15, "exact_cap": 48}),
     "fast-w4": ("fast", {"width": 4, "screened": 0.15}),

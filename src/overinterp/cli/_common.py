@@ -206,7 +206,7 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--k": ("k", dict(type=positive_int, help="features per block/step: gradient (default 1), kstep (default 16)")),
     "--step-fraction": (
         "step_fraction",
-        dict(type=fraction, help="adaptive, fast: head step = this × remaining (default 0.05)"),
+        dict(type=fraction, help="adaptive (default 0.05), fast (default 0.08): head step = this × remaining"),
     ),
     "--pool": (
         "pool",
@@ -220,7 +220,7 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--width": (
         "width",
-        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 32)"),
+        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 44)"),
     ),
     "--exact-end": (
         "exact",

@@ -84,11 +84,11 @@ class Fast(Method):
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
-    step_fraction: float = 0.05
+    step_fraction: float = 0.08
     pool: float = 2.0
     screened: float = 0.08
     exact: float = 0.05
-    width: int = 32
+    width: int = 44
     recall: int = 0
     exact_cap: int = 40
     channels_last: bool | None = None
