@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from overinterp.data.augment import random_crop_flip
-from overinterp.data.subsets import PixelSubsets, apply_stacked, random_keep_masks, subset_label
+from overinterp.data.subsets import (
+    RANDOM_SUBSET_SEEDS,
+    PixelSubsets,
+    apply_stacked,
+    augment_once,
+    random_keep_masks,
+    random_subset_seed,
+    subset_label,
+)
 
 
 def _subsets(kind="bs", n=6, h=8, w=8, seed=0):
@@ -115,3 +123,72 @@ def test_negative_index_and_subset_keep_options():
     s.augment, s.padding, s.seed = True, 2, 7
     sub = s.subset(slice(0, 3))
     assert (sub.augment, sub.padding, sub.seed) == (True, 2, 7)
+
+
+def test_random_masks_are_drawn_per_split_with_the_authors_seeds():
+    assert RANDOM_SUBSET_SEEDS == {"train": 1234, "test": 5678}
+    pos = torch.arange(6)
+    train = random_keep_masks(pos, (3, 32, 32), 0.05, split="train")
+    test = random_keep_masks(pos, (3, 32, 32), 0.05, split="test")
+    assert torch.equal(train, random_keep_masks(pos, (3, 32, 32), 0.05, seed=1234))
+    assert torch.equal(test, random_keep_masks(pos, (3, 32, 32), 0.05, seed=5678))
+    assert torch.equal(test, random_keep_masks(pos, (3, 32, 32), 0.05))  # test is the default split
+    # test image i no longer gets training image i's mask; within a split every call gives the same masks
+    assert all(not torch.equal(train[i], test[i]) for i in range(6))
+    assert torch.equal(train, random_keep_masks(pos, (3, 32, 32), 0.05, split="train"))
+    assert random_subset_seed("train") == 1234 and random_subset_seed("train", 3) == 3
+    with pytest.raises(ValueError, match="split must be one of"):
+        random_keep_masks(pos, (3, 8, 8), 0.05, split="val")
+    with pytest.raises(ValueError, match="seed must be an integer"):
+        random_subset_seed("test", 1.5)
+
+
+def _one_column(n=32, h=6, w=6):
+    """Distinct pixel values everywhere; only column 0 kept."""
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8)
+    keep = torch.zeros(n, 1, h, w, dtype=torch.bool)
+    keep[..., 0] = True
+    return PixelSubsets(images, torch.arange(n) % 3, keep, torch.tensor([0.4, 0.5, 0.6]), "random")
+
+
+def test_augment_once_flips_the_image_but_not_its_mask():
+    """The authors' Table S1 pipeline: the kept locations stay where they were on the unaugmented
+    image while the pixel values under them come from the flipped image; the joint augmentation
+    moves the mask with the image instead (so it keeps the same pixel values)."""
+    s = _one_column()
+    once = augment_once(s, seed=3, padding=0, flip=True)
+    assert torch.equal(once.keep, s.keep) and not once.augment and once.meta["augment"] == "once"
+    flipped = [i for i in range(len(s)) if torch.equal(once.images[i], s.images[i].flip(2))]
+    kept = [i for i in range(len(s)) if torch.equal(once.images[i], s.images[i])]
+    assert sorted(flipped + kept) == list(range(len(s))) and 5 <= len(flipped) <= 27  # about half flipped
+    i = flipped[0]
+    orig = s.images[i].float() / 255
+    paper = once.pixels()[i]
+    # paper mode: column 0 kept, showing what was the image's last column
+    assert torch.equal(paper[:, :, 0], orig[:, :, -1])
+    assert torch.equal(paper[:, :, 1:], s.fill[:, :, 1:])
+    # joint mode, with a flip: the mask moves to the last column and still shows the original column 0
+    joint = apply_stacked(s.subset(slice(i, i + 1)).stacked().float().flip(3) / 255, s.fill)[0]
+    assert torch.equal(joint[:, :, -1], orig[:, :, 0]) and torch.equal(joint[:, :, :-1], s.fill[:, :, :-1])
+    assert not torch.equal(paper, joint)
+
+
+def test_augment_once_crops_are_fixed_per_position_and_seed():
+    s = _one_column()
+    a = augment_once(s, seed=1, padding=2)
+    assert torch.equal(a.keep, s.keep)
+    assert torch.equal(a.images, augment_once(s, seed=1, padding=2).images)  # built once, reproducibly
+    assert not torch.equal(a.images, augment_once(s, seed=2, padding=2).images)
+    assert (a.images == 0).any()  # zero padding brought in by some crops
+    # image i's draw depends only on (seed, position), not on the other images in the set
+    few = augment_once(s.subset(slice(5, 8)), seed=1, padding=2, positions=torch.arange(5, 8))
+    assert torch.equal(few.images, a.images[5:8])
+    assert torch.equal(augment_once(s, padding=0, flip=False).images, s.images)
+    with pytest.raises(ValueError, match="positions"):
+        augment_once(s, positions=torch.arange(3))
+    with pytest.raises(ValueError, match="padding"):
+        augment_once(s, padding=-1)
+    s.augment = True
+    with pytest.raises(ValueError, match="already crop and flip"):
+        augment_once(s)

@@ -18,8 +18,10 @@ from overinterp.experiments import (
     retrain_on_subsets,
     transfer,
 )
+from overinterp.experiments.pixel_subsets import ensemble_row
 from overinterp.jobs import load_job, run_job
-from overinterp.results import read_results
+from overinterp.models import Ensemble
+from overinterp.results import model_fingerprint, read_results
 
 
 @pytest.fixture(scope="module")
@@ -157,3 +159,97 @@ def test_retrain_on_subsets_tiny(jobs, tmp_path):
     with torch.no_grad():
         acc0 = float((model(test.pixels()).argmax(1) == test.labels).double().mean())
     assert out[0]["accuracy"] == pytest.approx(acc0)
+
+
+def test_random_subsets_differ_between_splits_and_not_between_models(jobs):
+    a, b = load_job(jobs["a"]), load_job(jobs["b"])  # two models' jobs over the same 12 images
+    test_a = make_subsets(a, "random")
+    assert test_a.meta["seed"] == 5678 and test_a.meta["split"] == "test"
+    train_a = make_subsets(a, "random", split="train")
+    assert train_a.meta["seed"] == 1234
+    # the same positions, other split: other masks (before, test image i had training image i's mask)
+    assert all(not torch.equal(train_a.keep[i], test_a.keep[i]) for i in range(len(test_a)))
+    # within a split: the same masks for every model and every call
+    assert torch.equal(test_a.keep, make_subsets(b, "random").keep)
+    assert torch.equal(train_a.keep, make_subsets(b, "random", split="train").keep)
+    assert torch.equal(make_subsets(a, "random", seed=9).keep, make_subsets(b, "random", seed=9, split="train").keep)
+
+
+def test_retrain_records_split_seeds_and_the_paper_augmentation(jobs, tmp_path):
+    """augment="once": the training subsets are cropped/flipped once (fixed), no per-epoch augmentation."""
+    common = dict(
+        kind="random",
+        arch="smallcnn",
+        seeds=(0,),
+        recipe="fast",
+        overrides={"epochs": 1, "batch_size": 8, "arch_kwargs": {"width": 4}},
+        dataset_keys="toy:a",
+        out_dir=tmp_path / "runs",
+        results=tmp_path / "r.csv",
+        progress=False,
+    )
+    once = retrain_on_subsets(jobs["train"], jobs["a"], augment="once", **common)
+    run = tmp_path / "runs" / "smallcnn-random5-aug-once-seed0"
+    assert once[0]["run_dir"] == str(run) and once[0]["train_on"] == "random5+aug-once"
+    assert json.loads((run / "config.json").read_text())["config"]["augment"] is False
+    rows = [r for r in read_results(tmp_path / "r.csv") if r["metric"] == "accuracy"]
+    assert [(r["train_on"], r["experiment"]) for r in rows] == [("random5+aug-once", "table-s1")]
+    assert "augment=once" in rows[0]["notes"] and "seeded 1234 (train) / 5678 (test)" in rows[0]["notes"]
+    with pytest.raises(ValueError, match="augment must be"):
+        retrain_on_subsets(jobs["train"], jobs["a"], augment="twice", **common)
+
+
+def test_ensemble_row_is_full_image_models_on_full_and_random_subsets(jobs, tmp_path):
+    """Table 1's ensemble row as in the paper: members trained on full images, two evaluations."""
+    from overinterp.training.trainer import make_config, train_classifier
+
+    train = load_job(jobs["train"])
+    pixels = train.load_images()
+    paths = []
+    for seed in (0, 1):
+        cfg = make_config("fast", arch="smallcnn", arch_kwargs={"width": 4}, epochs=1, batch_size=8, seed=seed)
+        paths.append(
+            train_classifier(cfg, (pixels, train.labels), None, tmp_path / f"full{seed}", progress=False).checkpoint
+        )
+    res = tmp_path / "r.csv"
+    out = ensemble_row(paths, [jobs["a"]], dataset_keys="toy:test", results=res, checkpoint=tmp_path / "e.json")
+    members = [overinterp.load_model(None, checkpoint=p) for p in paths]
+    ens = Ensemble(members).eval()
+    job = load_job(jobs["a"])
+    with torch.no_grad():
+        full = ens(job.load_images().float() / 255)
+        rand = ens(make_subsets(job, "random").pixels())  # test subsets, seed 5678
+    assert out["toy:test"]["full"]["accuracy"] == pytest.approx(float((full.argmax(1) == job.labels).double().mean()))
+    assert out["toy:test"]["random5"]["accuracy"] == pytest.approx(
+        float((rand.argmax(1) == job.labels).double().mean())
+    )
+    rows = read_results(res)
+    acc = {r["evaluate_on"]: r for r in rows if r["metric"] == "accuracy"}
+    assert set(acc) == {"full", "random5"}
+    for r in acc.values():
+        assert (r["experiment"], r["train_on"], r["dataset"], r["model"]) == (
+            "table1",
+            "full",
+            "toy:test",
+            "ensemble:smallcnnx2",
+        )
+        # the row's model is the ensemble of exactly these full-image members, not the job's model
+        assert r["fingerprint"] == model_fingerprint(ens) != model_fingerprint(job.load_model())
+        assert all(str(p) in r["notes"] for p in paths) and "trained on full images" in r["notes"]
+        assert r["checkpoint"] == str(tmp_path / "e.json")
+    with pytest.raises(ValueError, match="at least one member"):
+        ensemble_row([], [jobs["a"]])
+
+
+def test_cli_subset_options(jobs, tmp_path):
+    from overinterp.cli import build_parser, main
+
+    base = ["subsets", "train", "--train-job", "t", "--test-job", "j", "--out", str(tmp_path)]
+    parse = build_parser().parse_args
+    assert parse(base).augment == "none" and parse(base + ["--augment"]).augment == "joint"
+    assert parse(base + ["--augment", "once"]).augment == "once"
+    got = parse(base + ["--train-subset-seed", "1", "--test-subset-seed", "2"])
+    assert (got.train_subset_seed, got.test_subset_seed) == (1, 2)
+    res = tmp_path / "r.csv"
+    assert main(["subsets", "evaluate", "--job", str(jobs["a"]), "--kinds", "full,random", "--results", str(res)]) == 0
+    assert all("random masks seeded 5678" in r["notes"] for r in read_results(res))

@@ -6,7 +6,10 @@
 * FindSIS accepts a prefix whose value is *exactly* at τ (``f ≥ τ``, not ``f > τ``),
   both when reading the trace and when re-verifying with the model.
 * Where the fully masked image already reaches τ, the original FindSIS returns an
-  empty SIS; this package returns the last-removed feature (a SIS is never empty).
+  empty SIS; this package returns the last-removed feature (a SIS is never empty)
+  unless ``allow_empty=True`` (the paper's behaviour, in FindSIS and SIScollection).
+* The original pipeline's Inception-v3 transform (resize 299, centre crop 299):
+  ``imagenet_classifier(transform="paper")``.
 * ``transfer`` and ``compare_rankings`` (``overinterp subsets transfer|compare``)
   on hand-made 4×4 jobs, with every expected number worked out by hand.
 """
@@ -233,6 +236,48 @@ def test_fully_masked_image_reaching_tau_gives_the_last_feature_not_an_empty_sis
         assert res.logodds.tolist() == [5.0, 4.0]
         assert all(s is not None and s.numel() >= 1 for s in res)
     assert trace.find_sis(0.5, model, images).extended == 0
+
+
+def test_allow_empty_gives_the_papers_empty_sis():
+    """The original FindSIS: the fully masked image reaches τ, so the empty set is the SIS."""
+    model = _line_model(5.0)
+    images = torch.ones(2, 1, 1, 4)
+    images[1, 0, 0, 3] = 0.0
+    trace = backselect(model, images, target=[1, 1], batch_size=5, progress=False)
+    for res in (trace.find_sis(0.5, allow_empty=True), trace.find_sis(0.5, model, images, allow_empty=True)):
+        assert [s.tolist() for s in res] == [[], []] and res.sizes == [0, 0]
+        assert res.logodds.tolist() == [2.0, 2.0]  # the fully masked image's log-odds
+    assert not trace.sis_mask(trace.find_sis(0.5, allow_empty=True)).any()
+    # where the fully masked image is short of τ, nothing changes: logit(τ) = 3 > 2 (the values above)
+    tau = float(torch.sigmoid(torch.tensor(3.0, dtype=torch.float64)))
+    for verify in ((), (model, images)):
+        paper, here = trace.find_sis(tau, *verify, allow_empty=True), trace.find_sis(tau, *verify)
+        assert [s.tolist() for s in paper] == [s.tolist() for s in here] == [[3], [2]]
+    # the trace says "empty suffices" but the model re-checked disagrees (fully masked: m = −0.5 < 0):
+    # the usual walk from the last-removed feature ({3}: 2.5, {2}: 1.5, both ≥ 0)
+    checked = trace.find_sis(0.5, _line_model(2.5), images, allow_empty=True)
+    assert [s.tolist() for s in checked] == [[3], [2]] and checked.logodds.tolist() == [2.5, 1.5]
+    # SIScollection: one empty SIS and no more, against several one-feature SIS without allow_empty
+    paper = overinterp.sis_collection(model, images, 0.5, target=[1, 1], batch_size=5, progress=False, allow_empty=True)
+    assert [[s.tolist() for s in c] for c in paper] == [[[]], [[]]]
+    here = overinterp.sis_collection(model, images, 0.5, target=[1, 1], batch_size=5, progress=False)
+    assert all(len(c) > 1 and all(s.numel() >= 1 for s in c) for c in here)
+
+
+def test_inception_v3_paper_transform_keeps_the_whole_centre_square(monkeypatch):
+    from overinterp.models import external
+    from overinterp.models.external import imagenet_classifier
+
+    # Inception-v3's own sizes (torchvision's weight metadata) around a stand-in network: building the
+    # real 27M-parameter one takes seconds and is covered in tests/models/test_external.py
+    spec = external._torchvision_spec("inception_v3")
+    monkeypatch.setattr(external, "_torchvision_spec", lambda name: (lambda **kw: nn.Identity(), spec[1]))
+    paper = imagenet_classifier("inception_v3", "random", transform="paper")
+    assert (paper.input_size, paper.resize, paper.transform) == (299, 299, "paper")
+    here = imagenet_classifier("inception_v3", "random")
+    assert (here.input_size, here.resize, here.transform) == (299, 342, "torchvision")
+    with pytest.raises(ValueError, match="transform must be one of 'torchvision', 'paper'"):
+        imagenet_classifier("inception_v3", "random", transform="timm")
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,13 @@ def _add_train(sub: c.Subparsers) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="no random crop or flip")
     p.add_argument("--no-flip", action="store_true", help="random crop but no horizontal flip")
+    p.add_argument(
+        "--input-dropout",
+        type=_dropout_rate,
+        metavar="RATE",
+        help="input dropout (a mitigation): replace each training pixel by the model's baseline with "
+        "probability RATE in [0, 1), drawn per image and step from --seed (default 0: off)",
+    )
     p.add_argument("--preprocessing", help="cifar10 (default), imagenet, none, or auto (the training set's mean/std)")
     p.add_argument("--force", action="store_true", help="resume even if settings or data differ from the checkpoint's")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run folder")
@@ -101,6 +108,14 @@ def _add_train(sub: c.Subparsers) -> None:
     )
     c.add_executor_options(g, "training run")  # a retried run resumes its checkpoint
     p.set_defaults(func=_cmd_train)
+
+
+def _dropout_rate(text: str) -> float:
+    """A number in [0, 1) (an argparse ``type``: the input-dropout rate)."""
+    value = c.fraction(text)
+    if value >= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1) (1 would drop every pixel), got {value:g}")
+    return value
 
 
 def _load(spec: str, root: Path | None, download: bool, progress: bool, limit: int | None = None):
@@ -131,6 +146,7 @@ def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int |
         nesterov=False if args.no_nesterov else None,
         augment=False if args.no_augment else None,
         flip=False if args.no_flip else None,
+        input_dropout=args.input_dropout,
         decay_norm_and_bias=False if args.no_decay_norm_and_bias else None,
     )
 

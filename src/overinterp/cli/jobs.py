@@ -99,7 +99,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     c.add_model_options(e, required=False)
     e.add_argument("--kinds", default="full,bs,random", help="comma list of full, bs, random, mask")
     e.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
-    e.add_argument("--seed", type=int, default=0, help="random-subset seed")
+    e.add_argument("--seed", type=int, help="random-subset seed (default 5678: the authors' seed of test subsets)")
     e.add_argument("--name", help="model name in the results file")
     e.add_argument("--train-on", default="full", help="what the model was trained on (results label: full, random5, …)")
     e.add_argument("--dataset-key", help="dataset name in the results file (e.g. cifar10:test)")
@@ -129,7 +129,17 @@ def _add_subsets(sub: c.Subparsers) -> None:
     t.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated replicate seeds (default 0,1,2,3,4)")
     t.add_argument("--recipe", default="paper", choices=["paper", "fast"], help="training recipe (default paper)")
     t.add_argument("--epochs", type=c.positive_int, help="override the recipe's epochs")
-    t.add_argument("--augment", action="store_true", help="crop+flip image and keep-mask together (Table S1)")
+    t.add_argument(
+        "--augment",
+        nargs="?",
+        const="joint",
+        default="none",
+        choices=["none", "joint", "once"],
+        help="Table S1: joint (the flag alone) crops+flips image and keep-mask together every epoch; once: the "
+        "authors' pipeline, each image cropped+flipped once and the unaugmented image's mask applied unmoved",
+    )
+    t.add_argument("--train-subset-seed", type=int, help="random training-subset seed (default 1234, the authors')")
+    t.add_argument("--test-subset-seed", type=int, help="random test-subset seed (default 5678, the authors')")
     t.add_argument("--out", type=c.output_dir, required=True, help="folder for the trained models")
     t.add_argument("--results", type=c.output_file, help="append rows to this results file")
     t.add_argument("--experiment", help="experiment column of the results rows")
@@ -173,6 +183,7 @@ def _cmd_subsets_evaluate(args: argparse.Namespace) -> int:
         dataset_key=args.dataset_key,
         results=args.results,
         experiment=args.experiment,
+        checkpoint=(args.checkpoint or args.model) if args.model else None,
     )
     for label, r in out.items():
         drop = r.get("confidence_drop")
@@ -202,6 +213,8 @@ def _cmd_subsets_train(args: argparse.Namespace) -> int:
         seeds=seeds,
         recipe=args.recipe,
         augment=args.augment,
+        train_subset_seed=args.train_subset_seed,
+        test_subset_seed=args.test_subset_seed,
         overrides=overrides,
         out_dir=args.out,
         dataset_keys=[k or None for _, _, k in tests],

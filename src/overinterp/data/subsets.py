@@ -4,14 +4,24 @@
   (the trace's :meth:`~overinterp.BackselectTrace.keep_mask`);
 * ``random``: the same number of features, drawn uniformly at random with a
   generator seeded by ``(seed, dataset position)`` — identical for every model
-  and independent of which other images are in the set;
+  and independent of which other images are in the set. The seed depends on the
+  split (:data:`RANDOM_SUBSET_SEEDS`: 1234 for training subsets, 5678 for test
+  subsets, the authors' seeds), so test image ``i`` does not get training image
+  ``i``'s mask;
 * ``mask``: the mask-only control — the binary keep-mask itself (1 where kept,
   0 elsewhere, in every channel), no pixel values, to measure how much the
   *shape* of a subset leaks the class.
 
 Masked pixels take ``fill`` (the model's baseline: the dataset mean in pixel
-space). With ``augment`` the image and its keep-mask are cropped and flipped
-*together*; pixels that a crop brings in from outside the image are masked.
+space). Two augmentations (Table S1):
+
+* ``augment=True`` (this package's default): every access (every epoch) crops
+  and flips the image and its keep-mask *together*; pixels that a crop brings
+  in from outside the image are masked;
+* :func:`augment_once` (the authors' pipeline): each image is cropped and
+  flipped *once*, when the subset dataset is built, and the keep-mask computed
+  on the unaugmented image is applied unmoved — so the kept locations stay where
+  backward selection put them while the pixel values under them move.
 """
 
 from __future__ import annotations
@@ -26,9 +36,32 @@ from torch import Tensor
 from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages
 
-__all__ = ["PixelSubsets", "random_keep_masks", "SUBSET_KINDS", "subset_label"]
+__all__ = [
+    "PixelSubsets",
+    "random_keep_masks",
+    "random_subset_seed",
+    "augment_once",
+    "RANDOM_SUBSET_SEEDS",
+    "SUBSET_KINDS",
+    "subset_label",
+]
 
 SUBSET_KINDS = ("bs", "random", "mask")
+
+#: Seeds of the random pixel subsets per split — the authors' (training subsets 1234, test subsets 5678),
+#: so the two splits draw independent masks and every model of a split sees the same ones.
+RANDOM_SUBSET_SEEDS: dict[str, int] = {"train": 1234, "test": 5678}
+
+
+def random_subset_seed(split: str = "test", seed: int | None = None) -> int:
+    """``seed`` if given, else the split's default (:data:`RANDOM_SUBSET_SEEDS`)."""
+    if split not in RANDOM_SUBSET_SEEDS:
+        raise ValueError(f"split must be one of {sorted(RANDOM_SUBSET_SEEDS)}, got {split!r}")
+    if seed is None:
+        return RANDOM_SUBSET_SEEDS[split]
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"a random-subset seed must be an integer, got {seed!r}")
+    return seed
 
 
 def subset_label(kind: str, fraction: float, rank_by: str = "logodds") -> str:
@@ -40,15 +73,24 @@ def subset_label(kind: str, fraction: float, rank_by: str = "logodds") -> str:
 
 
 def random_keep_masks(
-    positions: Tensor, image_shape: tuple[int, int, int], fraction: float, seed: int = 0, features: Tensor | None = None
+    positions: Tensor,
+    image_shape: tuple[int, int, int],
+    fraction: float,
+    seed: int | None = None,
+    features: Tensor | None = None,
+    *,
+    split: str = "test",
 ) -> Tensor:
     """``(N, 1, H, W)`` bool random keep-masks of ``ceil(fraction·P)`` features each.
 
     Args:
         positions: ``(N,)`` dataset positions; image ``i``'s draw depends only on
             ``(seed, positions[i])``.
+        seed: default: the split's (:data:`RANDOM_SUBSET_SEEDS`, 1234 train / 5678 test).
         features: optional shared ``(H, W)`` group map (ids ``0..P−1``); default pixels.
+        split: ``"train"`` or ``"test"``: picks the default seed.
     """
+    seed = random_subset_seed(split, seed)
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
     _, h, w = image_shape
@@ -177,6 +219,46 @@ class PixelSubsets:
             self.padding,
             self.seed,
         )
+
+
+def augment_once(
+    subsets: PixelSubsets,
+    seed: int = 0,
+    *,
+    positions: Tensor | None = None,
+    padding: int = 4,
+    flip: bool = True,
+) -> PixelSubsets:
+    """The authors' Table S1 augmentation: crop (zero padding ``padding``) and flip each image
+    *once*, keeping its keep-mask where it was (computed on the unaugmented image).
+
+    Image ``i``'s draw comes from a generator seeded by ``(seed, positions[i])``
+    (default positions ``0..N−1``), so it does not depend on the other images. The
+    result has ``augment=False`` (nothing moves per epoch) and ``meta["augment"] ==
+    "once"``; with ``padding=0, flip=False`` it equals ``subsets``.
+
+    Returns:
+        :class:`PixelSubsets` with ``images`` ``(N, C, H, W)`` uint8 augmented and
+        ``keep`` ``(N, 1, H, W)`` unchanged.
+    """
+    if subsets.augment:
+        raise ValueError(
+            "these subsets already crop and flip image and mask together (augment=True); use one or the other"
+        )
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise ValueError(f"padding must be an integer >= 0, got {padding!r}")
+    n = len(subsets)
+    pos = torch.arange(n) if positions is None else torch.as_tensor(positions).flatten()
+    if pos.shape[0] != n:
+        raise ValueError(f"{pos.shape[0]} positions for {n} images")
+    images = subsets.images.clone()
+    for i, p in enumerate(pos.tolist()):
+        g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(p)) % (2**63))
+        images[i : i + 1] = random_crop_flip(subsets.images[i : i + 1], g, padding, flip)
+    out = subsets.subset(slice(None))
+    out.images = images
+    out.meta = {**subsets.meta, "augment": "once", "augment_seed": int(seed), "padding": padding, "flip": flip}
+    return out
 
 
 def apply_stacked(x: Tensor, fill: Tensor) -> Tensor:

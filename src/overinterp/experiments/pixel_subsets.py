@@ -5,6 +5,12 @@ they name) and returns plain dicts; with ``results=PATH`` it also appends rows t
 the long-format results file (:mod:`overinterp.results`), labelled
 ``train_on``/``evaluate_on`` = ``full``, ``bs5``, ``random5``, ``mask5`` and
 ``bs5-prob`` (subsets from probability ranking, the ranking-artefact control).
+
+Random subsets are drawn per split: training subsets with seed 1234, test subsets
+with 5678 (:data:`~overinterp.data.subsets.RANDOM_SUBSET_SEEDS`, the authors' seeds),
+the same for every model of a split. :func:`ensemble_row` gives Table 1's ensemble
+row as in the paper: an ensemble of models trained on *full* images, on full test
+images and on 5% random test subsets.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from overinterp.data.subsets import PixelSubsets, random_keep_masks, subset_label
+from overinterp.data.subsets import PixelSubsets, augment_once, random_keep_masks, random_subset_seed, subset_label
 from overinterp.jobs import JobOutput, load_job
+from overinterp.models.classifier import Classifier
 from overinterp.models.predict import predict_logits
 from overinterp.results import append_results, make_row, model_fingerprint
 from overinterp.training.evaluation import accuracy_from_logits
@@ -30,6 +37,8 @@ __all__ = [
     "evaluate_subsets",
     "confidence_drop",
     "retrain_on_subsets",
+    "ensemble_row",
+    "AUGMENT_MODES",
     "transfer",
     "compare_rankings",
 ]
@@ -48,16 +57,19 @@ def make_subsets(
     kind: str = "bs",
     fraction: float = 0.05,
     *,
-    seed: int = 0,
+    seed: int | None = None,
+    split: str = "test",
     images: Tensor | None = None,
 ) -> PixelSubsets:
     """The job's images as pixel subsets of ``kind`` (``bs``, ``random``, ``mask``).
 
     ``bs`` keeps the last-removed ``ceil(fraction·P)`` features of the job's
-    trace; ``random`` the same count at random (seeded by ``seed`` and dataset
-    position); ``mask`` is the binary ``bs`` keep-mask without pixel values.
+    trace; ``random`` the same count at random, seeded by ``seed`` (default: the
+    split's, 1234 for ``split="train"``, 5678 for ``"test"``) and the dataset
+    position; ``mask`` is the binary ``bs`` keep-mask without pixel values.
     Masked pixels take the trace's baseline (pixel space for a Classifier).
     """
+    seed = random_subset_seed(split, seed)
     if not 0.0 < float(fraction) <= 1.0:
         raise ValueError(f"fraction must lie in (0, 1], got {fraction!r}")
     j = _job(job)
@@ -71,7 +83,7 @@ def make_subsets(
         keep = j.trace.keep_mask(fraction)
     elif kind == "random":
         features = j.trace.features if j.trace.features is not None and j.trace.features.dim() == 2 else None
-        keep = random_keep_masks(j.positions, j.trace.image_shape, fraction, seed, features)
+        keep = random_keep_masks(j.positions, j.trace.image_shape, fraction, seed, features, split=split)
     else:
         raise ValueError(f"kind must be bs, random or mask, got {kind!r}")
     return PixelSubsets(
@@ -83,7 +95,7 @@ def make_subsets(
         float(fraction),
         j.classes,
         name=j.model_name,
-        meta={"rank_by": _rank_by(j), "job": str(j.out_dir), "key": j.spec.dataset, "seed": seed},
+        meta={"rank_by": _rank_by(j), "job": str(j.out_dir), "key": j.spec.dataset, "seed": seed, "split": split},
     )
 
 
@@ -118,7 +130,7 @@ def evaluate_subsets(
     *,
     kinds: Sequence[str] = ("full", "bs", "random"),
     fraction: float = 0.05,
-    seed: int = 0,
+    seed: int | None = None,
     model_name: str | None = None,
     train_on: str = "full",
     model_seed: int | None = None,
@@ -127,10 +139,13 @@ def evaluate_subsets(
     experiment: str = "pixel-subsets",
     notes: str = "",
     batch_size: int = 500,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Accuracy and mean confidence of ``model`` (default: the job's own model) on
-    the job's full images and its pixel subsets; with the job's own model also the
-    confidence drop from full image to each subset kind.
+    the job's full images and its pixel subsets (test subsets: random ones seeded
+    by ``seed``, default 5678); with the job's own model also the confidence drop
+    from full image to each subset kind. ``checkpoint``: the model's file for the
+    rows (default: the job's model file for its own model, else empty).
 
     Rows: ``accuracy``, ``loss``, ``subset_confidence`` (mean probability of the
     class predicted on the full image), and for the job's own model
@@ -168,11 +183,13 @@ def evaluate_subsets(
             "model": name,
             "arch": getattr(model, "name", ""),
             "fingerprint": model_fingerprint(model),
-            "checkpoint": str(j.spec.model.checkpoint or ""),
+            "checkpoint": str(checkpoint or (j.spec.model.checkpoint if own else "") or ""),
             "train_on": train_on,
             "dataset": key,
             "seed": "" if model_seed is None else model_seed,
-            "notes": (f"{notes}; " if notes else "") + f"subsets of job {j.out_dir.name}",
+            "notes": (f"{notes}; " if notes else "")
+            + f"subsets of job {j.out_dir.name}"
+            + (f"; random masks seeded {random_subset_seed('test', seed)}" if "random" in kinds else ""),
         }
         rows: list[dict[str, str]] = []
         for label, res in out.items():
@@ -189,6 +206,21 @@ def evaluate_subsets(
     return out
 
 
+#: ``augment`` settings of :func:`retrain_on_subsets`: label suffix of ``train_on`` and of the run folder
+AUGMENT_MODES: dict[str, tuple[str, str]] = {
+    "none": ("", "noaug"),
+    "joint": ("+aug", "aug"),
+    "once": ("+aug-once", "aug-once"),
+}
+
+
+def _augment_mode(augment: bool | str) -> str:
+    mode = {False: "none", True: "joint"}.get(augment, augment) if isinstance(augment, bool) else augment
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augment must be False, True, or one of {sorted(AUGMENT_MODES)}, got {augment!r}")
+    return mode  # type: ignore[return-value]
+
+
 def retrain_on_subsets(
     train_job: JobOutput | str | os.PathLike[str],
     test_jobs: JobOutput | str | os.PathLike[str] | Sequence[JobOutput | str | os.PathLike[str]],
@@ -198,10 +230,12 @@ def retrain_on_subsets(
     arch: str = "resnet20",
     seeds: Sequence[int] = (0, 1, 2, 3, 4),
     recipe: str = "paper",
-    augment: bool = False,
+    augment: bool | str = False,
+    augment_seed: int = 0,
     overrides: dict[str, Any] | None = None,
     out_dir: str | os.PathLike[str] = "runs/retrain",
-    subset_seed: int = 0,
+    train_subset_seed: int | None = None,
+    test_subset_seed: int | None = None,
     dataset_keys: str | Sequence[str | None] | None = None,
     results: str | os.PathLike[str] | None = None,
     experiment: str | None = None,
@@ -211,15 +245,27 @@ def retrain_on_subsets(
     """Train ``arch`` from scratch on the train job's pixel subsets (one model per
     seed, each in its own resumable run folder) and test on the subsets of the same
     kind of each test job (e.g. CIFAR-10 test, CIFAR-10.1, the CIFAR-10-C sample,
-    each backward-selected by the original model) — Table 1 (``augment=False``)
-    and Table S1 (``augment=True``).
+    each backward-selected by the original model) — Table 1 (no augmentation)
+    and Table S1 (with).
 
-    Rows are labelled ``train_on`` = ``bs5`` (``bs5+aug`` with augmentation),
-    ``evaluate_on`` = ``bs5``. Returns one dict per seed: ``seed``, ``accuracy`` (first test job),
-    ``accuracies`` (dataset key → accuracy), ``run_dir``.
+    Args:
+        augment: ``False``/``"none"``; ``True``/``"joint"`` (this package's Table S1):
+            every epoch crops and flips each image *and its keep-mask together*;
+            ``"once"`` (the authors' pipeline): each training image is cropped and
+            flipped once, seeded by ``augment_seed`` and its position, before
+            training (:func:`~overinterp.data.subsets.augment_once`), and the
+            keep-mask of the unaugmented image is applied unmoved; no per-epoch
+            augmentation. Crop padding and flip follow the recipe.
+        train_subset_seed, test_subset_seed: random-subset seeds (default 1234 and
+            5678, the authors'); the same masks for every seed and model.
+
+    Rows are labelled ``train_on`` = ``bs5`` (``bs5+aug`` joint, ``bs5+aug-once``
+    once), ``evaluate_on`` = ``bs5``. Returns one dict per seed: ``seed``,
+    ``accuracy`` (first test job), ``accuracies`` (dataset key → accuracy), ``run_dir``.
     """
     from overinterp.training.trainer import make_config, train_classifier
 
+    mode = _augment_mode(augment)
     tests = [test_jobs] if isinstance(test_jobs, (JobOutput, str, os.PathLike)) else list(test_jobs)
     if not tests:
         raise ValueError("retraining needs at least one test job")
@@ -228,17 +274,23 @@ def retrain_on_subsets(
     if len(keys) != len(tests):
         raise ValueError(f"{len(keys)} dataset keys for {len(tests)} test jobs")
     tr = _job(train_job)
-    train_sub = make_subsets(tr, kind, fraction, seed=subset_seed)
-    test_subs = [make_subsets(_job(t), kind, fraction, seed=subset_seed) for t in tests]
+    train_sub = make_subsets(tr, kind, fraction, seed=train_subset_seed, split="train")
+    test_subs = [make_subsets(_job(t), kind, fraction, seed=test_subset_seed, split="test") for t in tests]
     keys = [k or t.meta["key"] for k, t in zip(keys, test_subs)]
     label = train_sub.label
+    suffix, folder = AUGMENT_MODES[mode]
+    if mode == "once":  # the dataset is augmented once, as it is built; every seed trains on the same one
+        recipe_config = make_config(recipe, arch=arch, **(overrides or {}))
+        train_sub = augment_once(
+            train_sub, augment_seed, positions=tr.positions, padding=recipe_config.crop_padding, flip=recipe_config.flip
+        )
     out: list[dict[str, Any]] = []
     for seed in seeds:
-        config = make_config(recipe, arch=arch, seed=int(seed), augment=augment, **(overrides or {}))
-        run_dir = Path(out_dir) / f"{arch}-{label}-{'aug' if augment else 'noaug'}-seed{seed}"
+        config = make_config(recipe, arch=arch, seed=int(seed), augment=mode == "joint", **(overrides or {}))
+        run_dir = Path(out_dir) / f"{arch}-{label}-{folder}-seed{seed}"
         res = train_classifier(config, train_sub, test_subs[0], run_dir, device=device, progress=progress)
         model = res.model.cpu()
-        train_label = label + ("+aug" if augment else "")
+        train_label = label + suffix
         summary: dict[str, Any] = {
             "seed": int(seed),
             "run_dir": str(run_dir),
@@ -253,7 +305,7 @@ def retrain_on_subsets(
                 summary.update(res_k)
             if results is not None:
                 common = {
-                    "experiment": experiment or ("table-s1" if augment else "table1"),
+                    "experiment": experiment or ("table1" if mode == "none" else "table-s1"),
                     "model": arch,
                     "arch": arch,
                     "fingerprint": model_fingerprint(model),
@@ -262,8 +314,13 @@ def retrain_on_subsets(
                     "evaluate_on": label,
                     "dataset": key,
                     "seed": int(seed),
-                    "notes": f"{recipe} recipe, {config.epochs} epochs, augment={augment}, "
-                    f"{len(train_sub)} training subsets from {tr.out_dir.name}",
+                    "notes": f"{recipe} recipe, {config.epochs} epochs, augment={mode}, "
+                    f"{len(train_sub)} training subsets from {tr.out_dir.name}"
+                    + (
+                        f"; random masks seeded {train_sub.meta['seed']} (train) / {test_sub.meta['seed']} (test)"
+                        if kind == "random"
+                        else ""
+                    ),
                 }
                 append_results(
                     results,
@@ -274,6 +331,74 @@ def retrain_on_subsets(
                     ),
                 )
         out.append(summary)
+    return out
+
+
+def ensemble_row(
+    members: Sequence[Classifier | str | os.PathLike[str]],
+    test_jobs: JobOutput | str | os.PathLike[str] | Sequence[JobOutput | str | os.PathLike[str]],
+    *,
+    fraction: float = 0.05,
+    name: str | None = None,
+    test_subset_seed: int | None = None,
+    dataset_keys: str | Sequence[str | None] | None = None,
+    results: str | os.PathLike[str] | None = None,
+    experiment: str = "table1",
+    checkpoint: str | os.PathLike[str] | None = None,
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Table 1's ensemble row as in the paper: the mean-logit
+    :class:`~overinterp.models.ensemble.Ensemble` of ``members`` — models trained
+    on **full** images (the paper: five ResNet18; 96.15% on full CIFAR-10 test
+    images, 9.98% on 5% random subsets) — evaluated on each test job's full images
+    and on its ``fraction`` random test subsets (seed ``test_subset_seed``, default 5678).
+
+    Args:
+        members: Classifiers or overinterp checkpoints of full-image models (e.g.
+            ``runs/full/resnet18-seed{0..4}/model.pt``).
+        name: the row's model name (default ``ensemble:<arch>x<n>``).
+        checkpoint: the ensemble's file for the rows' checkpoint column (e.g. its JSON).
+
+    Rows (``experiment`` default ``table1``): ``train_on`` = ``full``,
+    ``evaluate_on`` = ``full`` and ``random5``; ``accuracy``, ``loss``,
+    ``subset_confidence``; the notes name the members. Returns
+    ``{dataset key: {"full": …, "random5": …}}`` (see :func:`evaluate_subsets`).
+    """
+    from overinterp.models import load_model
+    from overinterp.models.ensemble import Ensemble
+
+    if not members:
+        raise ValueError("an ensemble row needs at least one member model")
+    sources = [m if isinstance(m, Classifier) else str(m) for m in members]
+    models = [m if isinstance(m, Classifier) else load_model(None, checkpoint=m) for m in members]
+    arches = sorted({str(getattr(m, "name", "model")) for m in models})
+    label = name or f"ensemble:{'+'.join(arches)}x{len(models)}"
+    ens = Ensemble(models, name=label).eval()
+    tests = [test_jobs] if isinstance(test_jobs, (JobOutput, str, os.PathLike)) else list(test_jobs)
+    if not tests:
+        raise ValueError("an ensemble row needs at least one test job")
+    keys = [dataset_keys] if dataset_keys is None or isinstance(dataset_keys, str) else list(dataset_keys)
+    keys = keys * len(tests) if len(keys) == 1 else keys
+    if len(keys) != len(tests):
+        raise ValueError(f"{len(keys)} dataset keys for {len(tests)} test jobs")
+    shown = [s if isinstance(s, str) else f"{type(s).__name__} {model_fingerprint(s)}" for s in sources]
+    notes = f"mean logits of {len(models)} models trained on full images: " + ", ".join(shown)
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for test, key in zip(tests, keys):
+        j = _job(test)
+        out[key or j.spec.dataset] = evaluate_subsets(
+            j,
+            ens,
+            kinds=("full", "random"),
+            fraction=fraction,
+            seed=test_subset_seed,
+            model_name=label,
+            train_on="full",
+            dataset_key=key,
+            results=results,
+            experiment=experiment,
+            notes=notes,
+            checkpoint=checkpoint,
+        )
     return out
 
 

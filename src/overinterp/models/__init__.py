@@ -12,6 +12,7 @@ family under :mod:`overinterp.models.archs`.
 from overinterp.models.blackbox import BlackBoxClassifier, tflite_classifier
 from overinterp.models.checkpoint import load_checkpoint_file, save_checkpoint
 from overinterp.models.classifier import Classifier, Normalize, make_preprocessing
+from overinterp.models.dropout import InputDropoutClassifier, pixel_dropout
 from overinterp.models.ensemble import Ensemble, load_ensemble, save_ensemble
 from overinterp.models.external import imagenet_classifier, robustbench_classifier, user_model
 from overinterp.models.factory import create_model, load_model
@@ -20,6 +21,8 @@ from overinterp.models.registry import list_models, register_model
 from overinterp.models.spec import ModelSpec, load_model_spec, parse_model_spec
 
 __all__ = [
+    "InputDropoutClassifier",
+    "pixel_dropout",
     "create_model",
     "load_model",
     "list_models",

@@ -186,12 +186,18 @@ def sis_collection(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = True,
     max_sis: int | None = None,
+    allow_empty: bool = False,
 ) -> SISCollection:
     """SIScollection: each image's disjoint sufficient input subsets.
 
     Repeat on all images still active at once: backward-select the features not
     yet in any SIS (those are masked for good), take the SIS at ``threshold``
     (re-verified), until the remaining features alone fall below τ.
+
+    ``allow_empty`` (the original pipeline, see :meth:`BackselectTrace.find_sis`):
+    an image whose fully masked version already reaches τ gets one empty SIS and
+    no more (every subset is then sufficient). Without it, its SIS have at least
+    one feature each.
     """
     tau = check_threshold(threshold)
     method = Exact() if method is None else method
@@ -206,7 +212,7 @@ def sis_collection(
         sel = torch.tensor(active, device=images.device)
         sub_fmap = type(fmap)(fmap.groups[sel], fmap.num_features[sel], fmap.shared, fmap.is_pixels)
         trace = _run(forward, images[sel], base, sub_fmap, tgt[sel], method, batch_size, progress, available[sel])
-        res = trace.find_sis(tau, model, images[sel], batch_size=batch_size)
+        res = trace.find_sis(tau, model, images[sel], batch_size=batch_size, allow_empty=allow_empty)
         extended += res.extended
         still = []
         for r, i in enumerate(active):
@@ -215,7 +221,7 @@ def sis_collection(
                 continue
             found[i].append(s)
             available[i, s.to(images.device)] = False
-            if bool(available[i].any()) and (max_sis is None or len(found[i]) < max_sis):
+            if s.numel() and bool(available[i].any()) and (max_sis is None or len(found[i]) < max_sis):
                 still.append(i)
         active = still
     return SISCollection(found, tau, extended)

@@ -48,7 +48,8 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 class SISResult(Sequence[Tensor | None]):
     """SIS of each image: ``result[i]`` is a LongTensor of feature ids (in the
     order they would be added back: last removed first) or ``None`` where the
-    full image is below the threshold.
+    full image is below the threshold. It is empty (``numel() == 0``) only with
+    ``find_sis(allow_empty=True)``, where the fully masked image already reaches τ.
 
     Attributes:
         threshold: τ.
@@ -158,6 +159,7 @@ class BackselectTrace:
         images: Tensor | None = None,
         *,
         batch_size: int = 256,
+        allow_empty: bool = False,
     ) -> SISResult:
         """FindSIS on every image: walk back from the last-removed feature, adding
         features until the target probability reaches ``threshold``.
@@ -168,6 +170,14 @@ class BackselectTrace:
         forward pass; one that falls just short (float noise between batch
         layouts) is extended along the trace until it passes, and counted in
         ``extended``.
+
+        ``allow_empty`` (the original FindSIS): where the full image reaches τ and
+        so does the fully masked one, the SIS is empty (``numel() == 0``, its
+        log-odds the fully masked image's). Without it (the default) a SIS has at
+        least one feature: the walk starts from the last-removed one. The empty
+        set is taken from the trace's last evaluated prefix, or, when verifying,
+        from a forward pass on the fully masked image (falling back to the usual
+        walk where that one is short of τ).
         """
         thr = logit(threshold)
         values, ok = self._prefix_values()
@@ -177,8 +187,16 @@ class BackselectTrace:
         idx = torch.arange(pmax).view(1, -1).expand(n, pmax)
         start = torch.where(hit, idx, torch.full_like(idx, -1)).max(dim=1).values
         start = torch.where(hit[:, 0], start, torch.full_like(start, -1))  # f(x) < τ: no SIS
-        starts = start.tolist()
         stored = values.gather(1, start.clamp(min=0).view(-1, 1)).squeeze(1)
+        if allow_empty and model is None and images is None:
+            # the value of keeping nothing: the log-odds after the last removal, where evaluated
+            last = (self.num_features - 1).clamp(min=0).view(-1, 1)
+            empty_value = self.logodds_padded.double().gather(1, last).squeeze(1)
+            empty_ok = self.evaluated.gather(1, last).squeeze(1) & (self.num_features > 0)
+            empty = (start >= 0) & empty_ok & (empty_value >= thr)
+            start = torch.where(empty, self.num_features, start)
+            stored = torch.where(empty, empty_value, stored)
+        starts = start.tolist()
         measured = torch.where(start >= 0, stored, torch.full_like(stored, float("nan")))
         if model is None and images is None:
             sis = [
@@ -188,7 +206,7 @@ class BackselectTrace:
             return SISResult(sis, float(threshold), measured, verified=False)
         if model is None or images is None:
             raise ValueError("verification needs both model and images")
-        return self._verify(threshold, thr, starts, model, images, batch_size)
+        return self._verify(threshold, thr, starts, model, images, batch_size, allow_empty)
 
     def _verify(
         self,
@@ -198,6 +216,7 @@ class BackselectTrace:
         model: Callable[[Tensor], Tensor],
         images: Tensor,
         batch_size: int,
+        allow_empty: bool = False,
     ) -> SISResult:
         forward = prepare_model(model)
         images = check_images(images, model)
@@ -215,6 +234,14 @@ class BackselectTrace:
         result = torch.full((len(self),), float("nan"), dtype=torch.float64)
         extended = 0
         todo = [i for i, j in enumerate(starts) if j >= 0]
+        if allow_empty and todo:  # the original FindSIS: is the fully masked image already sufficient?
+            sel = torch.tensor(todo, device=device)
+            masked = torch.zeros_like(images[sel]) + base  # every feature masked
+            lo = batched_logodds(forward, masked, target[sel], batch_size).cpu()
+            for r, i in enumerate(todo):
+                if float(lo[r]) >= thr:
+                    starts[i], result[i] = nf[i], float(lo[r])
+            todo = [i for i in todo if starts[i] < nf[i]]
         was_extended = set()
         while todo:
             keep = torch.zeros(len(todo), self.order_padded.shape[1], dtype=torch.bool)

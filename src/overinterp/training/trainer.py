@@ -25,8 +25,13 @@ schedule (linear warm-up over 2 epochs from 0.02 to 0.2, then linear decay to
 test images after 9 minutes on one CPU thread (see the README). Any field can be
 overridden.
 
-Every random draw (initial weights, shuffling, augmentation) comes from
-generators seeded by ``seed``; replicates differ only by it. On a GPU the
+``input_dropout`` (default 0: off) is the input-dropout mitigation: each
+training image gets an independent Bernoulli mask per step, and dropped pixels
+(all channels together) take the model's baseline — after augmentation and any
+pixel-subset masking (:func:`~overinterp.models.dropout.pixel_dropout`).
+
+Every random draw (initial weights, shuffling, augmentation, input dropout)
+comes from generators seeded by ``seed``; replicates differ only by it. On a GPU the
 model trains in bfloat16 autocast with channels-last tensors, and the uint8
 training set is kept on the device when it fits (bfloat16 autocast; float16
 with loss scaling on GPUs without bfloat16).
@@ -54,7 +59,8 @@ from overinterp._atomic import atomic_write_text
 from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages, to_pixels
 from overinterp.data.subsets import PixelSubsets, apply_stacked
-from overinterp.models.classifier import Classifier
+from overinterp.models.classifier import Classifier, resolve_baseline
+from overinterp.models.dropout import check_dropout_rate, pixel_dropout
 from overinterp.models.predict import check_finite_images, check_labels, probe_model
 from overinterp.training.evaluation import evaluate_accuracy
 
@@ -106,6 +112,9 @@ class TrainConfig:
     augment: bool = True
     crop_padding: int = 4
     flip: bool = True
+    #: input dropout (a mitigation, paper §4.4): the probability that a training pixel (all its
+    #: channels) is replaced by the model's baseline, an independent draw per image and step; 0 = off
+    input_dropout: float = 0.0
     drop_last: bool = False
     seed: int = 0
     recipe: str = "paper"
@@ -132,6 +141,7 @@ class TrainConfig:
             raise ValueError("crop_padding, warmup_epochs must be >= 0 and label_smoothing in [0, 1)")
         if self.nesterov and self.momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
+        object.__setattr__(self, "input_dropout", check_dropout_rate(self.input_dropout, "input_dropout"))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -338,8 +348,12 @@ def _check_parameters(model: torch.nn.Module, epoch: int, ckpt_path: Path | None
 
 
 def _hyperparameter_changes(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    # a setting that a checkpoint predates had its default value then (e.g. input_dropout: 0.0)
+    defaults = TrainConfig().to_dict()
     keys = sorted(set(saved) | set(current))
-    return [f"{k}: {saved.get(k)!r} → {current.get(k)!r}" for k in keys if saved.get(k) != current.get(k)]
+    old = {k: saved.get(k, defaults.get(k)) for k in keys}
+    new = {k: current.get(k, defaults.get(k)) for k in keys}
+    return [f"{k}: {old[k]!r} → {new[k]!r}" for k in keys if old[k] != new[k]]
 
 
 def train_classifier(
@@ -462,6 +476,8 @@ def train_classifier(
         probe = apply_stacked(probe, subset_fill)
     model_classes = probe_model(model, tuple(probe.shape[1:]), where="training images")
     check_labels(labels, model_classes, "training labels")
+    # input dropout replaces pixels by the model's masking value (its baseline, in pixel space)
+    dropout_fill = resolve_baseline(None, model, tuple(probe.shape[1:]), torch.float32, dev)
     if test_data is not None:
         check_labels(test_data[1], model_classes, "test labels")
     if use_cl:
@@ -477,6 +493,7 @@ def train_classifier(
     optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
     shuffle_gen = torch.Generator().manual_seed(config.seed)
     augment_gen = torch.Generator(device=dev).manual_seed(config.seed + 1)
+    dropout_gen = torch.Generator(device=dev).manual_seed(config.seed + 2)
     start_epoch = 0
     history: list[dict[str, Any]] = []
     if saved is not None:
@@ -484,6 +501,8 @@ def train_classifier(
         optimizer.load_state_dict(state["optimizer"])
         shuffle_gen.set_state(state["shuffle_rng"])
         augment_gen.set_state(state["augment_rng"])
+        if state.get("dropout_rng") is not None:  # absent in checkpoints from before input dropout
+            dropout_gen.set_state(state["dropout_rng"])
         torch.set_rng_state(state["torch_rng"])
         if state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -556,6 +575,8 @@ def train_classifier(
                     x = random_crop_flip(x, augment_gen, config.crop_padding, config.flip)
                 if subset_fill is not None:
                     x = apply_stacked(x, subset_fill)
+                if config.input_dropout > 0:
+                    x = pixel_dropout(x, config.input_dropout, dropout_fill, dropout_gen)
                 if use_cl:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with torch.autocast("cuda", dtype=amp_dtype, enabled=use_amp):
@@ -610,6 +631,7 @@ def train_classifier(
                             "optimizer": _optimizer_state_cpu(optimizer),
                             "shuffle_rng": shuffle_gen.get_state(),
                             "augment_rng": augment_gen.get_state(),
+                            "dropout_rng": dropout_gen.get_state(),
                             "torch_rng": torch.get_rng_state(),
                             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
                         },
