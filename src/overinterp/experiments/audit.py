@@ -70,8 +70,8 @@ UNFAITHFUL = frozenset({"gradient"})
 #: what the plan says about each candidate's faithfulness (bench/results/frontier.md, per pixel, CIFAR)
 FAITHFULNESS = {
     "exact": "the reference",
-    "fast": "≈ exact (0.9% of its cost; 5% subsets and SIS within the frontier's targets)",
-    "adaptive": "close to exact, forward passes only (5.7% of its cost)",
+    "fast": "≈ exact: 5% subsets and SIS within the frontier's targets at about 1% of its cost (32×32)",
+    "adaptive": "close to exact, forward passes only",
     "gradient": "cheap, not faithful (5% subsets far less confident than exact's)",
 }
 #: seconds reserved for the subset evaluation and the report (measured: 10–40 s on 2 CPU cores)
