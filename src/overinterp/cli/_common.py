@@ -206,7 +206,7 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "--k": ("k", dict(type=positive_int, help="features per block/step: gradient (default 1), kstep (default 16)")),
     "--step-fraction": (
         "step_fraction",
-        dict(type=fraction, help="adaptive (default 0.05), fast (default 0.08): head step = this × remaining"),
+        dict(type=fraction, help="adaptive, fast: head step = this × remaining (default 0.05)"),
     ),
     "--pool": (
         "pool",
@@ -220,7 +220,14 @@ _METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "--width": (
         "width",
-        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 44)"),
+        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 32)"),
+    ),
+    "--recall": (
+        "recall",
+        dict(
+            type=nonnegative_int,
+            help="fast: per step also score the best earlier-scored features the gradient missed (default 4)",
+        ),
     ),
     "--exact-end": (
         "exact",

@@ -16,8 +16,8 @@ METHODS = [
     overinterp.Adaptive(step_fraction=0.1, tail=0.5, head="gradient"),
     overinterp.BatchedGradient(1),
     overinterp.BatchedGradient(5),
-    overinterp.Fast(),
-    overinterp.Fast(step_fraction=0.2, pool=3, screened=0.2, exact=0.1, width=4),
+    overinterp.Fast(recall=0),
+    overinterp.Fast(step_fraction=0.2, pool=3, screened=0.2, exact=0.1, width=4, recall=0),
 ]
 
 
@@ -30,3 +30,17 @@ def test_planned_cost_counts_the_passes_the_method_makes(method, size):
     plan = method.planned_cost(size * size)
     assert trace.meta.get("evaluations", 0) == 3 * plan["forward"]
     assert trace.meta.get("forward_backward_passes", 0) == 3 * plan["forward_backward"]
+
+
+@pytest.mark.parametrize("size", [5, 6])
+def test_with_recall_the_plan_is_an_upper_bound(size):
+    """Recall adds up to ``recall`` earlier-scored features per step (fewer when they are already
+    screened in), so the plan bounds the passes from above, and from below by the plan without recall."""
+    model = TinyCNN(num_classes=3, height=size, width=size, seed=1)
+    x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(size))
+    method = overinterp.Fast()
+    assert method.recall > 0
+    trace = overinterp.backselect(model, x, method=method, progress=False)
+    plan, without = method.planned_cost(size * size), overinterp.Fast(recall=0).planned_cost(size * size)
+    assert 3 * without["forward"] <= trace.meta["evaluations"] <= 3 * plan["forward"]
+    assert trace.meta["forward_backward_passes"] == 3 * plan["forward_backward"]

@@ -84,12 +84,12 @@ class Fast(Method):
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
-    step_fraction: float = 0.08
+    step_fraction: float = 0.05
     pool: float = 2.0
     screened: float = 0.08
     exact: float = 0.05
-    width: int = 44
-    recall: int = 0
+    width: int = 32
+    recall: int = 4
     exact_cap: int = 40
     channels_last: bool | None = None
 
