@@ -63,6 +63,8 @@ def test_the_unfaithful_method_only_when_no_faithful_one_fits_one_image():
     assert "WARNING" in p.reason and "not faithful" in p.reason
     with pytest.raises(UserInputError, match="too small for even one image"):
         plan(budget_seconds=REPORT_SECONDS + per_image("gradient", k=8) * 0.5)
+    with pytest.raises(UserInputError, match="too small for even one image: the cheapest method"):
+        plan(budget_seconds=REPORT_SECONDS / 2)  # less than the reserve for evaluation and report
 
 
 def test_images_caps_and_no_budget_means_fast_on_every_image():
@@ -139,7 +141,10 @@ def test_audit_end_to_end_resumes_and_refuses_other_arguments(tmp_path, capsys):
     assert _audit(*args) == 0  # resume: same plan, no shard recomputed, rows not appended twice
     text = capsys.readouterr().out
     assert "resuming the plan" in text and "audit plan —" not in text
-    assert json.loads((out / "audit.json").read_text())["job"]["computed"] == 0
+    again = json.loads((out / "audit.json").read_text())
+    assert again["job"]["computed"] == 0
+    assert again["evaluation"] == record["evaluation"] and again["evaluation"]["bs5"]["n"] == 4
+    assert again["seconds"]["job"] == record["seconds"]["job"]  # the first run's times are kept
     assert len(overinterp.results.read_results(out / "results.csv")) == n_rows
 
     assert _audit(*args[:-2], "--method", "fast") == 2

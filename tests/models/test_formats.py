@@ -361,3 +361,15 @@ def test_files_exported_for_a_fixed_batch_are_fed_in_chunks(net, pixels, tmp_pat
         model = load_model_spec(f"{tmp_path / name}?range=0:255")
         with torch.no_grad():
             assert torch.allclose(model(x[:5]).double(), reference(net, x[:5]), atol=1e-4), name
+
+
+def test_a_preprocessing_preset_normalises_unit_pixels_also_for_integer_input_models():
+    """``preprocessing=imagenet`` on an int8-input file means ImageNet statistics of [0, 1] pixels,
+    not of the quantised range (which would saturate every input)."""
+    from overinterp.models import load_model_file
+
+    path = Path(__file__).parent / "fixtures" / "tiny_cnn_255_nhwc_int8.tflite"
+    model = load_model_file(path, preprocessing="imagenet")
+    assert torch.allclose(
+        model.baseline.flatten()[:3].double(), torch.tensor([0.485, 0.456, 0.406]).double(), atol=1e-4
+    )

@@ -52,6 +52,10 @@ __all__ = [
     "format_plan",
     "parse_duration",
     "run_audit",
+    "PlanRow",
+    "UNFAITHFUL",
+    "FAITHFULNESS",
+    "REPORT_SECONDS",
 ]
 
 #: fewest images a budget should buy before a less faithful method is preferred (paired CIs need a few)
@@ -270,7 +274,7 @@ def plan_audit(
     if budget_seconds is not None:
         if budget_seconds <= 0:
             raise UserInputError(f"the budget must be > 0 seconds, got {budget_seconds}")
-        job_budget = budget_seconds - spent_seconds - REPORT_SECONDS
+        job_budget = max(0.0, budget_seconds - spent_seconds - REPORT_SECONDS)
     candidates = [make_method(n, **p) for n, p in LADDER]
     if method is not None and all(c.describe() != method.describe() for c in candidates):
         candidates.insert(0, method)
@@ -484,7 +488,7 @@ def run_audit(
     from overinterp.experiments.pixel_subsets import evaluate_subsets
     from overinterp.jobs import JobSpec, load_job, run_job
     from overinterp.models.predict import check_labels, probe_model
-    from overinterp.results import append_results, model_fingerprint
+    from overinterp.results import append_results, model_fingerprint, read_results
     from overinterp.sis.features import patch_features
     from overinterp.sis.methods import method_from_description
 
@@ -557,6 +561,8 @@ def run_audit(
         atomic_write_text(plan_file, json.dumps({"arguments": key, "plan": plan_dict}, indent=1) + "\n")
         log(format_plan(plan))
     n = int(plan_dict["images"])
+    if n > n_avail:
+        raise UserInputError(f"the plan in {plan_file} takes {n} images but {dataset} now has {n_avail}")
     positions = tuple(range(n))
     check_labels(data.labels[list(positions)], num_classes, f"dataset {dataset}")
     chosen = method_from_description(plan_dict["method"])
@@ -581,11 +587,14 @@ def run_audit(
     job = load_job(out / "job")
     results = out / "results.csv"
     fp = model_fingerprint(job.load_model())
-    evaluated = (
-        json.loads((out / "audit.json").read_text()).get("evaluated") if (out / "audit.json").is_file() else None
+    previous = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() else {}
+    done = results.is_file() and any(
+        r.get("experiment") == "audit" and r.get("fingerprint") == fp for r in read_results(results)
     )
-    if evaluated != fp:  # a resumed audit appends its rows once
-        ev = evaluate_subsets(job, None, kinds=("full", "bs", "random"), results=results, experiment="audit")
+    if not done:  # every row in one atomic append: a kill leaves all of them or none, a rerun adds none twice
+        scratch = out / ".audit-rows.csv"
+        scratch.unlink(missing_ok=True)
+        ev = evaluate_subsets(job, None, kinds=("full", "bs", "random"), results=scratch, experiment="audit")
         base = {
             "experiment": "audit",
             "model": job.model_name,
@@ -594,16 +603,21 @@ def run_audit(
             "evaluate_on": "full",
             "dataset": spec_dataset,
         }
-        append_results(results, _sis_rows(job, THRESHOLDS, base))
-        atomic_write_text(out / "audit.json", json.dumps({"plan": plan_dict, "evaluated": fp}, indent=1) + "\n")
+        rows = [
+            {k: v for k, v in r.items() if k not in ("schema_version", "recorded_at")} for r in read_results(scratch)
+        ]
+        append_results(results, rows + _sis_rows(job, THRESHOLDS, base))
+        scratch.unlink()
     else:
-        ev = {}
+        ev = previous.get("evaluation") or {}
     timings["evaluation"] = time.perf_counter() - t
     rep_path = None
     if report is not None:
         t = time.perf_counter()
         rep_path = str(report(out))
         timings["report"] = time.perf_counter() - t
+    if done and previous.get("seconds"):  # a rerun of a finished audit keeps the first run's record
+        timings = {**previous["seconds"], **{f"rerun_{k}": v for k, v in timings.items()}}
     record = {
         "plan": plan_dict,
         "job": summary,

@@ -153,7 +153,12 @@ def detect_format(path: str | os.PathLike[str], declared: str | None = None) -> 
         raise UserInputError(f"unknown model format {declared!r}; known: {', '.join(FORMATS)}")
     if not p.is_file():
         raise FileNotFoundError(f"no model file at {p}")
-    sniffed = sniff_format(p)
+    try:
+        sniffed = sniff_format(p)
+    except UserInputError:
+        if declared in ("torchscript", "pt2"):  # a zip both could be: the declared format decides
+            return declared
+        raise
     by_ext = EXTENSIONS.get(p.suffix.lower())
     if declared is not None:
         if sniffed is not None and sniffed != declared:
@@ -257,6 +262,7 @@ class InputContract:
                     "mean/std give mean=…&std=… in the range's units instead"
                 )
             kw["mean"], kw["std"] = preset
+            kw["range"] = (0.0, 1.0)  # a preset normalises [0, 1] pixels, also for integer-input models
         if "layout" in options:
             layout = str(options["layout"]).lower()
             if layout not in ("nchw", "nhwc"):
