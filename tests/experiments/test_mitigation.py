@@ -87,6 +87,28 @@ def test_rows_in_the_results_file(run):
         assert rec["sis_size_mean"] == pytest.approx(sum(sizes) / len(sizes) / 64)
 
 
+def test_a_rerun_appends_no_row_twice(run):
+    d, recs = run
+    before = len(read_results(d / "r.csv"))
+    input_dropout_mitigation(
+        _easy(48, 0),
+        _easy(12, 1),
+        rate=0.3,
+        seeds=(0,),
+        overrides={"epochs": 2, "batch_size": 8, "arch_kwargs": {"width": 4}, "label_smoothing": 0.0},
+        out_dir=d / "runs",
+        threshold=0.6,
+        sis_images=3,
+        inference_samples=2,
+        method=overinterp.Exact(),
+        dataset_key="toy:test",
+        results=d / "r.csv",
+        progress=False,
+        log=None,
+    )
+    assert len(read_results(d / "r.csv")) == before
+
+
 def test_bad_settings_are_refused():
     data = _easy(6, 0)
     for kwargs, match in (

@@ -33,7 +33,7 @@ from torch import Tensor
 from overinterp.data.base import LabeledImages, to_pixels
 from overinterp.models.classifier import Classifier
 from overinterp.models.dropout import InputDropoutClassifier, check_dropout_rate
-from overinterp.results import append_results, model_fingerprint
+from overinterp.results import append_results, model_fingerprint, read_results
 from overinterp.sis import Fast, Method, backselect
 from overinterp.training.evaluation import evaluate_accuracy
 
@@ -65,6 +65,17 @@ def sis_sizes(
         "n": len(images),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _recorded(results: str | os.PathLike[str], common: dict[str, Any]) -> bool:
+    """Whether ``results`` already holds this model's rows of this setting (same fingerprint, seed, notes)."""
+    if not Path(results).is_file():
+        return False
+    keys = ("experiment", "model", "fingerprint", "seed", "notes", "dataset")
+    return any(
+        all(str(r.get(k) if r.get(k) is not None else "") == str(common[k]) for k in keys)
+        for r in read_results(results)
+    )
 
 
 def _as_labeled(data: Any, what: str) -> LabeledImages:
@@ -198,5 +209,6 @@ def input_dropout_mitigation(
                         rows.append(
                             {**common, "metric": "sis_size_mean", "value": rec["sis_size_mean"], "n": rec["with_sis"]}
                         )
-                    append_results(results, rows)
+                    if not _recorded(results, common):  # a rerun (training resumes) appends no row twice
+                        append_results(results, rows)
     return out
