@@ -86,6 +86,7 @@ def _run(
     start = problem.start_images()
     with torch.inference_mode():
         full = target_logodds(batched_logits(forward, start, batch_size), tgt)
+    method.check_model(forward, problem)  # a forward-only model and a gradient method: refused before any work
     out = method.run(problem, batch_size=batch_size, progress=progress)
     c, h, w = images.shape[1:]
     return BackselectTrace(

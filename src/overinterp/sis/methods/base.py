@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -104,20 +103,6 @@ class Method:
     """
 
     name: ClassVar[str] = "method"
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """Every subclass's ``run`` first calls :meth:`check_model`, so no method starts on a model it cannot use."""
-        super().__init_subclass__(**kwargs)
-        run = cls.__dict__.get("run")
-        if run is not None and not getattr(run, "_checks_model", False):
-
-            @functools.wraps(run)
-            def checked_run(self: "Method", problem: Problem, **kw: Any) -> MethodOutput:
-                self.check_model(problem.forward, problem)
-                return run(self, problem, **kw)
-
-            checked_run._checks_model = True  # type: ignore[attr-defined]
-            cls.run = checked_run  # type: ignore[method-assign]
 
     def uses_gradients(self, total: int = 1024) -> bool:
         """Whether this method takes forward+backward passes on an image of ``total`` features
