@@ -189,3 +189,26 @@ def test_portable_spec_expands_aliases(tmp_path):
     assert portable_dataset_spec("cifar10-train").startswith("cifar10:train")
     (tmp_path / "imgs").mkdir()
     assert portable_dataset_spec(f"folder:{tmp_path / 'imgs'}") == f"folder@{(tmp_path / 'imgs').resolve()}"
+
+
+def test_training_images_are_the_first_limit_then_the_seeded_subset(npz):
+    from overinterp.data import open_dataset
+    from overinterp.training.replicates import select_training_images
+
+    full = open_dataset(f"{npz}:train")
+    first = select_training_images(full, 10, None)
+    assert len(first) == 10
+    assert torch.equal(first.images, full.images[:10]) and torch.equal(first.labels, full.labels[:10])
+    drawn = select_training_images(full, 10, 4, subset_seed=3)
+    again = select_training_images(full, 10, 4, subset_seed=3)
+    assert len(drawn) == 4 and torch.equal(drawn.images, again.images)
+    rows = {tuple(x.flatten().tolist()) for x in full.images[:10]}
+    assert all(tuple(x.flatten().tolist()) in rows for x in drawn.images)  # drawn from the first 10 only
+    assert select_training_images(full, 100, None) is full
+
+
+def test_cli_train_limit_trains_on_the_first_images(npz, tmp_path, capsys):
+    args = ["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--batch-size", "8"]
+    args += ["--preprocessing", "none", "--data", f"{npz}:train", "--limit", "16", "--out", str(tmp_path / "r")]
+    assert main([*args, "--threads", "1", "--no-progress"]) == 0
+    assert "1 epochs on 16 images" in capsys.readouterr().err

@@ -53,6 +53,11 @@ def _add_train(sub: c.Subparsers) -> None:
         "--subset", type=c.positive_int, help="train on a random subset of this many images (seeded by --subset-seed)"
     )
     p.add_argument("--subset-seed", type=int, default=0, help="seed of the --subset draw (default 0)")
+    p.add_argument(
+        "--limit",
+        type=c.positive_int,
+        help="train on the first N images only (e.g. the images a backward-selection job covered; before --subset)",
+    )
     p.add_argument("--test-limit", type=c.positive_int, help="evaluate on the first N test images only")
     p.add_argument("--out", type=c.output_dir, required=True, help="run folder: checkpoint.pt, model.pt, metrics.jsonl")
     p.add_argument("--seed", type=int, help="replicate seed (weights, shuffling, augmentation); default 0")
@@ -154,6 +159,7 @@ def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int |
 def _cmd_train(args: argparse.Namespace) -> int:
     from overinterp.results import append_results
     from overinterp.training.evaluation import result_rows
+    from overinterp.training.replicates import select_training_images
     from overinterp.training.trainer import train_classifier
 
     c.apply_threads(args)
@@ -162,10 +168,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = _train_config(args)
     progress = not args.no_progress
     t0 = time.perf_counter()
-    train = _load(args.data, args.root, args.download, progress)
-    if args.subset is not None and args.subset < len(train):
-        g = torch.Generator().manual_seed(args.subset_seed)
-        train = train.subset(torch.randperm(len(train), generator=g)[: args.subset])
+    train = select_training_images(
+        _load(args.data, args.root, args.download, progress), args.limit, args.subset, args.subset_seed
+    )
     test = _load(args.test_data, args.root, args.download, progress, args.test_limit) if args.test_data else None
     print(
         f"train: {config.arch}, recipe {config.recipe}, seed {config.seed}, {config.epochs} epochs on "
@@ -236,6 +241,7 @@ def _cmd_train_replicates(args: argparse.Namespace) -> int:
     runtime = dict(
         train=train,
         test=test,
+        limit=args.limit,
         subset=args.subset,
         subset_seed=args.subset_seed,
         test_limit=args.test_limit,

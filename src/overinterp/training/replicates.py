@@ -42,8 +42,8 @@ class TrainTask:
     """One training run, as plain data (pickles; JSON-friendly).
 
     ``config``: :meth:`TrainConfig.to_dict`; ``train``/``test``: dataset spec
-    strings; ``subset``: train on a seeded random subset of this many images;
-    ``test_limit``: first N test images; the rest are
+    strings; ``limit``: the first N training images only; ``subset``: then a
+    seeded random subset of this many images; ``test_limit``: first N test images; the rest are
     :func:`~overinterp.training.trainer.train_classifier`'s runtime arguments
     (``threads``: torch threads in the task, default the executor's).
     """
@@ -52,6 +52,7 @@ class TrainTask:
     train: str
     out_dir: str
     test: str | None = None
+    limit: int | None = None
     subset: int | None = None
     subset_seed: int = 0
     test_limit: int | None = None
@@ -95,6 +96,19 @@ def replicate_tasks(
     ]
 
 
+def select_training_images(train: Any, limit: int | None, subset: int | None, subset_seed: int = 0) -> Any:
+    """The images a run trains on: the first ``limit`` of ``train`` (a dataset with
+    ``subset``), then a random ``subset`` of them drawn with ``subset_seed``."""
+    import torch
+
+    if limit is not None and limit < len(train):
+        train = train.subset(slice(0, limit))
+    if subset is not None and subset < len(train):
+        g = torch.Generator().manual_seed(subset_seed)
+        train = train.subset(torch.randperm(len(train), generator=g)[:subset])
+    return train
+
+
 def run_train_task(task: TrainTask) -> dict[str, Any]:
     """Train one run (resuming its folder); returns a summary (JSON types)."""
     import torch
@@ -105,10 +119,7 @@ def run_train_task(task: TrainTask) -> dict[str, Any]:
     if task.threads:
         torch.set_num_threads(task.threads)
     config = TrainConfig.from_dict(task.config)
-    train = open_dataset(task.train)
-    if task.subset is not None and task.subset < len(train):
-        g = torch.Generator().manual_seed(task.subset_seed)
-        train = train.subset(torch.randperm(len(train), generator=g)[: task.subset])
+    train = select_training_images(open_dataset(task.train), task.limit, task.subset, task.subset_seed)
     test = open_dataset(task.test) if task.test else None
     if test is not None and task.test_limit is not None and task.test_limit < len(test):
         test = test.subset(slice(0, task.test_limit))
