@@ -157,3 +157,14 @@ def test_command_line(tmp_path, capsys):
     bad[bad.index("--k") + 1] = "5000"
     assert main(bad) == 2
     assert "exceeds" in capsys.readouterr().err
+
+
+def test_command_line_paper_transform_resizes_straight_to_the_crop(tmp_path):
+    _fake_val(tmp_path / "val", n=2)
+    args = ["imagenet-sis", "--model", "mobilenet_v3_small", "--weights", "random", "--data", str(tmp_path / "val")]
+    args += ["--crop", "32", "--confidence", "0", "--threshold", "0.0001", "--k", "256", "--num-images", "1"]
+    args += ["--batch-size", "2", "--no-progress", "--panels", "0"]
+    assert main([*args, "--transform", "paper", "--out", str(tmp_path / "paper")]) == 0
+    assert json.loads((tmp_path / "paper" / "summary.json").read_text())["settings"]["resize"] == 32
+    assert main([*args, "--out", str(tmp_path / "tv")]) == 0  # torchvision: the weights' own resize (256 for 224)
+    assert json.loads((tmp_path / "tv" / "summary.json").read_text())["settings"]["resize"] == 256

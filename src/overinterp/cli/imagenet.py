@@ -50,6 +50,13 @@ def _add_imagenet(sub: c.Subparsers) -> None:
     p.add_argument(
         "--resize", type=c.positive_int, help="shorter side before the centre crop (default: the model's, 342)"
     )
+    p.add_argument(
+        "--transform",
+        choices=["torchvision", "paper"],
+        default="torchvision",
+        help="evaluation transform: torchvision (default; the weights' own, Inception-v3 342 → 299, which cuts "
+        "the border off) or paper (the authors': shorter side resized straight to the crop, 299 → 299)",
+    )
     p.add_argument("--panels", type=c.nonnegative_int, default=8, help="images shown in panels.png")
     c.add_device(p)
     c.add_threads(p)
@@ -64,7 +71,8 @@ def _cmd_imagenet(args: argparse.Namespace) -> int:
 
     c.apply_threads(args)
     device = c.device(args)
-    model = imagenet_classifier(args.model, args.weights, source=args.source)
+    model = imagenet_classifier(args.model, args.weights, source=args.source, transform=args.transform)
+    crop = args.crop or model.input_size
     val = open_imagenet_val(
         args.data,
         synset_file=args.synset_file,
@@ -80,8 +88,8 @@ def _cmd_imagenet(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         correct_only=args.correct_only,
-        crop=args.crop or model.input_size,
-        resize=args.resize or model.resize,
+        crop=crop,
+        resize=args.resize or (crop if args.transform == "paper" else model.resize),
         panels=args.panels,
     )
     print(
