@@ -420,10 +420,6 @@ def _plan_key(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args[k] for k in sorted(args)}
 
 
-def _differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    return [f"{k}: {a.get(k)!r} before, {b.get(k)!r} now" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
-
-
 def _sis_rows(job: Any, thresholds: Sequence[float], base: dict[str, Any]) -> list[dict[str, Any]]:
     from overinterp.analysis.sis_size import sis_fraction_matrix
 
@@ -487,6 +483,7 @@ def run_audit(
     from overinterp.data.specs import open_dataset, portable_spec
     from overinterp.experiments.pixel_subsets import evaluate_subsets
     from overinterp.jobs import JobSpec, load_job, run_job
+    from overinterp.jobs.job import describe_differences
     from overinterp.models.predict import check_labels, probe_model
     from overinterp.results import append_results, model_fingerprint, read_results
     from overinterp.sis.features import patch_features
@@ -526,7 +523,7 @@ def run_audit(
             plan_dict, stored_key = stored["plan"], stored["arguments"]
         except (OSError, ValueError, KeyError) as exc:
             raise UserInputError(f"{plan_file} is unreadable ({exc}); remove the folder to start afresh") from exc
-        diff = _differences(stored_key, key)
+        diff = describe_differences(stored_key, key)
         if diff:
             raise UserInputError(
                 f"{out} holds an audit with other arguments ({'; '.join(diff)}): rerun with the same arguments to "

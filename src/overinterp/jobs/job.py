@@ -143,11 +143,12 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return m
 
 
-def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+def describe_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """``"key.sub: X (in the folder) vs Y (now)"`` for every leaf where nested dicts ``a`` (stored) and ``b`` differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         out: list[str] = []
         for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{prefix}{k}.")
+            out += describe_differences(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     if a != b:
         show = lambda v: f"[{len(v)} items]" if isinstance(v, list) and len(v) > 6 else repr(v)  # noqa: E731
@@ -246,7 +247,7 @@ def run_job(
     if existing is not None:
         # JSON round trip: tuples and lists compare equal; the display name is not identity
         now = json.loads(json.dumps(identity))
-        diffs = [d for d in _differences(existing["identity"], now) if not d.startswith("model_name:")]
+        diffs = [d for d in describe_differences(existing["identity"], now) if not d.startswith("model_name:")]
         if diffs:
             raise JobMismatchError(
                 f"{out} holds a job with other settings; refusing to mix shards. Differences: "
