@@ -7,14 +7,19 @@
 # wrapper. Training: the fast recipe for EPOCHS epochs without label smoothing (which would cap the
 # confidence below tau) and, by default, without crop/flip (AUGMENT=1 adds them), so that input dropout
 # is the only augmentation and the small model is confident enough to have SIS at tau = 0.99.
-# Rows go to RUN_DIR/results.csv (experiment "mitigation"); rerunning resumes the trained models.
+# INIT=CKPT (with PREPROCESSING=imagenet for the public ResNet20 weights; LR= a smaller peak rate) fine-tunes both models from
+# the same pretrained weights instead of training from scratch: confident models, so that SIS at
+# tau = 0.99 exist to compare. Rows go to RUN_DIR/results.csv (experiment "mitigation"); rerunning
+# resumes the trained models.
 #   scripts/mitigation.sh RUN_DIR          # defaults below; e.g. RATE=0.3 SEEDS=0,1,2 scripts/mitigation.sh runs/mit
 set -euo pipefail
 RUN=${1:-runs/mitigation}
 export RUN
 export PY=${PY:-.venv/bin/python} DATA=${DATA:-../shared/data} ARCH=${ARCH:-resnet20} RATE=${RATE:-0.5}
 export SEEDS=${SEEDS:-0} EPOCHS=${EPOCHS:-30} N_TRAIN=${N_TRAIN:-2000} SIS_IMAGES=${SIS_IMAGES:-16} K=${K:-4}
-export TAU=${TAU:-0.99} THREADS=${THREADS:-1} AUGMENT=${AUGMENT:-0} PYTHONUNBUFFERED=1
+export TAU=${TAU:-0.99} THREADS=${THREADS:-1} AUGMENT=${AUGMENT:-0} INIT=${INIT:-} PREPROCESSING=${PREPROCESSING:-}
+export LR=${LR:-}
+export PYTHONUNBUFFERED=1
 mkdir -p "$RUN"
 t0=$(date +%s)
 OMP_NUM_THREADS=$THREADS "$PY" - <<'EOF'
@@ -38,7 +43,14 @@ input_dropout_mitigation(
     arch=e["ARCH"],
     seeds=[int(s) for s in e["SEEDS"].split(",")],
     recipe="fast",
-    overrides={"epochs": int(e["EPOCHS"]), "label_smoothing": 0.0, "augment": e["AUGMENT"] == "1"},
+    overrides={
+        "epochs": int(e["EPOCHS"]),
+        "label_smoothing": 0.0,
+        "augment": e["AUGMENT"] == "1",
+        "init_checkpoint": e["INIT"] or None,
+        "preprocessing": e["PREPROCESSING"] or None,
+        "lr": float(e["LR"]) if e["LR"] else None,
+    },
     out_dir=f"{e['RUN']}/models",
     threshold=float(e["TAU"]),
     sis_images=int(e["SIS_IMAGES"]),

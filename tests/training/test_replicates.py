@@ -212,3 +212,13 @@ def test_cli_train_limit_trains_on_the_first_images(npz, tmp_path, capsys):
     args += ["--preprocessing", "none", "--data", f"{npz}:train", "--limit", "16", "--out", str(tmp_path / "r")]
     assert main([*args, "--threads", "1", "--no-progress"]) == 0
     assert "1 epochs on 16 images" in capsys.readouterr().err
+
+
+def test_cli_train_init_fine_tunes_and_records_the_checkpoint(npz, tmp_path):
+    args = ["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
+    args += ["--preprocessing", "none", "--data", f"{npz}:train", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--init", str(tmp_path / "a" / "model.pt"), "--out", str(tmp_path / "b")]) == 0
+    config = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert config["config"]["init_checkpoint"] == str((tmp_path / "a" / "model.pt").resolve())
+    assert main([*args, "--init", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "c")]) != 0

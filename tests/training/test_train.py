@@ -310,3 +310,36 @@ def test_training_refuses_non_finite_images_and_foreign_labels(tmp_path):
     with pytest.raises(ValueError, match="training labels: label -1 .*3 classes"):
         train_classifier(tiny_config(epochs=1), (x, y), None, tmp_path / "b", progress=False)
     assert not (tmp_path / "a" / "model.pt").exists() and not (tmp_path / "b" / "checkpoint.pt").exists()
+
+
+def test_init_checkpoint_fine_tunes_from_the_given_weights(tmp_path):
+    """A run with init_checkpoint starts from those weights (a near-zero learning rate keeps them);
+    one without starts from a random draw; a missing file is refused."""
+    x, y = easy_data()
+    start = train_classifier(tiny_config(epochs=2), (x, y), None, tmp_path / "start", progress=False)
+    ckpt = tmp_path / "start" / "model.pt"
+    config = tiny_config(epochs=1, lr=1e-12, momentum=0.0, nesterov=False, weight_decay=0.0, seed=5)
+    tuned = train_classifier(
+        dataclasses_replace(config, init_checkpoint=str(ckpt)), (x, y), None, tmp_path / "tuned", progress=False
+    )
+    fresh = train_classifier(config, (x, y), None, tmp_path / "fresh", progress=False)
+    want = start.model.state_dict()
+    got, other = tuned.model.state_dict(), fresh.model.state_dict()
+    weights = [k for k in want if k.endswith("weight")]
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in weights)
+    assert not all(torch.allclose(other[k], want[k], atol=1e-3) for k in weights)
+    assert TrainConfig.from_dict(
+        dataclasses_replace(config, init_checkpoint=str(ckpt)).to_dict()
+    ).init_checkpoint == str(ckpt)
+    with pytest.raises(FileNotFoundError, match="not a file"):
+        train_classifier(
+            dataclasses_replace(config, init_checkpoint=str(tmp_path / "none.pt")), (x, y), None, None, progress=False
+        )
+    with pytest.raises(ValueError, match="init_checkpoint"):
+        tiny_config(init_checkpoint=3)
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)

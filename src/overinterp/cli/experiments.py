@@ -92,6 +92,12 @@ def _add_train(sub: c.Subparsers) -> None:
         help="input dropout (a mitigation): replace each training pixel by the model's baseline with "
         "probability RATE in [0, 1), drawn per image and step from --seed (default 0: off)",
     )
+    p.add_argument(
+        "--init",
+        metavar="CKPT",
+        help="fine-tune: start from this checkpoint's weights (an overinterp checkpoint, or a public one such as "
+        "resnet20-cifar10.th with --preprocessing) instead of random weights",
+    )
     p.add_argument("--preprocessing", help="cifar10 (default), imagenet, none, or auto (the training set's mean/std)")
     p.add_argument("--force", action="store_true", help="resume even if settings or data differ from the checkpoint's")
     p.add_argument("--no-resume", action="store_true", help="refuse to continue an existing run folder")
@@ -152,6 +158,7 @@ def _train_config(args: argparse.Namespace, arch: str | None = None, seed: int |
         augment=False if args.no_augment else None,
         flip=False if args.no_flip else None,
         input_dropout=args.input_dropout,
+        init_checkpoint=str(Path(args.init).resolve()) if args.init else None,
         decay_norm_and_bias=False if args.no_decay_norm_and_bias else None,
     )
 

@@ -118,6 +118,9 @@ class TrainConfig:
     drop_last: bool = False
     seed: int = 0
     recipe: str = "paper"
+    #: fine-tuning: start from this checkpoint's weights (any file ``create_model(arch,
+    #: checkpoint=…)`` loads, e.g. the public pretrained ResNet20) instead of a random draw
+    init_checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "arch_kwargs", dict(self.arch_kwargs))
@@ -142,6 +145,10 @@ class TrainConfig:
         if self.nesterov and self.momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0")
         object.__setattr__(self, "input_dropout", check_dropout_rate(self.input_dropout, "input_dropout"))
+        if self.init_checkpoint is not None:
+            if not isinstance(self.init_checkpoint, (str, os.PathLike)) or not str(self.init_checkpoint):
+                raise ValueError(f"init_checkpoint must be a file path or None, got {self.init_checkpoint!r}")
+            object.__setattr__(self, "init_checkpoint", str(self.init_checkpoint))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -464,6 +471,19 @@ def train_classifier(
         preprocessing = config.preprocessing
     if saved is not None:
         model = create_model(config.arch, checkpoint=saved, **config.arch_kwargs)
+    elif config.init_checkpoint is not None:
+        from overinterp.models.checkpoint import is_own_checkpoint, load_checkpoint_file
+
+        if not Path(config.init_checkpoint).is_file():
+            raise FileNotFoundError(f"init_checkpoint {config.init_checkpoint} is not a file")
+        init = load_checkpoint_file(config.init_checkpoint)
+        # an overinterp checkpoint brings its own preprocessing; a third-party one takes the config's
+        model = create_model(
+            config.arch,
+            checkpoint=init,
+            preprocessing=None if is_own_checkpoint(init) else preprocessing,
+            **config.arch_kwargs,
+        )
     else:
         model = create_model(config.arch, num_classes=n_classes, preprocessing=preprocessing, **config.arch_kwargs)
         if classes:
