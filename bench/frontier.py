@@ -356,7 +356,8 @@ def _select(trace, keep: list[int]):
         num_features=trace.num_features[idx],
         target=trace.target[idx],
         full_logodds=trace.full_logodds[idx],
-        features=None if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
+        # a shared (H, W) grouping stays as it is; per-image groupings are selected with the images
+        features=trace.features if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
         labels=None if trace.labels is None else trace.labels[idx],
     )
 
