@@ -29,12 +29,12 @@ import torch
 
 from overinterp.data.specs import open_dataset
 from overinterp.experiments.mitigation import input_dropout_mitigation
+from overinterp.training.replicates import select_training_images
 
 e = os.environ
 torch.set_num_threads(int(e["THREADS"]))
 train = open_dataset(f"folder:train@{e['DATA']}/cifar10-jpeg.zip", progress=False)
-g = torch.Generator().manual_seed(0)
-train = train.subset(torch.randperm(len(train), generator=g)[: int(e["N_TRAIN"])])
+train = select_training_images(train, None, int(e["N_TRAIN"]), subset_seed=0)  # the `train --subset` draw
 test = open_dataset(f"{e['DATA']}/cifar10-lossless.npz:test", progress=False)
 input_dropout_mitigation(
     train,
