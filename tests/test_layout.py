@@ -19,7 +19,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "overinterp"
 #: sub-package (or root module) → layer; an import must go to the same or a lower layer
 LAYER = {
     "_atomic": 0,
-    "_moved": 0,
     "errors": 0,
     "sis": 1,
     "models": 1,
@@ -35,7 +34,7 @@ LAYER = {
     "__init__": 6,
     "__main__": 6,
 }
-ROOT_MODULES = {"__init__.py", "__main__.py", "_atomic.py", "_moved.py", "errors.py", "results.py"}
+ROOT_MODULES = {"__init__.py", "__main__.py", "_atomic.py", "errors.py", "results.py"}
 
 
 def _modules() -> dict[str, Path]:
@@ -161,20 +160,16 @@ def test_the_root_holds_little():
     }
 
 
-def test_old_module_paths_name_their_new_place():
-    import overinterp  # noqa: F401  (installs the finder)
-
-    with pytest.raises(ModuleNotFoundError, match="moved in overinterp 0.2: import it from overinterp.sis.trace"):
-        import overinterp.trace  # noqa: F401
-    with pytest.raises(ModuleNotFoundError, match="overinterp.models.archs.vgg"):
-        import overinterp.models.vgg  # noqa: F401
-
-
-def test_lower_tier_names_still_work_with_a_warning():
+def test_every_public_name_resolves_and_nothing_else_does():
+    """Guards against a name in ``__all__`` that no longer exists (a lazy entry pointing at a moved
+    function) and against a module ``__getattr__`` that answers unknown names (a compatibility table
+    that silently resolves old names)."""
     import overinterp
-    from overinterp.training import train_classifier
 
-    with pytest.warns(DeprecationWarning, match="overinterp.training"):
-        assert overinterp.train_classifier is train_classifier
-    with pytest.raises(AttributeError):
-        overinterp.no_such_name  # noqa: B018
+    for name in overinterp.__all__:
+        assert getattr(overinterp, name) is not None, name
+    for gone in ("train_classifier", "read_results", "load_model_spec", "no_such_name"):
+        with pytest.raises(AttributeError):
+            getattr(overinterp, gone)
+    with pytest.raises(ModuleNotFoundError):
+        import overinterp.trace  # noqa: F401  (the 0.1 flat layout was never released: no shim)

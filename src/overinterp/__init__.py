@@ -14,17 +14,12 @@ report in :mod:`overinterp.analysis` / :mod:`overinterp.report`, dataset jobs in
 from __future__ import annotations
 
 import importlib
-import warnings
 from typing import Any
 
 __version__ = "0.2.0"
 
-from overinterp import _moved
-
-_moved.install()
-
-from overinterp.data import LabeledImages, load_dataset  # noqa: E402
-from overinterp.models import (  # noqa: E402
+from overinterp.data import LabeledImages, load_dataset
+from overinterp.models import (
     BlackBoxClassifier,
     Classifier,
     Ensemble,
@@ -44,7 +39,7 @@ from overinterp.models import (  # noqa: E402
     tflite_classifier,
     user_model,
 )
-from overinterp.sis import (  # noqa: E402
+from overinterp.sis import (
     DEFAULT_BATCH_SIZE,
     TRACE_VERSION,
     Adaptive,
@@ -128,27 +123,6 @@ __all__ = [
     "run_audit",
 ]
 
-#: Names the top level exported before 0.2 that now live one tier down.
-_LOWER_TIER: dict[str, str] = {
-    "evaluate_accuracy": "overinterp.training",
-    "evaluate_datasets": "overinterp.training",
-    "TrainConfig": "overinterp.training",
-    "RECIPES": "overinterp.training",
-    "make_config": "overinterp.training",
-    "train_classifier": "overinterp.training",
-    "append_results": "overinterp.results",
-    "read_results": "overinterp.results",
-    "render_table": "overinterp.results",
-    "model_fingerprint": "overinterp.results",
-    "open_imagenet_val": "overinterp.data.imagenet",
-    "load_imagenet_val": "overinterp.data.imagenet",
-    "ImageNetSISConfig": "overinterp.experiments.imagenet",
-    "run_imagenet_sis": "overinterp.experiments.imagenet",
-    "load_model_spec": "overinterp.models",
-    "run_robust_sis": "overinterp.experiments.robust",
-}
-
-
 #: Public names imported on first use (Captum's import takes about a second).
 _LAZY: dict[str, str] = {
     "BackselectAttribution": "overinterp.sis.captum",
@@ -158,11 +132,7 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    """Lazy public names; old top-level names keep working, with a warning naming their new place."""
+    """Public names imported on first use."""
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in _LOWER_TIER:
-        where = _LOWER_TIER[name]
-        warnings.warn(f"overinterp.{name} moved: import it from {where}", DeprecationWarning, stacklevel=2)
-        return getattr(importlib.import_module(where), name)
     raise AttributeError(f"module 'overinterp' has no attribute {name!r}")

@@ -59,8 +59,8 @@ def test_demo_writes_files(demo_run: tuple[Path, dict[str, Any], str]) -> None:
 
 @pytest.mark.slow
 def test_demo_leaves_a_run_folder_with_its_report(demo_run: tuple[Path, dict[str, Any], str]) -> None:
-    from overinterp import read_results
     from overinterp.jobs import load_job
+    from overinterp.results import read_results
 
     out, summary, _ = demo_run
     job = load_job(out / "jobs" / "demo")

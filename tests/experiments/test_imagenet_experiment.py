@@ -9,10 +9,10 @@ from PIL import Image
 from torch import nn
 
 import overinterp
-from overinterp import Classifier, ImageNetSISConfig, run_imagenet_sis
+from overinterp import Classifier
 from overinterp.cli import main
 from overinterp.data.imagenet import open_imagenet_val
-from overinterp.experiments.imagenet import check_block_size, stack_images
+from overinterp.experiments.imagenet import ImageNetSISConfig, check_block_size, run_imagenet_sis, stack_images
 
 SYNSETS = [f"n{20000000 + i:08d}" for i in range(1000)]
 

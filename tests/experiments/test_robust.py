@@ -7,10 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from overinterp import read_results
 from overinterp.cli import main
 from overinterp.data import LabeledImages
 from overinterp.experiments.robust import ROBUST_GROUP, load_model_spec, run_robust_sis
+from overinterp.results import read_results
 
 MODULE = '''
 import torch

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from humankit import CLASSES, build_tiny_study
 
-from overinterp import read_results, render_table
 from overinterp.cli import main
 from overinterp.human import db as dbm
 from overinterp.human.scoring import (
@@ -22,6 +21,7 @@ from overinterp.human.scoring import (
     score_study,
     table2,
 )
+from overinterp.results import read_results, render_table
 
 
 def _rows(spec: dict[int, dict[float, list[int]]]) -> list[dict]:
@@ -94,7 +94,7 @@ def test_fit_edge_cases():
 def test_results_rows_render_as_table2(tmp_path):
     scores = participant_scores(_rows({1: {0.05: [1, 0], 0.5: [1, 1]}, 2: {0.05: [0, 0], 0.5: [1, 0]}}))
     manifest = {"study_id": "abc123", "name": "t", "dataset": "cifar10:test"}
-    from overinterp import append_results
+    from overinterp.results import append_results
 
     append_results(tmp_path / "r.csv", result_rows(scores, manifest))
     rows = read_results(tmp_path / "r.csv")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 
 from jobkit import write_model
@@ -56,14 +54,6 @@ def test_load_and_manifest_dict(tmp_path):
     assert ModelSpec.from_dict(plain.to_dict()) == plain
     rich = parse_model_spec("smallcnn?width=4&baseline=0.5")
     assert ModelSpec.from_dict(rich.to_dict()) == rich
-
-
-def test_old_top_level_name():
-    import overinterp
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        assert overinterp.load_model_spec is load_model_spec
 
 
 def test_one_model_spec_class():

@@ -18,11 +18,12 @@ import numpy as np
 import pytest
 import torch
 
-from overinterp import Classifier, Exact, append_results, model_fingerprint, save_checkpoint, save_ensemble
+from overinterp import Classifier, Exact, save_checkpoint, save_ensemble
 from overinterp.analysis import sis_size_curve
 from overinterp.data.base import LabeledImages
 from overinterp.jobs import JobSpec, ModelSpec, load_job, run_job
 from overinterp.report import ReportOptions, build_report
+from overinterp.results import append_results, model_fingerprint
 from overinterp.training.trainer import TrainConfig, train_classifier
 
 CLASSES = ["top-left", "top-right", "bottom-left", "bottom-right"]

@@ -56,16 +56,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-_MOVED_HELPERS = {
-    "make_method": "overinterp.cli._common.method_from_args (from parsed options) or overinterp.make_method",
-    "add_method_options": "overinterp.cli._common.add_method_options",
-}
-
-
-def __getattr__(name: str):
-    """Helpers the old flat ``cli.py`` exported name their new place."""
-    if name in _MOVED_HELPERS:
-        raise AttributeError(f"overinterp.cli.{name} moved in overinterp 0.2: use {_MOVED_HELPERS[name]}")
-    raise AttributeError(f"module 'overinterp.cli' has no attribute {name!r}")
