@@ -60,3 +60,25 @@ def test_welch_degenerate_groups() -> None:
     assert d.diff == -1.5 and math.isnan(d.low) and math.isnan(d.high)
     same = welch_diff_ci([2.0, 2.0], [1.0, 1.0, 1.0])
     assert (same.low, same.diff, same.high) == (1.0, 1.0, 1.0)
+
+
+def test_bounded_intervals_stay_inside_the_range_on_small_and_degenerate_inputs():
+    """Wrong implementations caught: a t interval for bounded means (n = 3 values near 0 gives a
+    negative low end, the issue's "2.12% [-0.36, 4.59] (n=3)"), a normal-approximation
+    interval for proportions (0/5 gives [0, 0] and 5/5 [1, 1]; 1/5 a negative low end)."""
+    from overinterp.analysis.stats import MIN_VALUES, bounded_mean_ci, format_ci, wilson_ci
+
+    for k, n in [(0, 1), (0, 5), (1, 5), (5, 5), (3, 3), (1, 1000), (999, 1000)]:
+        ci = wilson_ci(k, n)
+        assert 0.0 <= ci.low <= k / n <= ci.high <= 1.0
+        assert ci.high - ci.low > 0  # never a zero-width interval
+    assert wilson_ci(0, 10).high == pytest.approx(0.2775, abs=1e-4)  # by hand: z²/(n+z²)
+    for values in ([0.001, 0.002, 0.05, 0.0, 0.0], [0.0] * 7, [1.0] * 9, [0.0, 1.0] * 3, [0.99, 1.0, 1.0, 1.0, 0.97]):
+        ci = bounded_mean_ci(values)
+        assert 0.0 <= ci.low <= ci.mean <= ci.high <= 1.0
+        assert min(values) <= ci.low and ci.high <= max(values)
+    few = bounded_mean_ci([0.02, 0.03, 0.01])
+    assert few.n == 3 < MIN_VALUES and math.isnan(few.low)
+    assert "too few images (n = 3)" in format_ci(few)
+    assert format_ci(wilson_ci(3, 4)) == "75.0% [30.1, 95.4] (3/4)"
+    assert bounded_mean_ci([0.1, 0.2, 0.3, 0.4, 0.5]) == bounded_mean_ci([0.1, 0.2, 0.3, 0.4, 0.5])  # seeded

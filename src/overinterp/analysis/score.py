@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from overinterp.analysis.sis_size import sis_fractions
-from overinterp.analysis.stats import mean_ci
+from overinterp.analysis.stats import bounded_mean_ci
 from overinterp.sis.trace import BackselectTrace
 
 __all__ = ["SCORE_THRESHOLD", "ModelScore", "find_result", "model_score"]
@@ -93,7 +93,7 @@ def model_score(
 ) -> ModelScore:
     """Score of the model that made ``trace`` (on ``dataset``), reading results ``rows``."""
     f = sis_fractions(trace, threshold)
-    ci = mean_ci(f)
+    ci = bounded_mean_ci(f)
     rows = rows or []
     hint = f"overinterp subsets evaluate --job {job_dir} --results {results_path}"
     job = Path(job_dir).name if job_dir != "JOB_DIR" else ""

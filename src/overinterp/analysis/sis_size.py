@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from overinterp.analysis.stats import CI_METHOD_MEAN, mean_ci
+from overinterp.analysis.stats import CI_METHOD_BOUNDED, MIN_VALUES, bounded_mean_ci
 from overinterp.analysis.style import pyplot, series_style
 from overinterp.sis.trace import BackselectTrace
 
@@ -93,7 +93,7 @@ class SizeCurve:
     n_images: int
     accuracy: float | None = None
     level: float = 0.95
-    method: str = CI_METHOD_MEAN
+    method: str = CI_METHOD_BOUNDED
     meta: dict[str, Any] = field(default_factory=dict)
 
     def rows(self) -> list[dict[str, Any]]:
@@ -122,7 +122,9 @@ def sis_size_curve(
     level: float = 0.95,
     fractions: Tensor | None = None,
 ) -> SizeCurve:
-    """Mean SIS size with a t interval at each τ, over the images in ``select`` (``(N,)`` bool, default all).
+    """Mean SIS size with a bootstrap interval inside ``[0, 1]`` at each τ (none with fewer than
+    :data:`~overinterp.analysis.stats.MIN_VALUES` images), over the images in ``select`` (``(N,)`` bool,
+    default all).
 
     ``fractions``: a precomputed ``(T, N)`` :func:`sis_fraction_matrix` for the same thresholds.
     """
@@ -130,7 +132,7 @@ def sis_size_curve(
     f = sis_fraction_matrix(trace, ts) if fractions is None else fractions
     if select is not None:
         f = f[:, select.cpu().bool()]
-    stats = [mean_ci(f[k], level) for k in range(len(ts))]
+    stats = [bounded_mean_ci(f[k], level) for k in range(len(ts))]
     acc = trace_accuracy(trace, labels)
     return SizeCurve(
         label=label,
@@ -180,7 +182,7 @@ def plot_sis_size_curves(curves: Sequence[SizeCurve], ax: Any = None, title: str
     ax.set_xlabel("confidence threshold τ")
     ax.set_ylabel("mean SIS size (% of image)")
     level = int(round(100 * curves[0].level)) if curves else 95
-    ax.set_title(title or f"SIS size vs threshold ({level}% CI: Student's t)", fontsize=10)
+    ax.set_title(title or f"SIS size vs threshold ({level}% CI: bootstrap; none for n < {MIN_VALUES})", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.set_ylim(bottom=0)
     if curves:

@@ -1,9 +1,14 @@
-"""Confidence intervals for means and differences of means (Student's t, Welch).
+"""Confidence intervals that respect the range of their quantity.
 
-Intervals use the t distribution's quantiles from ``scipy.stats`` (an exact,
-deterministic method; a bootstrap would add resampling noise and a seed to
-every figure). With fewer than two values in a group the interval is
-undefined and returned as NaN.
+* proportions (accuracies, "fraction of images with a SIS"): :func:`wilson_ci`, Wilson's score
+  interval, always inside ``[0, 1]``;
+* bounded means (SIS size as a fraction of the image, confidence, confidence drop):
+  :func:`bounded_mean_ci`, a percentile bootstrap of the mean with a fixed seed (deterministic),
+  whose ends are means of resampled values and so lie inside ``[min(x), max(x)]``, inside the
+  quantity's range; with fewer than :data:`MIN_VALUES` values there is no interval and
+  :func:`format_ci` says "too few images (n = 3)";
+* unbounded means and differences: Student's t (:func:`mean_ci`) and Welch (:func:`welch_diff_ci`),
+  from ``scipy.stats``'s quantiles. With fewer than two values in a group they are NaN.
 """
 
 from __future__ import annotations
@@ -15,10 +20,33 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["MeanCI", "DiffCI", "t_quantile", "mean_ci", "welch_diff_ci", "CI_METHOD_MEAN", "CI_METHOD_DIFF"]
+__all__ = [
+    "MeanCI",
+    "DiffCI",
+    "ProportionCI",
+    "MIN_VALUES",
+    "t_quantile",
+    "mean_ci",
+    "welch_diff_ci",
+    "wilson_ci",
+    "bounded_mean_ci",
+    "format_ci",
+    "too_few",
+    "CI_METHOD_MEAN",
+    "CI_METHOD_DIFF",
+    "CI_METHOD_BOUNDED",
+    "CI_METHOD_PROPORTION",
+]
+
+#: fewest values a bounded mean gets an interval for (fewer: "too few images (n = 3)")
+MIN_VALUES = 5
+#: bootstrap resamples of :func:`bounded_mean_ci` (fixed seed: the same interval on every run)
+BOOTSTRAP_RESAMPLES = 4000
 
 #: How the intervals are computed, for figure captions.
 CI_METHOD_MEAN = "Student's t interval of the mean"
+CI_METHOD_BOUNDED = f"percentile bootstrap of the mean (inside the quantity's range; none for n < {MIN_VALUES})"
+CI_METHOD_PROPORTION = "Wilson score interval"
 CI_METHOD_DIFF = "Welch's t interval of the difference in means"
 
 
@@ -105,3 +133,90 @@ def welch_diff_ci(a: Tensor | Sequence[float], b: Tensor | Sequence[float], leve
     df = (qa + qb) ** 2 / (qa**2 / (na - 1) + qb**2 / (nb - 1))
     half = t_quantile(0.5 + level / 2, df) * se
     return DiffCI(diff, diff - half, diff + half, ma, mb, na, nb, se, df, level)
+
+
+@dataclass(frozen=True)
+class ProportionCI:
+    """``k`` of ``n`` with Wilson's two-sided ``level`` interval ``[low, high]`` (inside ``[0, 1]``;
+    NaN when ``n == 0``)."""
+
+    k: int
+    n: int
+    low: float
+    high: float
+    level: float
+
+    @property
+    def value(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+
+def wilson_ci(k: int, n: int, level: float = 0.95) -> ProportionCI:
+    """Wilson's score interval of the proportion ``k / n``:
+    ``(p + z²/2n ± z·√(p(1−p)/n + z²/4n²)) / (1 + z²/n)``, clipped to ``[0, 1]`` against rounding."""
+    from scipy.stats import norm
+
+    k, n = int(k), int(n)
+    if n < 0 or not 0 <= k <= max(n, 0):
+        raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
+    if n == 0:
+        return ProportionCI(0, 0, float("nan"), float("nan"), level)
+    z = float(norm.ppf(0.5 + level / 2))
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if k == 0 else max(0.0, centre - half)
+    high = 1.0 if k == n else min(1.0, centre + half)
+    return ProportionCI(k, n, low, high, level)
+
+
+def bounded_mean_ci(
+    x: Tensor | Sequence[float],
+    level: float = 0.95,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+    min_values: int = MIN_VALUES,
+) -> MeanCI:
+    """Mean of ``x`` (NaNs dropped) with a percentile-bootstrap ``level`` interval.
+
+    The interval's ends are means of resamples of ``x``, so they lie in ``[min(x), max(x)]``:
+    a mean of values in ``[0, 1]`` gets an interval in ``[0, 1]``. Fewer than ``min_values``
+    values: NaN ends (:func:`format_ci` says "too few images"). Deterministic (``seed``).
+    """
+    v = _values(x)
+    n = int(v.numel())
+    nan = float("nan")
+    if n == 0:
+        return MeanCI(nan, nan, nan, 0, nan, level)
+    mean = float(v.mean())
+    std = float(v.std(unbiased=True)) if n > 1 else nan
+    if n < min_values:
+        return MeanCI(mean, nan, nan, n, std, level)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (resamples, n), generator=g)
+    means = v[idx].mean(1)
+    q = torch.tensor([0.5 - level / 2, 0.5 + level / 2], dtype=torch.float64)
+    low, high = torch.quantile(means, q).tolist()
+    lo, hi = float(v.min()), float(v.max())
+    return MeanCI(mean, min(max(low, lo), mean), max(min(high, hi), mean), n, std, level)
+
+
+def too_few(n: int) -> str:
+    """The words a cell shows instead of an interval."""
+    return f"too few images (n = {n})"
+
+
+def format_ci(ci: MeanCI | ProportionCI, *, percent: bool = True, digits: int = 1) -> str:
+    """``"12.3% [10.1, 14.6] (n = 40)"``; ``"too few images (n = 3)"`` for a mean of fewer than
+    :data:`MIN_VALUES` values (a proportion always shows its Wilson interval: it is exact enough
+    for any ``n``); ``"no images"`` for ``n = 0``."""
+    n = ci.n
+    if n == 0:
+        return "no images"
+    scale, unit = (100.0, "%") if percent else (1.0, "")
+    value = ci.value if isinstance(ci, ProportionCI) else ci.mean
+    if isinstance(ci, MeanCI) and (n < MIN_VALUES or math.isnan(ci.low)):
+        return f"{scale * value:.{digits}f}{unit}, {too_few(n)}"
+    extra = f"{ci.k}/{n}" if isinstance(ci, ProportionCI) else f"n = {n}"
+    return f"{scale * value:.{digits}f}{unit} [{scale * ci.low:.{digits}f}, {scale * ci.high:.{digits}f}] ({extra})"

@@ -40,13 +40,11 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     c.apply_threads(args)
     device = torch.device(c.device(args))
     model = c.model_spec(args).load().to(device)
-    from overinterp.models.predict import check_finite_images, check_labels, probe_model
+    from overinterp.training.pipeline import validate_inputs
 
     data = open_images(args.images, limit=args.limit)
     images = data.images.to(device)
-    check_finite_images(images, str(args.images))
-    num_classes = probe_model(model, tuple(images.shape[1:]), where=f"--images {args.images}")
-    check_labels(data.labels, num_classes, f"--images {args.images}")
+    validate_inputs(model, images, data.labels, where=f"--images {args.images}")
     features = None if args.patch == 1 else overinterp.patch_features(images.shape[2], images.shape[3], args.patch)
     num_features = images.shape[2] * images.shape[3] if features is None else int(features.max()) + 1
     method = c.method_from_args(args, num_features)

@@ -54,10 +54,9 @@ def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
     positions = select_positions(n, offset=args.offset, limit=args.limit, sample=args.sample, seed=args.sample_seed)
     model_spec = c.model_spec(args)
     # labels beyond the model's classes, or images the network cannot take: refused here, not in a worker
-    from overinterp.models.predict import check_labels, probe_model
+    from overinterp.training.pipeline import validate_inputs
 
-    num_classes = probe_model(model_spec.load(), tuple(data.images.shape[1:]), where=f"--dataset {args.dataset}")
-    check_labels(data.labels[list(positions)], num_classes, f"--dataset {args.dataset}")
+    validate_inputs(model_spec.load(), data, positions=positions, where=f"--dataset {args.dataset}")
     spec = JobSpec(
         model=model_spec,
         dataset=dataset,

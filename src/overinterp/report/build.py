@@ -44,6 +44,7 @@ from overinterp.analysis import (
     subset_predictions,
     trace_accuracy,
 )
+from overinterp.analysis.stats import MIN_VALUES, too_few
 from overinterp.analysis.style import pyplot
 from overinterp.report.discover import JobEntry, RunInputs, discover
 from overinterp.report.model import Figure, Report, Section, Table
@@ -268,8 +269,11 @@ class _Builder:
             if sc.mean_sis_fraction is None:
                 size = f"— (no image with f(x) ≥ {SCORE_THRESHOLD}, of {sc.n_images})"
             else:
-                ci = "" if sc.sis_n < 2 else f" [{100 * sc.sis_ci[0]:.2f}, {100 * sc.sis_ci[1]:.2f}]"
-                size = f"{100 * sc.mean_sis_fraction:.2f}%{ci} (n={sc.sis_n})"
+                if sc.sis_n < MIN_VALUES or sc.sis_ci[0] != sc.sis_ci[0]:
+                    size = f"{100 * sc.mean_sis_fraction:.2f}%, {too_few(sc.sis_n)}"
+                else:
+                    ci = f" [{100 * sc.sis_ci[0]:.2f}, {100 * sc.sis_ci[1]:.2f}]"
+                    size = f"{100 * sc.mean_sis_fraction:.2f}%{ci} (n={sc.sis_n})"
             acc, drop = _pct(sc.bs5_accuracy), _num(sc.confidence_drop)
             acc_src = drop_src = "results"
             if sc.bs5_accuracy is None and d.subset is not None and "accuracy" in d.subset:
@@ -299,7 +303,8 @@ class _Builder:
                 }
             )
         cap = (
-            "Mean SIS size: images with full-image confidence f(x) ≥ 0.99 only, Student's t interval. "
+            "Mean SIS size: images with full-image confidence f(x) ≥ 0.99 only, 95% percentile-bootstrap interval "
+            f"(inside [0, 100]%; none for fewer than {MIN_VALUES} images). "
             "Accuracy and confidence drop: from the results file (`evaluate_on` = `bs5`) when present, "
             "else from this report's forward pass on the job's images (marked)."
         )
@@ -325,11 +330,14 @@ class _Builder:
                 for d in group
             ]
             for c, d in zip(curves, group):
-                all_rows += [{"dataset": dataset, **r} for r in c.rows()]
+                for r in c.rows():
+                    if r["n"] < MIN_VALUES:  # no interval: the cell says so
+                        r = {**r, "ci_low": too_few(r["n"]), "ci_high": ""}
+                    all_rows.append({"dataset": dataset, **r})
             plt = pyplot()
             fig, ax = plt.subplots(figsize=(6.4, 4.2))
             plot_sis_size_curves(
-                curves, ax=ax, title=f"{group[0].entry.dataset_label}: mean SIS size vs τ (95% CI, Student's t)"
+                curves, ax=ax, title=f"{group[0].entry.dataset_label}: mean SIS size vs τ (95% CI, bootstrap)"
             )
             ns = ", ".join(f"{c.label}: n = {int(c.n[0])}…{int(c.n[-1])}" for c in curves)
             s.figures.append(
@@ -338,7 +346,8 @@ class _Builder:
                     f"fig6-sis-size-{k}",
                     f"Mean SIS size vs threshold — {group[0].entry.dataset_label}",
                     "Mean SIS size as % of the image at each τ, over the images with full-image confidence f(x) ≥ τ "
-                    f"({ns}); shaded band and error bars: 95% Student's t interval of the mean. Legend: accuracy of "
+                    f"({ns}); shaded band and error bars: 95% percentile-bootstrap interval of the mean (none where fewer "
+                    f"than {MIN_VALUES} images reach τ). Legend: accuracy of "
                     "each model on the images of its job.",
                 )
             )

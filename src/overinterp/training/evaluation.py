@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -69,6 +70,7 @@ def evaluate_accuracy(
     amp: bool = False,
     progress: bool = False,
     desc: str = "evaluating",
+    check: bool = False,
 ) -> dict[str, Any]:
     """Top-1 accuracy, mean cross-entropy and mean confidence of ``model`` on
     labelled images ``(N, C, H, W)`` (uint8 or float pixels) with labels ``(N,)``.
@@ -77,7 +79,9 @@ def evaluate_accuracy(
     logits come from :func:`~overinterp.models.predict.predict_logits` on the
     model's device and are scored in float32 (:func:`accuracy_from_logits`).
     ``amp`` runs CUDA models in bfloat16 autocast (off by default: accuracy
-    claims are made in float32).
+    claims are made in float32). ``check``: warn (:class:`~overinterp.training.pipeline.PipelineWarning`)
+    when the accuracy is not clearly above chance or the predictions collapse onto one class
+    (:func:`~overinterp.training.pipeline.check_pipeline`: a mis-declared model, not a bad one).
 
     Returns:
         ``{"accuracy", "loss", "mean_confidence", "correct", "n"}``.
@@ -114,6 +118,12 @@ def evaluate_accuracy(
     finally:
         if was_training:
             model.train()
+    if check:
+        from overinterp.training.pipeline import PipelineWarning, check_pipeline
+
+        verdict = check_pipeline(logits.float(), labels)
+        if not verdict.ok:
+            warnings.warn(verdict.message(desc, "The accuracy below is of that pipeline."), PipelineWarning, 2)
     return accuracy_from_logits(logits.float(), labels, desc)
 
 
@@ -142,7 +152,9 @@ def evaluate_datasets(
     for spec in datasets:
         if isinstance(spec, LabeledImages):
             key = spec.meta.get("key", spec.name)
-            res = evaluate_accuracy(model, spec, batch_size=batch_size, amp=amp, progress=progress, desc=key)
+            res = evaluate_accuracy(
+                model, spec, batch_size=batch_size, amp=amp, progress=progress, desc=key, check=True
+            )
             out.append({"dataset": key, **res})
             if log:
                 log(_line(out[-1]))
@@ -181,7 +193,9 @@ def evaluate_datasets(
             )
         else:
             data = open_dataset(parsed, download=download, limit=limit, progress=progress)
-            res = evaluate_accuracy(model, data, batch_size=batch_size, amp=amp, progress=progress, desc=key)
+            res = evaluate_accuracy(
+                model, data, batch_size=batch_size, amp=amp, progress=progress, desc=key, check=True
+            )
             out.append({"dataset": key, **res})
         if log:
             log(_line(out[-1]))
