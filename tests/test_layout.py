@@ -19,6 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "overinterp"
 #: sub-package (or root module) → layer; an import must go to the same or a lower layer
 LAYER = {
     "_atomic": 0,
+    "_locking": 0,
     "errors": 0,
     "sis": 1,
     "models": 1,
@@ -34,7 +35,7 @@ LAYER = {
     "__init__": 6,
     "__main__": 6,
 }
-ROOT_MODULES = {"__init__.py", "__main__.py", "_atomic.py", "errors.py", "results.py"}
+ROOT_MODULES = {"__init__.py", "__main__.py", "_atomic.py", "_locking.py", "errors.py", "results.py"}
 
 
 def _modules() -> dict[str, Path]:

@@ -74,6 +74,7 @@ def test_concurrent_appends_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     rows = read_results(path)
+    assert not path.with_name("results.csv.lock").exists()  # removed by the last writer
     assert len(rows) == 20 and {(r["model"], r["seed"]) for r in rows} == {
         (f"m{k}", i) for k in range(4) for i in range(5)
     }
@@ -84,6 +85,8 @@ def test_refuses_foreign_or_newer_files(tmp_path):
     other.write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not an overinterp results file"):
         append_results(other, rows_for("m", 0, {"d": 1.0}))
+    # a refused append leaves no lock file beside the user's file (it used to leave other.csv.lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.csv"]
     with pytest.raises(ValueError, match="not an overinterp results file"):
         read_results(other)
     path = tmp_path / "r.csv"

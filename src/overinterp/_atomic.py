@@ -1,7 +1,10 @@
 """Atomic file writes: a temporary file in the target's folder, fsync, then rename.
 
 A reader (or a rerun after a crash or Ctrl-C) sees the old file or the new one,
-never a half-written one; the temporary file is removed on any failure.
+never a half-written one; the temporary file is removed on any failure. While
+it is written, the temporary is locked (:func:`overinterp._locking.try_lock`), so
+that a cleanup of killed writes' leftovers can tell it apart and keep it
+(:func:`overinterp._locking.held_by_a_live_process`).
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 import torch
+
+from overinterp._locking import try_lock
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_torch_save"]
 
@@ -43,6 +48,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, make_parents
         raise FileNotFoundError(f"cannot write {target}: directory {target.parent} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
+        try_lock(fd)  # a new file nobody else has open: always succeeds; released when fd closes
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
             yield handle
             handle.flush()

@@ -43,14 +43,14 @@ import json
 import math
 import os
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from overinterp._atomic import atomic_write_bytes
+from overinterp._locking import exclusive_lock
 
 __all__ = [
     "RESULTS_SCHEMA_VERSION",
@@ -168,22 +168,6 @@ def make_row(**fields: Any) -> dict[str, str]:
     return row
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    lock_path = path.with_name(path.name + ".lock")
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - no advisory locks on this platform
-            pass
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
-
-
 def _check_header(header: Sequence[str], path: Path) -> None:
     if list(header) != list(RESULT_COLUMNS):
         raise ValueError(
@@ -196,14 +180,16 @@ def append_results(path: str | os.PathLike[str], rows: Iterable[Mapping[str, Any
     """Append rows (dicts for :func:`make_row`, or rows it made) to ``path``; return how many.
 
     Creates the file (with its header) if needed. The whole file is rewritten to
-    a temporary file and renamed into place while holding ``<path>.lock``.
+    a temporary file and renamed into place while holding ``<path>.lock``
+    (:func:`overinterp._locking.exclusive_lock`: removed when done, also when the
+    file is refused).
     """
     target = Path(path)
     new = [r if set(r) == set(RESULT_COLUMNS) and r.get("schema_version") else make_row(**r) for r in rows]
     if not new:
         return 0
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(target):
+    with exclusive_lock(target.with_name(target.name + ".lock"), what=f"results file {target}"):
         existing = b""
         if target.exists():
             existing = target.read_bytes()

@@ -44,7 +44,6 @@ def test_demo_writes_files(demo_run: tuple[Path, dict[str, Any], str]) -> None:
         "model.pt",
         "report",
         "results.csv",
-        "results.csv.lock",
         "sis_heatmap.png",
         "summary.json",
     ]

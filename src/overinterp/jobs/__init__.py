@@ -1,6 +1,7 @@
 """Dataset-scale jobs: sharded, resumable backward selection over a whole dataset,
 scheduled through an :class:`Executor` (local here; Ray with ``overinterp[ray]``)."""
 
+from overinterp.errors import LockHeldError
 from overinterp.jobs.executors import Executor, LocalExecutor, get_executor, list_executors, register_executor
 from overinterp.jobs.job import (
     ForeignShardError,
@@ -21,6 +22,7 @@ __all__ = [
     "list_executors",
     "register_executor",
     "ForeignShardError",
+    "LockHeldError",
     "JobMismatchError",
     "JobOutput",
     "job_status",

@@ -9,8 +9,13 @@
   runtime (device, threads, batch size, executor, software versions);
 * ``shards/shard-NNNNN.pt`` + ``.json`` — see :mod:`overinterp.jobs.shard`.
 
+One process writes into a job folder at a time: :func:`run_job` holds an OS lock
+on ``job.lock`` (:func:`overinterp._locking.exclusive_lock`) from before it reads
+the manifest until its last shard is in; a second writer is refused at once
+with :class:`~overinterp.errors.LockHeldError` naming the holder's pid and host.
+The kernel drops the lock of a killed holder, so the next run takes it over.
 A rerun skips complete shards of this job and removes the temporaries a killed
-write left; a job killed at any moment (SIGKILL included) and rerun ends with
+write left (never a live writer's); a job killed at any moment (SIGKILL included) and rerun ends with
 shard files byte-identical to an uninterrupted run's (same device and thread
 count). A manifest from another model or other settings is refused, never
 overwritten. Every shard carries the job's identity (in its commit record and
@@ -39,6 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from overinterp._atomic import atomic_write_text
+from overinterp._locking import exclusive_lock, held_by_a_live_process
 from overinterp.jobs.executors import Executor, LocalExecutor
 from overinterp.jobs.shard import (
     ForeignShardError,
@@ -67,6 +73,8 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+#: the job folder's lock file: held by the one process that writes into the folder
+LOCK = "job.lock"
 JOB_FORMAT = "overinterp-backselect-job"
 JOB_VERSION = 1
 #: the temporary of an interrupted manifest write (``atomic_write``'s naming)
@@ -224,6 +232,8 @@ def run_job(
         ForeignShardError: (a ``JobMismatchError``) a shard in ``out_dir`` was
             written for another identity — also when ``manifest.json`` was
             deleted; checked before anything is written, nothing is overwritten.
+        LockHeldError: another live process is writing into ``out_dir`` (the
+            message names its pid and host); nothing was touched.
     """
     executor = executor or LocalExecutor()
     out = Path(out_dir)
@@ -234,6 +244,21 @@ def run_job(
 
     method_from_description(spec.method).check_model(model)  # forward-only model + gradient method: before any file
     identity = _describe_identity(spec, model, data)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        # one writer per job folder: held until the last shard is in (a killed holder's lock goes with it)
+        with exclusive_lock(out / LOCK, wait=False, what=f"the job folder {out}"):
+            return _run_locked(spec, out, executor, identity, progress=progress, log=log)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before writing anything: leave no empty folder
+
+
+def _run_locked(
+    spec: JobSpec, out: Path, executor: Executor, identity: dict[str, Any], *, progress: bool, log: Any
+) -> dict[str, Any]:
+    """:func:`run_job` once it holds the job folder's lock."""
     existing = _read_manifest(out)
     threads = spec.threads or executor.describe().get("threads_per_task") or torch.get_num_threads()
     runtime = {
@@ -259,7 +284,7 @@ def run_job(
         manifest = existing
     identity = json.loads(json.dumps(identity))
     # every shard already there must be this job's (also when the manifest was deleted): before writing anything
-    pending = _check_shards(out, identity, spec) if out.is_dir() else list(range(spec.num_shards))
+    pending = _check_shards(out, identity, spec)
     if existing is None:
         manifest = {
             "format": JOB_FORMAT,
@@ -278,11 +303,10 @@ def run_job(
         }
     manifest["runs"] = list(manifest.get("runs", [])) + [runtime]
     manifest["spec"] = spec.to_dict()
-    out.mkdir(parents=True, exist_ok=True)
-    # temporaries of writes killed before their rename (only this job's own naming)
+    # temporaries of writes killed before their rename (only this job's own naming; a live writer's are kept)
     stale = remove_stale_temporaries(out)
     for p in sorted(out.iterdir()):
-        if MANIFEST_TEMP.match(p.name) and p.is_file():
+        if MANIFEST_TEMP.match(p.name) and p.is_file() and not held_by_a_live_process(p):
             p.unlink(missing_ok=True)
             stale.append(p)
     atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from overinterp._atomic import atomic_torch_save, atomic_write_text
+from overinterp._locking import held_by_a_live_process
 from overinterp.jobs.spec import JobSpec, images_fingerprint
 
 __all__ = [
@@ -333,17 +334,18 @@ def save_canonical(obj: dict[str, Any], path: str | os.PathLike[str]) -> Path:
 
 
 def remove_stale_temporaries(out_dir: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporaries a killed write left in ``shards/`` (only names of
+    """Remove the temporaries killed writes left in ``shards/`` (only names of
     this module's own pattern, :data:`SHARD_TEMP`); returns what was removed.
 
-    Run by the driver before any task starts. A writer that is still alive (a
-    worker of a killed driver) whose temporary goes fails its rename and writes
-    nothing: files are never half-written either way."""
+    Run by the driver, holding the job folder's lock, before any task starts. A
+    temporary that a live process is still writing (a worker of a killed driver:
+    :func:`~overinterp._atomic.atomic_write` locks its temporary while it
+    writes) is kept."""
     d = Path(out_dir) / SHARD_DIR
     removed = []
     if d.is_dir():
         for p in sorted(d.iterdir()):
-            if SHARD_TEMP.match(p.name) and p.is_file():
+            if SHARD_TEMP.match(p.name) and p.is_file() and not held_by_a_live_process(p):
                 p.unlink(missing_ok=True)
                 removed.append(p)
     return removed
