@@ -18,12 +18,12 @@ __all__ = ["main", "build_parser"]
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``overinterp`` parser with every command group."""
-    from overinterp.cli import audit, core, experiments, human, imagenet, jobs, report
+    from overinterp.cli import audit, check, core, experiments, human, imagenet, jobs, report
 
     ap = argparse.ArgumentParser(prog="overinterp", description="Is an image classifier right for the right reasons?")
     ap.add_argument("--version", action="store_true", help="print the version and exit")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (audit, core, experiments, jobs, imagenet, human, report):
+    for group in (audit, check, core, experiments, jobs, imagenet, human, report):
         group.add_parsers(sub)
     return ap
 
