@@ -46,15 +46,16 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from scipy import stats as sps
 
 import overinterp
-from overinterp.analysis.subsets import subset_predictions
+from overinterp.analysis.faithfulness import TARGETS, compare_measures, trace_measures
 from overinterp.jobs import load_job
 from overinterp.sis.methods import make_method
 from overinterp.sis.methods.gradient import differentiable_copies, mask_gradient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from frontier_models import ROLES  # noqa: E402  (tuning vs held out, fixed before any held-out result)
 
 #: label → (method name, parameters). The frontier's default set.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -143,36 +144,9 @@ def measure_fb_ratio(model, images: torch.Tensor, batch: int, rounds: int = 3) -
     return {"forward_s": f, "forward_backward_s": b, "ratio": b / f}
 
 
-def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
-    """Mean of ``a − b`` with a paired 95% t-interval (NaN pairs dropped)."""
-    ok = ~(np.isnan(a) | np.isnan(b))
-    d = (a - b)[ok]
-    n = int(d.size)
-    if n == 0:
-        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": 0}
-    m = float(d.mean())
-    if n < 2 or float(d.std(ddof=1)) == 0.0:
-        return {"mean": m, "lo": m, "hi": m, "n": n}
-    half = float(sps.t.ppf(0.975, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    return {"mean": m, "lo": m - half, "hi": m + half, "n": n}
-
-
-def quality(trace, model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
-    """Per-image quality measures of one trace."""
-    keep = trace.keep_mask(0.05)
-    sp = subset_predictions(model, images, keep, trace.target, trace.baseline)
-    p_full = torch.sigmoid(trace.full_logodds.double())
-    out = {
-        "acc5": (sp["prediction"] == labels.cpu()).double().numpy(),
-        "prob5": sp["target_probability"].numpy(),
-        "drop5": (p_full - sp["target_probability"]).numpy(),
-    }
-    for tau in (0.99, 0.9):
-        res = trace.find_sis(tau, model, images)
-        sizes = np.array([np.nan if s is None else float(s) for s in res.sizes])
-        out[f"sis{int(round(tau * 100))}"] = sizes
-        out[f"has_sis{int(round(tau * 100))}"] = (~np.isnan(sizes)).astype(float)
-    return out
+def quality(trace, model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-image quality measures of one trace (:func:`overinterp.analysis.faithfulness.trace_measures`)."""
+    return trace_measures(trace, model, images, labels)
 
 
 def cost_of(trace, stats: dict[str, Any], ratio: float) -> dict[str, float]:
@@ -182,17 +156,9 @@ def cost_of(trace, stats: dict[str, Any], ratio: float) -> dict[str, float]:
     return {"forward": fwd, "forward_backward": fb, "forward_equivalents": fwd + ratio * fb}
 
 
-def summarize(q: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for k, v in q.items():
-        row[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
-        row[f"d_{k}"] = paired(v, ref[k])
-    for tau in ("99", "90"):
-        both = ~(np.isnan(q[f"sis{tau}"]) | np.isnan(ref[f"sis{tau}"]))
-        row[f"sis{tau}_ratio"] = (
-            float(q[f"sis{tau}"][both].mean() / ref[f"sis{tau}"][both].mean()) if both.any() else float("nan")
-        )
-    return row
+def summarize(q: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """Means and paired differences from exact (:func:`overinterp.analysis.faithfulness.compare_measures`)."""
+    return compare_measures(q, ref)
 
 
 def load_anchor(spec: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor | None, list[int], str]:
@@ -274,6 +240,7 @@ def run_model(
             f"(Δ {row['d_prob5']['mean']:+.3f}), SIS99 {row['sis99']:.1f} (×{row['sis99_ratio']:.2f} exact)"
         )
     return {
+        "role": ROLES.get(label.split("-p")[0], "unassigned"),
         "anchor": source,
         "images": n,
         "P": p,
@@ -526,17 +493,67 @@ def _ci(d: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
     return f"{scale * d['mean']:+.{digits}f} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}]"
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The frontier as Markdown tables, one per model."""
+def _meets(row: dict[str, Any], exact_fe: float) -> dict[str, bool]:
+    """Each faithfulness target (issue 24) for one method row: met or not (absent: undefined)."""
+    out = {
+        "cost": row["cost"]["forward_equivalents"] <= TARGETS["cost_fraction"] * exact_fe,
+        "d_acc5": row["d_acc5"]["mean"] >= TARGETS["d_acc5"],
+        "d_prob5": row["d_prob5"]["mean"] >= TARGETS["d_prob5"]
+        and not (row["d_prob5"].get("hi", math.nan) < TARGETS["d_prob5"]),
+    }
+    for t in ("99", "90"):
+        if not math.isnan(row[f"sis{t}_ratio"]):
+            out[f"sis{t}"] = row[f"sis{t}_ratio"] <= TARGETS["sis_ratio"]
+    return out
+
+
+def headline(result: dict[str, Any], methods: list[str]) -> list[str]:
+    """One row per model and headline method: role, saturation, cost and the quality differences."""
+    out = [
+        "| model | role | source | images | exact p on own 5% | method | forward-equiv./image (% exact) | "
+        "Δ acc. 5% (pts [95% CI]) | Δ mean p 5% [95% CI] | SIS τ=0.99 / exact | SIS τ=0.9 / exact | targets |",
+        "|---|---|---|---:|---:|---|---:|---|---|---:|---:|---|",
+    ]
+    for label, r in result["models"].items():
+        exact_fe = r["P"] * (r["P"] + 1) / 2
+        p_exact = r["methods"]["exact"]["prob5"]
+        for m in methods:
+            row = r["methods"].get(m)
+            if row is None or "skipped" in row:
+                continue
+            ok = _meets(row, exact_fe)
+            missed = [k for k, v in ok.items() if not v]
+            fe = row["cost"]["forward_equivalents"]
+            out.append(
+                f"| {label} | {r.get('role', 'unassigned')} | {r.get('source', 'measured here')} | {r['images']} | "
+                f"{p_exact:.3f}{' (saturated)' if p_exact >= 0.97 else ''} | {m} | "
+                f"{fe:,.0f} ({100 * fe / exact_fe:.2f}%) | "
+                f"{_ci(row['d_acc5'], 100, 1)} | {_ci(row['d_prob5'])} | "
+                f"{row['sis99_ratio']:.2f} | {row['sis90_ratio']:.2f} | "
+                f"{'all met' if not missed else 'missed: ' + ', '.join(missed)} |"
+            )
+    return out
+
+
+def markdown(result: dict[str, Any], headline_methods: tuple[str, ...] = ("fast",)) -> str:
+    """The frontier as Markdown: the headline table, then one table per model."""
     out = [
         f"CPU: {result['machine']['cpu']}, {result['machine']['threads']} thread(s), torch "
         f"{result['machine']['torch']}, batch {result['batch_size']}."
     ]
+    if len(result["models"]) > 1:
+        out += [
+            "",
+            "**Headline** (targets: ≤ 1% of exact's cost; Δ mean p ≥ −0.02 with no interval wholly below; "
+            "Δ accuracy ≥ −1 pt; SIS size ≤ 1.25× exact's):",
+            "",
+        ]
+        out += headline(result, list(headline_methods))
     for label, r in result["models"].items():
         out += [
             "",
-            f"**{label}** — {r['images']} images, P = {r['P']} ({r['anchor']}); forward+backward = "
-            f"{r['fb_ratio']['ratio']:.2f} forward passes",
+            f"**{label}** ({r.get('role', 'unassigned')}; {r.get('source', 'measured here')}) — {r['images']} images, "
+            f"P = {r['P']} ({r['anchor']}); forward+backward = {r['fb_ratio']['ratio']:.2f} forward passes",
             "",
             "| method | forward-equiv./image | % of exact | s/image | acc. 5% (Δ pts [95% CI]) | "
             "p(class) 5% (Δ [95% CI]) | conf. drop | SIS τ=0.99 (× exact) | SIS τ=0.9 (× exact) | "
@@ -602,7 +619,8 @@ def figure(result: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.8))
     names = sorted({m for r in result["models"].values() for m in r["methods"]})
     markers = dict(zip(names, "o^sDvP*XhH<>p8"))
-    colors = dict(zip(result["models"], ("tab:blue", "tab:orange", "tab:green", "tab:purple")))
+    palette = [f"tab:{c}" for c in ("blue", "orange", "green", "purple", "brown", "pink", "olive", "cyan", "grey")]
+    colors = dict(zip(result["models"], palette))
     for ax, (key, title, target) in zip(axes, panels):
         for lab, r in result["models"].items():
             exact_fe = r["P"] * (r["P"] + 1) / 2
@@ -624,7 +642,10 @@ def figure(result: dict[str, Any], path: Path) -> None:
         ax.axhline(target, color="tab:red", ls="--", lw=0.8)
         ax.set_xlabel("forward-equivalents per image (log; dotted: 1% of exact)")
         ax.set_title(title, fontsize=10)
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="none", label=lab) for lab, c in colors.items()]
+    handles = [
+        plt.Line2D([], [], color=c, marker="o", ls="none", label=f"{lab} ({result['models'][lab].get('role', '?')})")
+        for lab, c in colors.items()
+    ]
     axes[0].legend(handles=handles, loc="lower right", fontsize=8)
     fig.suptitle("Backward-selection methods vs exact (paired 95% intervals; red dashed: the faithfulness targets)")
     fig.tight_layout()
@@ -658,6 +679,15 @@ def main() -> int:
         help="add a method setting to the known ones, e.g. fast-w48=fast:width=48:step_fraction=0.08 (repeat)",
     )
     ap.add_argument("--images", type=int, help="at most this many anchored images per model")
+    ap.add_argument(
+        "--recorded",
+        action="append",
+        default=[],
+        metavar="JSON:LABEL[,LABEL…]",
+        help="also list these models' rows from an earlier run's JSON, marked as recorded (for models whose "
+        "exact anchors are not here to rerun)",
+    )
+    ap.add_argument("--headline", default="fast", help="comma list of the methods in the headline table")
     ap.add_argument("--cache", type=Path, help="folder of per-image method traces, reused across runs")
     ap.add_argument(
         "--precompute",
@@ -689,6 +719,8 @@ def main() -> int:
             result.setdefault("levers", {}).update(more.get("levers", {}))
             if "scaling" in more:
                 result["scaling"] = more["scaling"]
+        add_recorded(result, args.recorded)
+        result["headline"] = args.headline.split(",")
         write_outputs(result, args.out, args.figure, print)
         return 0
     if not args.job:
@@ -735,8 +767,26 @@ def main() -> int:
             spec.partition("=")[0]: levers(spec.partition("=")[2], args.batch_size, args.levers, log)
             for spec in args.job
         }
+    add_recorded(result, args.recorded)
+    result["headline"] = args.headline.split(",")
     write_outputs(result, args.out, args.figure, log)
     return 0
+
+
+def add_recorded(result: dict[str, Any], specs: list[str]) -> None:
+    """Models from earlier runs' JSON (``PATH:LABEL,…``), each marked with where its numbers come from."""
+    for spec in specs:
+        path, _, labels = spec.rpartition(":")
+        old = json.loads(Path(path).read_text())
+        cpu = old.get("machine", {}).get("cpu", "unknown CPU")
+        cap = old.get("machine", {}).get("kernels", {}).get("capability", "")
+        for label in labels.split(","):
+            if label not in old["models"]:
+                raise SystemExit(f"--recorded {spec}: no model {label!r} in {path} (has {', '.join(old['models'])})")
+            r = dict(old["models"][label])
+            r["role"] = ROLES.get(label, "unassigned")
+            r["source"] = f"recorded in {Path(path).name} ({cpu} {cap}); anchors not recomputed here"
+            result["models"][label] = r
 
 
 def write_outputs(result: dict[str, Any], out: Path, fig: Path, log: Callable[[str], None]) -> None:
@@ -746,7 +796,7 @@ def write_outputs(result: dict[str, Any], out: Path, fig: Path, log: Callable[[s
     tmp.write_text(json.dumps(result, indent=1))
     tmp.replace(out)
     figure(result, fig)
-    table = markdown(result)
+    table = markdown(result, tuple(result.get("headline", ["fast"])))
     out.with_suffix(".md").write_text(table)
     print(table)
     log(f"wrote {out}, {out.with_suffix('.md')} and {fig}")

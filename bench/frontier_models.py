@@ -236,9 +236,11 @@ def train(name: str, out: Path, train_x: Tensor, train_y: Tensor, test_x: Tensor
     if eps:
         info["lossless_test_accuracy_pgd10"] = accuracy(model, test_x, test_y, eps)
     out.mkdir(parents=True, exist_ok=True)
-    scripted = torch.jit.script(model)
+    torch.save(model.state_dict(), out / f"{name}.state.pt")  # kept even if the export below fails
+    with torch.no_grad():  # traced (no data-dependent control flow), so the file's source is not re-read
+        traced = torch.jit.trace(model, _normalize(test_x[:8]))
     tmp = out / f"{name}.ts.tmp"
-    torch.jit.save(scripted, str(tmp))
+    torch.jit.save(traced, str(tmp))
     tmp.replace(out / f"{name}.ts")
     (out / f"{name}.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info), flush=True)
