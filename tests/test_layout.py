@@ -20,6 +20,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "overinterp"
 LAYER = {
     "_atomic": 0,
     "_locking": 0,
+    "_memory": 0,
     "errors": 0,
     "sis": 1,
     "models": 1,
@@ -35,7 +36,7 @@ LAYER = {
     "__init__": 6,
     "__main__": 6,
 }
-ROOT_MODULES = {"__init__.py", "__main__.py", "_atomic.py", "_locking.py", "errors.py", "results.py"}
+ROOT_MODULES = {"__init__.py", "__main__.py", "_atomic.py", "_locking.py", "_memory.py", "errors.py", "results.py"}
 
 
 def _modules() -> dict[str, Path]:

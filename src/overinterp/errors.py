@@ -7,7 +7,7 @@ and surfaces with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["OverinterpError", "UserInputError", "LockHeldError", "USER_ERRORS"]
+__all__ = ["OverinterpError", "UserInputError", "InputNotFoundError", "OutputError", "LockHeldError", "USER_ERRORS"]
 
 
 class OverinterpError(Exception):
@@ -15,7 +15,35 @@ class OverinterpError(Exception):
 
 
 class UserInputError(OverinterpError, ValueError):
-    """A spec, option or file the user gave is not valid (the message says why)."""
+    """A spec, option or file the user gave is not valid (the message says why).
+
+    ``argument``: the library argument at fault (e.g. ``"database_url"``). The message
+    itself does not name it: ``str()`` prefixes it (``database_url: …``), and the
+    command line prefixes the flag it maps that argument to instead (``--database: …``).
+    """
+
+    def __init__(self, message: str = "", *, argument: str | None = None) -> None:
+        super().__init__(message)
+        self.argument = argument
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.argument}: {self.message}" if self.argument else self.message
+
+
+class InputNotFoundError(UserInputError, FileNotFoundError):
+    """A file or record the user named does not exist (``argument`` as in :class:`UserInputError`)."""
+
+
+class OutputError(OverinterpError, OSError):
+    """A file could not be written (disk full, read-only, …); the message names it and says
+    what finished work was kept. ``errno``/``filename`` as for ``OSError``."""
+
+    def __init__(self, code: int, message: str, filename: str | None = None) -> None:
+        super().__init__(code, message, filename)
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class LockHeldError(OverinterpError):
@@ -32,6 +60,7 @@ class LockHeldError(OverinterpError):
 USER_ERRORS: tuple[type[BaseException], ...] = (
     OverinterpError,
     ValueError,
+    OutputError,
     FileNotFoundError,
     FileExistsError,
     PermissionError,

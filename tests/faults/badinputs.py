@@ -53,6 +53,8 @@ def make_world(root: Path) -> Path:
     pixels[2, 0, 3, 3] = float("nan")
     torch.save({"images": pixels, "labels": torch.arange(12) % 3}, root / "nan-images.pt")
     torch.save({"images": argparse.Namespace(evil=True)}, root / "pickled.pt")  # refused by weights_only
+    (root / "corrupt.npz").write_bytes((root / "good.npz").read_bytes()[:300])  # truncated: not a zip
+    np.savez(root / "label-2e40.npz", images=images[:4], labels=np.array([0, 1, 2, 2**40]))
     (root / "results.csv").write_bytes(SENTINEL)
     (root / "trace.pt").write_bytes(SENTINEL)
     (root / "a-file").write_bytes(SENTINEL)
@@ -71,6 +73,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 EVAL = ["evaluate", "--model", "{w}/small.pt", "--no-progress"]
 BACKSELECT = ["backselect", "--model", "{w}/small.pt", "--out", "{w}/trace.pt", "--no-progress"]
+EVAL3 = ["evaluate", "--num-classes", "3", "--no-progress", "--dataset", "{w}/good.npz"]
+JOB = ["backselect-dataset", "--model", "{w}/small.pt", "--method", "exact", "--out", "{w}/new-job", "--no-progress"]
 TRAIN = ["train", "--arch", "smallcnn", "--recipe", "fast", "--epochs", "1", "--data", "{w}/good.npz", "--no-progress"]
 
 
@@ -137,6 +141,56 @@ CASES: dict[str, BadInput] = {
         TRAIN + ["--out", "{w}/new-run", "--epochs", "0"], "--epochs: must be an integer >= 1"
     ),
     "report of a corrupt job manifest": BadInput(["report", "{w}/run"], "cannot read {w}/run/job/manifest.json"),
+    # issue 26, item 7: the hostile command lines that gave tracebacks
+    "model option width=-1": BadInput(
+        EVAL3 + ["--model", "smallcnn?width=-1"], "model smallcnn: option width must be in [1, 65536], got -1"
+    ),
+    "model option width=abc": BadInput(
+        EVAL3 + ["--model", "smallcnn?width=abc"], "model smallcnn: option width is an integer, got 'abc'"
+    ),
+    "model option width=99999999999": BadInput(
+        EVAL3 + ["--model", "smallcnn?width=99999999999"], "option width must be in [1, 65536], got 99999999999"
+    ),
+    "model weights larger than the memory": BadInput(
+        EVAL3 + ["--model", "smallcnn?width=60000"], "model smallcnn (num_classes=3, width=60000) would need 1"
+    ),
+    "unknown model option": BadInput(
+        EVAL3 + ["--model", "smallcnn?bogus=1"], "model smallcnn has no option bogus; its options: in_channels, width"
+    ),
+    "import: of a function that needs arguments": BadInput(
+        ["evaluate", "--model", "import:os:system", "--dataset", "{w}/good.npz"], "os:system(**{{}}) failed"
+    ),
+    "import: of a function that returns no model": BadInput(
+        ["evaluate", "--model", "import:os:getcwd", "--dataset", "{w}/good.npz"],
+        "os:getcwd returned a str, not a torch.nn.Module",
+    ),
+    "evaluate a corrupt .npz": BadInput(
+        EVAL + ["--dataset", "{w}/corrupt.npz"], "cannot read {w}/corrupt.npz: not a valid .npz file (BadZipFile"
+    ),
+    "backselect a corrupt .npz": BadInput(BACKSELECT + ["--images", "{w}/corrupt.npz"], "not a valid .npz file"),
+    "train with a label of 2^40": BadInput(
+        TRAIN[:-3] + ["--data", "{w}/label-2e40.npz", "--out", "{w}/new-run"],
+        "model smallcnn (num_classes=1099511627777) would need",
+    ),
+    "backselect-dataset --device cuda:7": BadInput(
+        JOB + ["--dataset", "{w}/good.npz", "--device", "cuda:7"], "no CUDA GPU", needs_no_cuda=True
+    ),
+    "backselect-dataset labels beyond the classes": BadInput(
+        JOB + ["--dataset", "{w}/labels99.npz"], "label 99 (image 2; labels out of range: -1, 99) is not a class"
+    ),
+    "human serve --port 99999": BadInput(
+        ["human", "serve", "--study", "{w}/a-folder", "--port", "99999"], "--port: must be a port number 1-65535"
+    ),
+    "human export --database bogus://": BadInput(
+        ["human", "export", "--study", "{w}/a-folder", "--database", "bogus://", "--out", "{w}/answers.csv"],
+        "--database: 'bogus://' is not a database URL",
+    ),
+    # item 8: outputs checked before any work
+    "backselect --out /proc/x.pt": BadInput(
+        BACKSELECT[:-3] + ["--out", "/proc/x.pt", "--images", "{w}/good.npz"], "cannot write under /proc"
+    ),
+    # minor: a folder without runs
+    "report of a folder without runs": BadInput(["report", "{w}/a-folder"], "holds no runs"),
 }
 
 

@@ -16,3 +16,12 @@ if str(HUMAN_TESTS) not in sys.path:
 def pytest_configure(config: pytest.Config) -> None:
     # starlette asks for "httpx2"; the pinned test client is httpx 0.28.1
     config.addinivalue_line("filterwarnings", "ignore:Using `httpx` with `starlette.testclient`")
+
+
+@pytest.fixture()
+def study(tmp_path: Path):
+    """A freshly built tiny study (tests/human/humankit.py): (folder, manifest)."""
+    from humankit import build_tiny_study
+
+    out = tmp_path / "study"
+    return out, build_tiny_study(out)

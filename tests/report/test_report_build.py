@@ -247,15 +247,16 @@ def test_score_and_tables_come_from_results(run: dict[str, Any]) -> None:
     assert (run["out"] / "tables" / "results-human-study-accuracy.csv").is_file()
 
 
-def test_empty_run_folder_says_what_to_run(tmp_path: Path) -> None:
+def test_empty_run_folder_is_an_error_that_says_what_to_run(tmp_path: Path) -> None:
+    """Issue 26 (minor): a folder with no runs is an error and nothing is written into it.
+    Guards against: an empty report written into any folder a user mistyped."""
+    from overinterp.errors import UserInputError
+
     (tmp_path / "run").mkdir()
-    report = build_report(tmp_path / "run", log=lambda m: None)
-    assert report.html_path == tmp_path / "run" / "report" / "report.html"
-    notes = " ".join(n for s in report.sections for n in s.notes)
-    assert "overinterp backselect-dataset" in notes and "results.csv" in notes
-    assert "overinterp human score" in notes
-    assert not any(s.figures for s in report.sections)
-    assert "Missing input" in report.markdown_path.read_text(encoding="utf-8")
+    with pytest.raises(UserInputError, match="holds no runs") as err:
+        build_report(tmp_path / "run", log=lambda m: None)
+    assert "overinterp backselect-dataset" in str(err.value) and "results.csv" in str(err.value)
+    assert list((tmp_path / "run").iterdir()) == []
 
 
 def test_command_line_without_model(run: dict[str, Any], tmp_path: Path) -> None:

@@ -3,17 +3,25 @@
 Each group module exposes ``add_parsers(subparsers)``; every sub-command registers
 its handler with ``set_defaults(func=…)``; shared options live in
 :mod:`overinterp.cli._common`. Only user errors (:data:`overinterp.errors.USER_ERRORS`)
-become a one-line message and exit code 2; anything else is a bug and keeps its traceback.
+and a full disk become a one-line message and exit code 2; anything else is a bug and
+keeps its traceback. The library names its own arguments in errors
+(:class:`~overinterp.errors.UserInputError`'s ``argument``); here they become the flags.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 
 from overinterp.errors import USER_ERRORS
 
 __all__ = ["main", "build_parser"]
+
+#: library argument → the flag's dest where they differ (the rest share their name)
+ARGUMENT_DESTS = {"database_url": "database", "out_dir": "out"}
+#: errno of a write that failed for want of room or a writable disk
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +58,50 @@ def main(argv: list[str] | None = None) -> int:
         print("\ninterrupted: no partial output was written", file=sys.stderr)
         return 130
     except USER_ERRORS as exc:
-        print(f"overinterp {args.command}: error: {exc}", file=sys.stderr)
+        print(f"overinterp {args.command}: error: {_message(ap, args, exc)}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if exc.errno not in _DISK_ERRNOS:
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(
+            f"overinterp {args.command}: error: could not write{where}: {exc.strerror}; "
+            "files finished before it are kept (free space and rerun: finished work is not redone)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _leaf(ap: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub-)parser whose handler ``args.func`` is."""
+    todo = [ap]
+    while todo:
+        parser = todo.pop()
+        if parser.get_default("func") is getattr(args, "func", None):
+            return parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                todo.extend(action.choices.values())
+    return ap
+
+
+def flag_of(ap: argparse.ArgumentParser, args: argparse.Namespace, argument: str) -> str | None:
+    """The flag (or positional's name) of the library argument ``argument`` in this command."""
+    dest = ARGUMENT_DESTS.get(argument, argument)
+    for action in _leaf(ap, args)._actions:
+        if action.dest == dest:
+            return max(action.option_strings, key=len) if action.option_strings else (action.metavar or dest).upper()
+    return None
+
+
+def _message(ap: argparse.ArgumentParser, args: argparse.Namespace, exc: BaseException) -> str:
+    """The error's message, its library argument (if any) shown as this command's flag."""
+    argument = getattr(exc, "argument", None)
+    if argument:
+        flag = flag_of(ap, args, argument)
+        if flag:
+            return f"{flag}: {getattr(exc, 'message', exc)}"
+    return str(exc)
 
 
 if __name__ == "__main__":

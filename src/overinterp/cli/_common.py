@@ -21,6 +21,7 @@ __all__ = [
     "ints",
     "positive_int",
     "nonnegative_int",
+    "port",
     "positive_float",
     "nonnegative_float",
     "finite_float",
@@ -100,6 +101,14 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+def port(text: str) -> int:
+    """A TCP port, 1-65535 (an argparse ``type``)."""
+    value = _number(text, int, "a port number 1-65535")
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 1-65535, got {value}")
+    return value
+
+
 def finite_float(text: str) -> float:
     """A finite number: ``nan`` and ``inf`` are refused (an argparse ``type``)."""
     return _number(text, float, "a finite number")
@@ -139,9 +148,22 @@ def device_name(text: str) -> str:
 
 
 def _writable_parent(path: Path) -> None:
+    """Refuse ``path`` unless a file can be created in its nearest existing folder (tried with a
+    temporary file, removed at once: permissions alone do not tell — root, read-only mounts, /proc)."""
+    import tempfile
+
     parent = next((p for p in (path.parent, *path.parent.parents) if p.exists()), None)
-    if parent is not None and parent.is_dir() and not os.access(parent, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write under {parent}: permission denied")
+    if parent is None:
+        return
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {path}: {parent} is a file, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".overinterp-write-check.", dir=parent)
+    except OSError as exc:
+        why = "permission denied" if isinstance(exc, PermissionError) else (exc.strerror or str(exc)).lower()
+        raise argparse.ArgumentTypeError(f"cannot write under {parent}: {why}") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def output_file(text: str) -> Path:
@@ -158,9 +180,7 @@ def output_dir(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
-    if path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
-        raise argparse.ArgumentTypeError(f"cannot write in {path}: permission denied")
-    _writable_parent(path)
+    _writable_parent(path / "x")
     return path
 
 

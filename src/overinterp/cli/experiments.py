@@ -173,6 +173,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.replicates is not None or args.executor != "local" or "," in args.arch:
         return _cmd_train_replicates(args)
     config = _train_config(args)
+    if args.device:
+        c.check_device(args.device)
     progress = not args.no_progress
     t0 = time.perf_counter()
     train = select_training_images(

@@ -87,7 +87,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     p.add_argument("--study", type=Path, required=True, help="study folder (human build --out)")
     p.add_argument("--database", help="SQLAlchemy URL (default sqlite:///<study>/study.sqlite)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=c.positive_int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=c.port, default=8000, help="TCP port, 1-65535 (default 8000)")
     p.add_argument(
         "--admin-token", help="admin token (better: $OVERINTERP_ADMIN_TOKEN); a random one is printed if unset"
     )
@@ -108,6 +108,11 @@ def add_parsers(sub: c.Subparsers) -> None:
         type=c.nonnegative_int,
         default=30,
         help="new participants per client address per minute before 429 (default 30; 0 = no limit)",
+    )
+    p.add_argument(
+        "--forwarded-allow-ips",
+        help="reverse proxies (comma-separated IPs or networks) whose X-Forwarded-For is believed as the client "
+        "address; default none: every limit counts the TCP peer, whatever headers a client sends",
     )
     p.set_defaults(func=_needs_web(_serve))
 
@@ -172,9 +177,8 @@ def _serve(args: argparse.Namespace) -> int:
     from overinterp.human.app import create_app
 
     token = args.admin_token or os.environ.get("OVERINTERP_ADMIN_TOKEN")
-    if not token:
-        token = secrets.token_urlsafe(24)
-        print(f"admin token (none given): {token}", file=sys.stderr, flush=True)
+    generated = not token
+    token = token or secrets.token_urlsafe(24)
     app = create_app(
         args.study,
         args.database,
@@ -184,14 +188,19 @@ def _serve(args: argparse.Namespace) -> int:
         public_url=args.public_url,
         login_attempts_per_minute=args.login_attempts_per_minute,
         participants_per_minute=args.participants_per_minute,
+        forwarded_allow_ips=args.forwarded_allow_ips,
     )
+    if generated:
+        print(f"admin token (none given): {token}", file=sys.stderr, flush=True)
     where = (args.public_url or f"http://{args.host}:{args.port}").rstrip("/")
     print(
         f"study {app.state.manifest['study_id']}: participants open {where}/ , admin {where}/admin",
         file=sys.stderr,
         flush=True,
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # uvicorn's own proxy headers are off: by default it believes X-Forwarded-For from 127.0.0.1,
+    # which would let any local client choose the address its rate limits count under
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
     return 0
 
 
@@ -201,8 +210,15 @@ def _engine_and_study(args: argparse.Namespace):
     from overinterp.human import db as dbm
     from overinterp.human.study import load_manifest
 
+    if args.database:  # a URL that cannot be opened is the error, whatever the study folder holds
+        engine = dbm.make_engine(args.database, create=False)
+        try:
+            return engine, load_manifest(args.study)
+        except BaseException:
+            engine.dispose()
+            raise
     manifest = load_manifest(args.study)
-    engine = dbm.make_engine(args.database or dbm.default_database_url(args.study), create=False)
+    engine = dbm.make_engine(dbm.default_database_url(args.study), create=False)
     return engine, manifest
 
 

@@ -47,6 +47,8 @@ def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
     from overinterp.sis.features import patch_features
 
     c.apply_threads(args)
+    if args.device and args.executor == "local":  # Ray workers may have devices this driver lacks
+        c.check_device(args.device)
     dataset = portable_spec(args.dataset)  # absolute paths: workers may run elsewhere
     data = open_dataset(dataset)
     n, (h, w) = len(data), data.images.shape[2:]
@@ -202,6 +204,8 @@ def _cmd_subsets_train(args: argparse.Namespace) -> int:
     c.apply_threads(args)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     overrides = {"epochs": args.epochs} if args.epochs else None
+    if args.device:
+        c.check_device(args.device)
     tests = [t.partition("=") for t in args.test_job]
     out = retrain_on_subsets(
         args.train_job,

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from overinterp.data.base import check_limit
+from overinterp.data.decode import check_array_file, decode_image
 
 __all__ = ["ImageSet", "load_images", "IMAGE_SUFFIXES"]
 
@@ -56,13 +57,7 @@ def _pick(keys: list[str], want: str) -> str | None:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:  # noqa: BLE001
-        raise ValueError(f"cannot read image {path}: {exc}") from exc
+    return decode_image(path, str(path))
 
 
 def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
@@ -104,6 +99,8 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return ImageSet(_to_pixels(_read_image(path), str(path)), None, [path.name])
+    if suffix in (".npy", ".npz"):
+        check_array_file(path)
     if suffix == ".npy":
         arr = np.load(path, allow_pickle=False)
     elif suffix == ".npz":

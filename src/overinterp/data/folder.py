@@ -15,7 +15,6 @@ images must have one size.
 
 from __future__ import annotations
 
-import io
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from overinterp.data.base import LabeledImages, from_hwc
+from overinterp.data.decode import decode_image
 
 __all__ = ["load_image_folder", "IMAGE_EXTENSIONS"]
 
@@ -88,13 +88,7 @@ def _join(*parts: str) -> str:
 
 
 def _decode(data: bytes, label: str) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
-        raise ValueError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+    return decode_image(data, label)
 
 
 def load_image_folder(

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from overinterp.data.base import LabeledImages, check_limit
+from overinterp.data.decode import check_array_file
 from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
 
 __all__ = [
@@ -230,6 +231,7 @@ def _array(path: Path, spec: str) -> LabeledImages:
 def _npz(path: Path, prefix: str | None, spec: str) -> LabeledImages:
     if not path.is_file():
         raise FileNotFoundError(f"dataset file {path} does not exist")
+    check_array_file(path)
     with np.load(path, allow_pickle=False) as z:
         keys = list(z.keys())
         prefixes = sorted(k[: -len("_images")] for k in keys if k.endswith("_images") and f"{k[:-7]}_labels" in keys)

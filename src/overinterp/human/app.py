@@ -333,6 +333,7 @@ def create_app(
     login_attempts_per_minute: int = 10,
     participants_per_minute: int = 30,
     admin_session_s: int = 12 * 3600,
+    forwarded_allow_ips: str | list[str] | None = None,
 ) -> FastAPI:
     """The web app for the study in ``study_dir``.
 
@@ -349,9 +350,14 @@ def create_app(
         participants_per_minute: new participants per client address per minute before 429
             (0 = no limit); resuming an existing participant does not count.
         admin_session_s: lifetime of an admin login session in seconds.
+        forwarded_allow_ips: the reverse proxies (IP addresses or networks, comma-separated
+            or a list; ``"*"``: any peer) whose ``X-Forwarded-For``/``X-Forwarded-Proto``
+            headers are believed. ``None`` (the default): none are, and the client address
+            is always the TCP peer, so a client cannot pick the address its limits count under.
 
-    The client address is the TCP peer (behind a reverse proxy: what uvicorn takes from
-    ``X-Forwarded-For`` for its trusted proxies); limits and sessions live in this process.
+    The client address is the TCP peer, or, when the peer is one of ``forwarded_allow_ips``,
+    the address the proxy forwarded; limits and sessions live in this process. Serve the app
+    with the server's own proxy-header handling off (``human serve`` does).
     """
     base_url = _public_base(public_url)
     logins = RateLimiter(login_attempts_per_minute)
@@ -376,6 +382,10 @@ def create_app(
     )
     app.state.engine = engine
     app.state.manifest = manifest
+    if forwarded_allow_ips:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=forwarded_allow_ips)
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

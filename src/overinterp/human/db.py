@@ -35,9 +35,11 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sqlalchemy.pool import StaticPool
+
+from overinterp.errors import InputNotFoundError, UserInputError
 
 __all__ = [
     "Base",
@@ -136,15 +138,21 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     """
     try:
         u = make_url(url)
-    except Exception as exc:  # noqa: BLE001 — sqlalchemy.exc.ArgumentError and friends
-        raise ValueError(f"--database {url!r} is not a database URL (sqlite:///path/study.sqlite): {exc}") from None
+        u.get_dialect()  # an unknown dialect or a missing driver fails here, before anything is created
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise UserInputError(
+            f"{url!r} is not a database URL this Python can open (sqlite:///path/study.sqlite; other "
+            f"databases need their SQLAlchemy driver installed): {exc}",
+            argument="database_url",
+        ) from None
     if u.get_backend_name() == "sqlite":
         memory = u.database in (None, "", ":memory:")
         if not create and (memory or not Path(u.database).is_file()):
             where = "an in-memory database" if memory else f"no database file {u.database}"
-            raise FileNotFoundError(
-                f"--database {url}: {where} — nothing to read (is the URL right? `overinterp human build` "
-                "or `serve` creates the database)"
+            raise InputNotFoundError(
+                f"{url}: {where} — nothing to read (is the URL right? `overinterp human build` "
+                "or `serve` creates the database)",
+                argument="database_url",
             )
         if not memory:
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
@@ -165,18 +173,25 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
             cur.close()
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    if create:
-        Base.metadata.create_all(engine)
-        return engine
     try:
+        if create:
+            Base.metadata.create_all(engine)
+            return engine
         missing = [t for t in Base.metadata.tables if not inspect(engine).has_table(t)]
+    except (OperationalError, DBAPIError) as exc:
+        engine.dispose()
+        raise UserInputError(
+            f"cannot open the database {u.render_as_string(hide_password=True)}: {str(exc.orig or exc).strip()}",
+            argument="database_url",
+        ) from None
     except Exception:
         engine.dispose()
         raise
     if missing:
         engine.dispose()
-        raise FileNotFoundError(
-            f"--database {url}: not a study database (no tables {', '.join(missing)}); nothing was changed"
+        raise InputNotFoundError(
+            f"{url}: not a study database (no tables {', '.join(missing)}); nothing was changed",
+            argument="database_url",
         )
     return engine
 

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from overinterp.errors import UserInputError
 from overinterp.models.checkpoint import load_state_dict_checked, strip_key_prefixes
 from overinterp.models.classifier import Classifier
 
@@ -44,6 +45,10 @@ __all__ = [
 CIFAR10_MEAN_PIXEL = (0.4914, 0.4822, 0.4465)
 
 _WEIGHT_KEYS = ("state_dict", "model_state_dict", "model", "net")
+
+
+class NotAModelError(UserInputError, TypeError):
+    """An ``import:`` target that cannot be called with the given options or does not return an ``nn.Module``."""
 
 
 class MissingDependencyError(ImportError, ValueError):
@@ -332,9 +337,9 @@ def user_model(
     try:
         network = builder(**dict(kwargs or {}))
     except TypeError as exc:
-        raise TypeError(f"{target}(**{dict(kwargs or {})}) failed: {exc}") from exc
+        raise NotAModelError(f"{target}(**{dict(kwargs or {})}) failed: {exc}") from None
     if not isinstance(network, nn.Module):
-        raise TypeError(f"{target} built a {type(network).__name__}, not a torch.nn.Module")
+        raise NotAModelError(f"{target} returned a {type(network).__name__}, not a torch.nn.Module")
     if checkpoint is not None:
         load_state_dict_checked(network, read_weights(checkpoint), target, str(checkpoint), dict(kwargs or {}))
     model = Classifier(

@@ -46,6 +46,7 @@ from overinterp.analysis import (
 )
 from overinterp.analysis.stats import MIN_VALUES, too_few
 from overinterp.analysis.style import pyplot
+from overinterp.errors import UserInputError
 from overinterp.report.discover import JobEntry, RunInputs, discover
 from overinterp.report.model import Figure, Report, Section, Table
 from overinterp.report.render import render_html, render_markdown
@@ -96,6 +97,12 @@ class _Builder:
         self.run_dir, self.out, self.opt, self.log = run_dir, out_dir, options, log
         self.fig_dir, self.table_dir = out_dir / "figures", out_dir / "tables"
         self.inputs: RunInputs = discover(run_dir, exclude=out_dir)
+        if not self.inputs.jobs and self.inputs.results_path is None:
+            raise UserInputError(
+                f"{run_dir} holds no runs: no dataset job folder (manifest.json) and no results.csv anywhere "
+                "under it; nothing was written (make them with `overinterp backselect-dataset … --out RUN/job` "
+                "and `overinterp evaluate … --results RUN/results.csv`)"
+            )
         self.data: list[_JobData] = []
         self.run_arg = _shell_path(run_dir)
 

@@ -38,6 +38,6 @@ class SmallCNN(nn.Module):
         return self.linear(self.pool(self.features(x)).flatten(1))
 
 
-@register_model("smallcnn", "small 3-layer CNN (tests, demo)")
+@register_model("smallcnn", "small 3-layer CNN (tests, demo)", bounds={"in_channels": (1, 4096), "width": (1, 1 << 16)})
 def small_cnn(num_classes: int = 10, in_channels: int = 3, width: int = 16) -> nn.Module:
     return SmallCNN(num_classes=num_classes, in_channels=in_channels, width=width)

@@ -95,13 +95,19 @@ class WideResNet(nn.Module):
         return self.fc(out)
 
 
-@register_model("wrn28_10", "WideResNet-28-10 (36.5M parameters), the usual robust CIFAR-10 architecture")
+#: dropout is a probability; depth 6n+4
+_BOUNDS = {"depth": (10, 1000), "widen_factor": (1, 1024), "dropout": (0.0, 1.0)}
+
+
+@register_model(
+    "wrn28_10", "WideResNet-28-10 (36.5M parameters), the usual robust CIFAR-10 architecture", bounds=_BOUNDS
+)
 def wrn28_10(num_classes: int = 10, depth: int = 28, widen_factor: int = 10, dropout: float = 0.0) -> WideResNet:
     """WideResNet-28-10; ``depth``/``widen_factor`` may be overridden (e.g. small ones for tests)."""
     return WideResNet(depth, widen_factor, num_classes, dropout)
 
 
-@register_model("wrn34_10", "WideResNet-34-10 (46.2M parameters), TRADES/MART-style robust models")
+@register_model("wrn34_10", "WideResNet-34-10 (46.2M parameters), TRADES/MART-style robust models", bounds=_BOUNDS)
 def wrn34_10(num_classes: int = 10, depth: int = 34, widen_factor: int = 10, dropout: float = 0.0) -> WideResNet:
     """WideResNet-34-10."""
     return WideResNet(depth, widen_factor, num_classes, dropout)
