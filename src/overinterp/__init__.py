@@ -120,6 +120,8 @@ __all__ = [
     # imported on first use
     "BackselectAttribution",
     "rank_map",
+    "audit",
+    "AuditResult",
     "run_audit",
 ]
 
@@ -127,6 +129,8 @@ __all__ = [
 _LAZY: dict[str, str] = {
     "BackselectAttribution": "overinterp.sis.captum",
     "rank_map": "overinterp.sis.captum",
+    "audit": "overinterp.report.audit",
+    "AuditResult": "overinterp.experiments.audit",
     "run_audit": "overinterp.experiments.audit",
 }
 

@@ -1,5 +1,5 @@
-"""``overinterp audit MODEL DATA --out DIR [--budget 20m] [--images N] [--method …]`` (thin over
-:func:`overinterp.experiments.audit.run_audit`)."""
+"""``overinterp audit MODEL DATA --out DIR [--budget 20m] [--images N] [--method …] [--force]`` (thin over
+:func:`overinterp.report.audit.audit`, which is :func:`overinterp.audit`)."""
 
 from __future__ import annotations
 
@@ -31,13 +31,10 @@ def _audit_dir(text: str) -> Path:
     return p
 
 
-def _report(out: Path) -> Path:
-    from overinterp.report import ReportOptions, build_report
-
-    return build_report(out, out / "report", ReportOptions()).html_path
-
-
 def _cmd_audit(args: argparse.Namespace) -> int:
+    from overinterp.report.audit import audit
+    from overinterp.training.pipeline import PipelineError
+
     c.apply_threads(args)
     args.model = args.model_spec
     spec = c.model_spec(args)
@@ -47,14 +44,28 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         if given:
             raise ValueError(f"{', '.join(given)} need an explicit --method (auto chooses the method's defaults)")
     else:
-        from overinterp.data.specs import open_dataset
-        from overinterp.sis.features import patch_features
-
-        data = open_dataset(args.data)
-        h, w = data.images.shape[2:]
-        method = c.method_from_args(args, int(patch_features(h, w, args.patch).max()) + 1)
+        method = c.method_from_args(args)
     try:
-        record = _run(args, spec, method)
+        result = audit(
+            spec,
+            args.data,
+            out=args.out,
+            budget=args.budget,
+            images=args.images,
+            method=method,
+            patch=args.patch,
+            seed=args.seed,
+            force=args.force,
+            device=c.device(args),
+            threads=args.threads,
+            batch_size=args.batch_size,
+            probe_seconds=args.probe_seconds,
+            executor=c.executor(args),
+            progress=c.progress(args),
+            report=not args.no_report,
+        )
+    except PipelineError as exc:
+        raise PipelineError(str(exc).replace("force=True", "--force")) from None
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: the plan and every finished shard are kept in {args.out}; rerun the same command to "
@@ -62,47 +73,21 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    _print(args, record)
+    _print(args, result.record)
     return 0
-
-
-def _run(args: argparse.Namespace, spec, method):
-    from overinterp.experiments.audit import run_audit
-
-    return run_audit(
-        spec,
-        args.data,
-        args.out,
-        budget_seconds=args.budget,
-        images=args.images,
-        method=method,
-        patch=args.patch,
-        device=c.device(args),
-        threads=args.threads,
-        batch_size=args.batch_size,
-        probe_seconds=args.probe_seconds,
-        executor=c.executor(args),
-        progress=c.progress(args),
-        report=None if args.no_report else _report,
-    )
 
 
 def _print(args: argparse.Namespace, record: dict) -> None:
     sec = record["seconds"]
-    took = sum(sec.values())
-    est = record.get("estimated_seconds")
+    budget = record.get("budget_seconds")
     print(
-        f"audit: {record['plan']['images']} images in {took:.0f} s"
-        + (f" (estimated {est:.0f} s)" if est else "")
+        f"audit: {record['finished_images']} of {record['planned_images']} planned images in "
+        f"{sec.get('total', 0):.0f} s"
+        + (f" (budget {budget:.0f} s)" if budget else "")
         + "; "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items())
+        + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items() if k != "total")
     )
-    for label, r in (record.get("evaluation") or {}).items():
-        drop = r.get("confidence_drop")
-        print(
-            f"{label:>10}: accuracy {100 * r['accuracy']:.1f}%, mean confidence {r['mean_confidence']:.3f}"
-            + (f", confidence drop {drop['mean']:.3f}" if drop else "")
-        )
+    print(f"verdict: {record['verdict']} — {record['summary']}")
     if record.get("report"):
         print(f"report: {record['report']}")
     print(f"record: {json.dumps(str(Path(args.out) / 'audit.json'))}")
@@ -115,7 +100,9 @@ def add_parsers(sub: c.Subparsers) -> None:
         help="one command from a model and a dataset to the report: probe, plan, resumable job, evaluation, report",
         description="Probe the model's throughput, print a plan (method, images, estimated time; what --budget buys "
         "with each method), run the resumable dataset job, evaluate the model on its own 5% backward-selection and "
-        "random subsets, record SIS sizes, and write DIR/report/report.html. Rerun the same command to resume.",
+        "random subsets, record SIS sizes, and write the verdict-first report DIR/report/index.html. Refuses a "
+        "model whose accuracy is not clearly above chance or whose predictions collapse (a mis-declared pipeline) "
+        "unless --force. Rerun the same command to resume, or with a larger --budget to extend the sample.",
     )
     p.add_argument("model_spec", metavar="MODEL", help=c.MODEL_HELP)
     p.add_argument("data", metavar="DATA", help=c.DATASET_HELP)
@@ -126,9 +113,19 @@ def add_parsers(sub: c.Subparsers) -> None:
     p.add_argument(
         "--budget",
         type=_duration,
-        help="wall-clock budget (90s, 20m, 1.5h): the most faithful method and image count that fit are chosen",
+        help="wall-clock cap (90s, 20m, 1.5h): the most faithful method that fits is chosen and the job stops when "
+        "the budget is spent (finished shards are kept; a rerun with a larger budget continues)",
     )
-    p.add_argument("--images", type=c.positive_int, help="at most this many images (from position 0)")
+    p.add_argument("--images", type=c.positive_int, help="at most this many images of the sample")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the sample (stratified by class; default 0): same seed, same images",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="audit even when the pipeline check fails (accuracy at chance, collapse)"
+    )
     c.add_method_options(p, default="auto")
     p.set_defaults(method="auto")
     for action in p._actions:
@@ -137,12 +134,14 @@ def add_parsers(sub: c.Subparsers) -> None:
             action.help = "auto (default): chosen from --budget, else fast; " + str(action.help).replace(
                 "backward-selection method (default auto): ", ""
             )
-    p.add_argument("--patch", type=c.positive_int, default=1, help="feature = patch×patch pixels (default 1)")
+    p.add_argument(
+        "--patch", type=c.positive_int, help="feature = patch×patch pixels (default: 1 up to 64×64, else the plan's)"
+    )
     p.add_argument("--batch-size", type=c.positive_int, help="candidates per forward call (default 64)")
     p.add_argument(
         "--probe-seconds", type=c.positive_float, default=3.0, help="seconds of throughput probing (default 3)"
     )
-    p.add_argument("--no-report", action="store_true", help="stop after the evaluation (no HTML report)")
+    p.add_argument("--no-report", action="store_true", help="stop after the evaluation (no DIR/report/index.html)")
     c.add_device(p, "cpu")
     c.add_threads(p)
     c.add_executor_options(p, "shard task")

@@ -1,28 +1,37 @@
-"""One call from a model and a dataset to the overinterpretation report.
+"""One call from a model and its images to a verdict on overinterpretation.
 
-:func:`run_audit` (``overinterp audit MODEL DATA --out DIR``):
+:func:`audit` (``overinterp.audit(model, data)``; ``overinterp audit MODEL DATA --out DIR``):
 
-1. **probe** — a few seconds of the model's raw forward throughput at the
-   engine's batch size and layout, and the cost of a forward+backward pass in
-   forward passes (``None`` for forward-only models);
-2. **plan** — each candidate method's passes per image from its
-   ``planned_cost`` (pinned to the passes it makes by tests), the estimated time
-   per image, and how many images a ``budget`` buys with it; with a budget the
-   most faithful method that fits at least :data:`MIN_IMAGES` images (fewer when
-   the dataset is smaller) is chosen, else the faithful one that fits the most,
-   and an :data:`UNFAITHFUL` one only when no faithful one fits one image.
-   The plan is printed and written to ``DIR/plan.json`` *before* any long work;
-3. **job** — the resumable, identity-checked dataset job in ``DIR/job``;
-4. **evaluation** — the model on its own 5 % backward-selection and random
-   subsets with the confidence drop, and SIS sizes at :data:`THRESHOLDS`, as
-   rows of ``DIR/results.csv`` (the one long-format results file);
-5. **report** — ``DIR/report/report.html`` (``report=``: the command line passes
-   :func:`~overinterp.report.build_report`).
+1. **open and check** - the model (a module, a :class:`~overinterp.Classifier`, a model spec) and
+   the images (a tensor, :class:`~overinterp.data.LabeledImages`, a dataset spec) are opened once
+   and validated (:func:`~overinterp.training.pipeline.open_inputs`); then the pipeline check
+   (:func:`~overinterp.training.pipeline.check_pipeline`: accuracy clearly above chance, predictions
+   not collapsed) on up to :data:`CHECK_IMAGES` images of the sample refuses a mis-declared model
+   before any long work (``force=True`` overrides);
+2. **probe** - a few seconds of the model's raw forward throughput at the engine's batch size and
+   layout, and the cost of a forward+backward pass in forward passes (``None``: forward-only);
+3. **plan** - each candidate method's passes per image from its ``planned_cost``, the estimated
+   time per image and how many images a ``budget`` buys; with a budget the most faithful method
+   that fits at least :data:`MIN_IMAGES` images is chosen (large images: the finest patch grid
+   where one fits), else the faithful one that fits the most, an :data:`UNFAITHFUL` one only when
+   no faithful one fits one image. The plan also says how many images the verdict needs
+   (:func:`images_needed`) and warns when the budget buys fewer. Printed and written to
+   ``DIR/plan.json`` *before* any long work;
+4. **job** - the resumable dataset job in ``DIR/job`` over a sample fixed by ``seed`` and
+   stratified by class (:func:`stratified_order`: every prefix is stratified, so a larger budget
+   extends the sample). With a budget the job is capped: shards run until the budget (less the
+   reserve for evaluation and report) is spent, the estimate is revised after the first shard
+   and printed with an ETA; finished shards are kept and a rerun with a larger budget continues;
+5. **evaluation** - accuracy (Wilson intervals) on the full images, the model's own 5%
+   backward-selection subsets, 5% random subsets and the mask alone; the confidence drop and
+   SIS sizes at :data:`THRESHOLDS` (bootstrap intervals inside [0, 1]); ``DIR/results.csv``;
+   the verdict in plain words (:func:`verdict`);
+6. **report** - ``report(DIR)`` (the command line and :func:`overinterp.audit` pass the audit
+   report, :mod:`overinterp.report.audit`: ``DIR/report/index.html``).
 
-Rerunning with the same arguments resumes from the stored plan (the probe is
-not repeated, so the job keeps its identity); other arguments on the same folder
-are refused with the differences. ``DIR/audit.json`` records the estimate beside
-the time each step took.
+Rerunning on the same folder resumes from the stored plan (the probe is not repeated, so the job
+keeps its identity); another model, data, method or image cap is refused with the differences.
+``DIR/audit.json`` records the plan, planned and finished images, budget and time spent.
 """
 
 from __future__ import annotations
@@ -33,15 +42,23 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from overinterp._atomic import atomic_write_text
 from overinterp.errors import UserInputError
 
 __all__ = [
+    "audit",
+    "AuditResult",
+    "evaluate_audit",
+    "verdict",
+    "stratified_order",
+    "images_needed",
+    "as_audit_model",
+    "CHECK_IMAGES",
     "MIN_IMAGES",
     "THRESHOLDS",
     "LADDER",
@@ -51,6 +68,8 @@ __all__ = [
     "plan_audit",
     "format_plan",
     "parse_duration",
+    "format_duration",
+    "method_label",
     "run_audit",
     "PlanRow",
     "UNFAITHFUL",
@@ -60,6 +79,10 @@ __all__ = [
 
 #: fewest images a budget should buy before a less faithful method is preferred (paired CIs need a few)
 MIN_IMAGES = 16
+#: images of the sample the pipeline check runs the model on (forward passes only)
+CHECK_IMAGES = 200
+#: the spread of SIS sizes (standard deviation, fraction of the image) the plan assumes
+SIS_SPREAD = 0.05
 #: SIS thresholds the audit records
 THRESHOLDS = (0.9, 0.95, 0.99)
 #: candidate methods, most faithful first (bench/results/frontier.md measures the order)
@@ -209,12 +232,14 @@ class AuditPlan:
     reason: str
     throughput: dict[str, Any]
     rows: list[PlanRow] = field(default_factory=list)
+    patch: int = 1
+    needs: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _method_label(desc: dict[str, Any]) -> str:
+def method_label(desc: dict[str, Any]) -> str:
     params = desc.get("params") or {}
     from overinterp.sis.methods import make_method
 
@@ -245,24 +270,58 @@ def plan_audit(
     *,
     model_name: str,
     dataset: str,
-    num_features: int,
+    num_features: int | Mapping[int, int],
     available_images: int,
     throughput: Throughput,
     budget_seconds: float | None = None,
     images: int | None = None,
     method: Any = None,
     spent_seconds: float = 0.0,
+    needs: dict[str, Any] | None = None,
 ) -> AuditPlan:
     """Choose the method and the number of images (see the module doc).
 
-    ``images`` caps the count (default: the whole dataset); ``method`` fixes the
-    method (its cost is still estimated); ``spent_seconds`` (the probe so far)
-    comes out of the budget.
+    ``num_features``: features per image, or ``{patch size: features}`` of the patch grids to
+    choose from (fine to coarse: the finest grid where the most faithful method that fits
+    :data:`MIN_IMAGES` images exists, else the coarsest); ``images`` caps the count (default:
+    the whole dataset); ``method`` fixes the method (its cost is still estimated);
+    ``spent_seconds`` (the probe so far) comes out of the budget; ``needs``: the images the
+    verdict needs (:func:`images_needed`), for the plan's warning.
 
     Raises:
         UserInputError: the budget buys not even one image with any candidate, or
             a fixed method does not fit one image in the budget.
     """
+    grids = dict(num_features) if isinstance(num_features, Mapping) else {1: int(num_features)}
+    if len(grids) > 1:
+        plans, error = [], None
+        for p, p_features in grids.items():
+            try:
+                pl = plan_audit(
+                    model_name=model_name,
+                    dataset=dataset,
+                    num_features=p_features,
+                    available_images=available_images,
+                    throughput=throughput,
+                    budget_seconds=budget_seconds,
+                    images=images,
+                    method=method,
+                    spent_seconds=spent_seconds,
+                    needs=needs,
+                )
+            except UserInputError as exc:  # this grid does not fit one image
+                error = exc
+                continue
+            pl.patch = p
+            plans.append(pl)
+        if not plans:
+            raise error  # type: ignore[misc]
+        want = min(available_images if images is None else min(images, available_images), MIN_IMAGES)
+        good = [pl for pl in plans if pl.images >= want and not pl.reason.startswith("WARNING")]
+        chosen_plan = good[0] if good else plans[-1]
+        chosen_plan.reason += f"; patch {chosen_plan.patch}×{chosen_plan.patch} ({chosen_plan.num_features} features)"
+        return chosen_plan
+    patch_size, num_features = next(iter(grids.items()))
     from overinterp.sis.methods import make_method
 
     if available_images < 1:
@@ -285,18 +344,17 @@ def plan_audit(
         if chosen.note.startswith("needs gradients"):
             raise UserInputError(
                 f"method {method.name} needs gradients but the model is forward-only; forward-only methods: "
-                + ", ".join(n for n, p in LADDER if n not in ("fast", "gradient"))
-                + ", kstep, screened"
+                + ", ".join(_forward_only_methods())
             )
         n = cap if chosen.images_in_budget is None else chosen.images_in_budget
-        reason = "method given with --method"
+        reason = "method given"
     elif job_budget is None:
         usable = [r for r in rows if r.seconds_per_image is not None and r.method["name"] not in UNFAITHFUL]
         chosen = next((r for r in usable if r.method["name"] == "fast"), None) or min(
             usable, key=lambda r: r.seconds_per_image or 0.0
         )
         n = cap
-        reason = f"no budget given: the recommended method ({_method_label(chosen.method)}) on every image asked for"
+        reason = f"no budget given: the recommended method ({method_label(chosen.method)}) on every image asked for"
     else:
         faithful = [r for r in rows if r.method["name"] not in UNFAITHFUL]
         fitting = [r for r in faithful if r.images_in_budget is not None and r.images_in_budget >= want]
@@ -304,7 +362,7 @@ def plan_audit(
         if fitting:
             chosen = fitting[0]
             skipped = [
-                f"{_method_label(r.method)} fits {r.images_in_budget}"
+                f"{method_label(r.method)} fits {r.images_in_budget}"
                 for r in rows[: rows.index(chosen)]
                 if r.images_in_budget is not None
             ]
@@ -324,18 +382,18 @@ def plan_audit(
                     (r for r in rows if r.seconds_per_image is not None), key=lambda r: r.seconds_per_image or 0.0
                 )
                 raise UserInputError(
-                    f"a budget of {_duration(budget_seconds or 0)} is too small for even one image: the cheapest "
-                    f"method ({_method_label(cheapest.method)}) needs about "
-                    f"{_duration(cheapest.seconds_per_image or 0)} per image plus about "
-                    f"{_duration(REPORT_SECONDS + spent_seconds)} for the probe, evaluation and report"
+                    f"a budget of {format_duration(budget_seconds or 0)} is too small for even one image: the cheapest "
+                    f"method ({method_label(cheapest.method)}) needs about "
+                    f"{format_duration(cheapest.seconds_per_image or 0)} per image plus about "
+                    f"{format_duration(REPORT_SECONDS + spent_seconds)} for the probe, evaluation and report"
                 )
             chosen = max(cheap, key=lambda r: r.images_in_budget or 0)
             reason = "WARNING: no faithful method fits one image; this cheap one is not faithful (see FAITHFULNESS)"
         n = chosen.images_in_budget or 0
     if n < 1:
         raise UserInputError(
-            f"method {_method_label(chosen.method)} needs about {_duration(chosen.seconds_per_image or 0)} per image:"
-            f" not one image fits a budget of {_duration(budget_seconds or 0)}"
+            f"method {method_label(chosen.method)} needs about {format_duration(chosen.seconds_per_image or 0)} per "
+            f"image: not one image fits a budget of {format_duration(budget_seconds or 0)}"
         )
     job_s = None if chosen.seconds_per_image is None else chosen.seconds_per_image * n
     return AuditPlan(
@@ -352,10 +410,26 @@ def plan_audit(
         reason=reason,
         throughput=asdict(throughput),
         rows=rows,
+        patch=patch_size,
+        needs=dict(needs or {}),
     )
 
 
-def _duration(seconds: float) -> str:
+def _forward_only_methods() -> list[str]:
+    """The registered methods that run without gradients (read from the method registry)."""
+    from overinterp.sis.methods import method_classes
+
+    names = []
+    for name, cls in method_classes().items():
+        try:
+            if not cls().uses_gradients():
+                names.append(name)
+        except TypeError:  # a method whose parameters have no defaults: not a default candidate
+            continue
+    return names
+
+
+def format_duration(seconds: float) -> str:
     s = float(seconds)
     if s < 90:
         return f"{s:.1f} s" if s < 10 else f"{s:.0f} s"
@@ -397,22 +471,40 @@ def format_plan(plan: AuditPlan) -> str:
     ]
     for r in plan.rows:
         eq = "–" if r.forward_equivalents is None else f"{r.forward_equivalents:,.0f}"
-        sec = "–" if r.seconds_per_image is None else _duration(r.seconds_per_image)
+        sec = "–" if r.seconds_per_image is None else format_duration(r.seconds_per_image)
         fit = "–" if r.images_in_budget is None else str(r.images_in_budget)
         mark = "→" if r.method == plan.method else " "
         lines.append(
-            f"{mark} {_method_label(r.method):<24} {eq:>21} {sec:>15} {fit:>17}  {r.faithfulness}"
+            f"{mark} {method_label(r.method):<24} {eq:>21} {sec:>15} {fit:>17}  {r.faithfulness}"
             + (f" [{r.note}]" if r.note else "")
         )
-    total = "unknown" if plan.total_seconds is None else _duration(plan.total_seconds)
-    budget = "" if plan.budget_seconds is None else f" of a {_duration(plan.budget_seconds)} budget"
+    if plan.patch != 1:
+        lines.insert(2, f"  features: {plan.patch}×{plan.patch}-pixel patches ({plan.num_features} per image)")
+    total = "unknown" if plan.total_seconds is None else format_duration(plan.total_seconds)
+    budget = "" if plan.budget_seconds is None else f" of a {format_duration(plan.budget_seconds)} budget"
     lines += [
         "",
-        f"  chosen: {_method_label(plan.method)} on {plan.images} image(s) — {plan.reason}",
+        f"  chosen: {method_label(plan.method)} on {plan.images} image(s) — {plan.reason}",
         f"  estimated time: {total}{budget} (job "
-        f"{'unknown' if plan.job_seconds is None else _duration(plan.job_seconds)}, evaluation and report about "
-        f"{_duration(REPORT_SECONDS)})",
+        f"{'unknown' if plan.job_seconds is None else format_duration(plan.job_seconds)}, evaluation and report about "
+        f"{format_duration(REPORT_SECONDS)})",
     ]
+    needs = plan.needs or {}
+    if needs:
+        lines.append(
+            f"  the verdict needs about {needs['subsets']} images to separate own 5% subsets from random 5% subsets "
+            f"and {needs['sis']} for a SIS-size interval of ±1 point ({needs['assumptions']})"
+        )
+        short = [
+            what
+            for what, k in (("the subset comparison", "subsets"), ("±1 point SIS", "sis"))
+            if plan.images < needs[k]
+        ]
+        if short and plan.budget_seconds is not None:
+            lines.append(
+                f"  WARNING: the budget buys {plan.images} image(s), fewer than {' and '.join(short)} needs: "
+                "a larger budget gives a firmer verdict (a rerun with one continues this audit)"
+            )
     return "\n".join(lines)
 
 
@@ -420,44 +512,457 @@ def _plan_key(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args[k] for k in sorted(args)}
 
 
-def _sis_rows(job: Any, thresholds: Sequence[float], base: dict[str, Any]) -> list[dict[str, Any]]:
-    from overinterp.analysis.sis_size import sis_fraction_matrix
-
-    trace = job.trace
-    fr = sis_fraction_matrix(trace, thresholds)
-    rows = []
-    for t, f in zip(thresholds, fr):
-        ok = f[~torch.isnan(f)]
-        rows.append(
-            {
-                **base,
-                "metric": f"sis_fraction_mean@{t:g}",
-                "value": float(ok.mean()) if len(ok) else math.nan,
-                "n": int(len(ok)),
-                "notes": f"mean SIS size as a fraction of the image, τ = {t:g}",
-            }
-        )
-        rows.append(
-            {
-                **base,
-                "metric": f"with_sis@{t:g}",
-                "value": float(len(ok)) / max(1, len(f)),
-                "n": len(f),
-                "notes": f"fraction of images whose full image reaches τ = {t:g}",
-            }
-        )
-    return rows
+# ---------------------------------------------------------------------------------------------
+# the sample
 
 
-def run_audit(
-    model_spec: Any,
-    dataset: str,
-    out_dir: str | os.PathLike[str],
+def stratified_order(labels: Tensor | None, n: int, seed: int = 0) -> list[int]:
+    """All ``n`` dataset positions in a seeded order whose every prefix is stratified by class.
+
+    Each class's positions are shuffled (``seed``) and image ``r`` of a class of ``n_c`` gets the
+    key ``(r + u_c) / n_c`` (``u_c`` a seeded offset per class); sorting by the key interleaves the
+    classes in proportion to their sizes, so the first ``m`` positions hold each class about
+    ``m·n_c/n`` times (within one), and a larger ``m`` extends the sample instead of changing it.
+    Without labels (``None`` or negative): a seeded shuffle.
+    """
+    g = torch.Generator().manual_seed(int(seed))
+    if labels is None or labels.numel() != n or bool((labels < 0).any()):
+        return torch.randperm(n, generator=g).tolist()
+    y = labels.to(torch.int64).cpu()
+    keys = torch.empty(n, dtype=torch.float64)
+    classes = torch.unique(y).tolist()
+    offsets = torch.rand(len(classes), generator=g, dtype=torch.float64)
+    for c, u in zip(classes, offsets.tolist()):
+        idx = (y == c).nonzero().flatten()
+        perm = idx[torch.randperm(len(idx), generator=g)]
+        keys[perm] = (torch.arange(len(idx), dtype=torch.float64) + u) / len(idx)
+    return sorted(range(n), key=lambda i: (float(keys[i]), i))
+
+
+def images_needed(
+    accuracy: float | None,
+    num_classes: int,
     *,
-    budget_seconds: float | None = None,
+    sis_spread: float = SIS_SPREAD,
+    half_width: float = 0.01,
+) -> dict[str, Any]:
+    """How many images the verdict needs.
+
+    * ``subsets``: to separate accuracy on the model's own 5% subsets from accuracy on random
+      5% subsets (two-sided 5% test, 80% power, two proportions), assuming - conservatively -
+      that own subsets keep the full-image accuracy ``a`` and random ones fall only halfway to
+      chance ``1/K`` (the paper finds them at chance): ``n = (z_.975 + z_.8)² (p₁q₁ + p₂q₂) / d²``;
+    * ``sis``: for a 95% interval of ± ``half_width`` on the mean SIS size, assuming a spread
+      (standard deviation) of ``sis_spread`` of the image: ``n = (1.96 · sd / half_width)²``.
+    ``accuracy`` ``None`` (unlabelled): agreement with the full-image prediction, 1 by construction.
+    """
+    chance = 1.0 / max(num_classes, 2)
+    p1 = 0.98 if accuracy is None else min(max(float(accuracy), chance + 0.02), 0.98)
+    d = (p1 - chance) / 2
+    p2 = p1 - d
+    subsets = math.ceil((1.959964 + 0.841621) ** 2 * (p1 * (1 - p1) + p2 * (1 - p2)) / d**2)
+    sis = math.ceil((1.959964 * sis_spread / half_width) ** 2)
+    return {
+        "subsets": int(subsets),
+        "sis": int(sis),
+        "assumptions": (
+            f"own 5% subsets at {100 * p1:.0f}% vs random at {100 * p2:.0f}% or less (chance {100 * chance:.0f}%); "
+            f"SIS sizes spread {100 * sis_spread:.0f} points, interval ±{100 * half_width:.0f} point"
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the capped job
+
+
+class _Capped:
+    """An executor that runs shards one by one until ``deadline`` (``time.perf_counter()``), the
+    estimate revised after the first computed shard and printed with an ETA."""
+
+    def __init__(self, inner: Any, deadline: float, per_image: float | None, log: Callable[[str], None]) -> None:
+        self.inner = inner
+        self.name = getattr(inner, "name", "local")
+        self.shows_shard_progress = getattr(inner, "shows_shard_progress", False)
+        self.deadline = deadline
+        self.per_image = per_image
+        self.log = log
+        self.stopped: int = 0
+        self.revised: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.inner.describe(), "capped": True}
+
+    def map(self, fn: Any, items: Any, on_result: Any) -> None:
+        self.inner.map(fn, items, on_result)
+
+    def run(self, tasks: Sequence[Any], on_result: Callable[[Any], None]) -> None:
+        from overinterp.jobs import JobSpec
+
+        computed_images, computed_s = 0, 0.0
+        for k, task in enumerate(tasks):
+            spec = JobSpec.from_dict(task.spec)
+            size = len(spec.shard_positions(task.shard))
+            left = self.deadline - time.perf_counter()
+            per = self.revised or self.per_image
+            if left <= 0 or (per is not None and per * size > left):
+                self.stopped = len(tasks) - k
+                self.log(
+                    f"audit: budget spent - stopping with {self.stopped} shard(s) to go (kept for a rerun with a "
+                    "larger budget)"
+                )
+                return
+            results: list[Any] = []
+            t = time.perf_counter()
+            self.inner.run([task], results.append)
+            for r in results:
+                on_result(r)
+                if not r.skipped:
+                    computed_images += r.images
+                    computed_s += time.perf_counter() - t
+            if computed_images and (self.revised is None or k < 3):
+                first = self.revised is None
+                self.revised = computed_s / computed_images
+                left = max(0.0, self.deadline - time.perf_counter())
+                fit = int(left // self.revised)
+                eta = time.strftime("%H:%M:%S", time.localtime(time.time() + left))
+                if first:
+                    self.log(
+                        f"audit: first shard {computed_images} image(s) in {computed_s:.1f} s - revised estimate "
+                        f"{format_duration(self.revised)} per image (plan: "
+                        f"{'unknown' if self.per_image is None else format_duration(self.per_image)}); about {fit} "
+                        f"more image(s) fit the budget; ETA {eta} ({format_duration(left)} left)"
+                    )
+
+
+# ---------------------------------------------------------------------------------------------
+# models and images as users have them
+
+
+class _LogitsOf(nn.Module):
+    """A module whose forward returns a mapping with ``logits`` or an object with ``.logits``
+    (Hugging Face ``transformers`` image classifiers) as a module returning the logits tensor."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.name = type(module).__name__
+
+    def forward(self, x: Tensor) -> Tensor:
+        return _logits_of(self.module(x))
+
+
+def _logits_of(out: Any) -> Any:
+    if isinstance(out, Tensor):
+        return out
+    if isinstance(out, Mapping) and "logits" in out:
+        return out["logits"]
+    if hasattr(out, "logits"):
+        return out.logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    return out
+
+
+def as_audit_model(module: nn.Module, image_shape: Sequence[int]) -> nn.Module:
+    """``module`` in eval mode; wrapped by :class:`_LogitsOf` when its forward returns a mapping or
+    an object with ``.logits`` (or a tuple whose first entry is the logits)."""
+    module.eval()
+    with torch.inference_mode():
+        out = module(torch.zeros((1, *image_shape), dtype=_float_dtype(module)))
+    return module if isinstance(out, Tensor) else _LogitsOf(module).eval()
+
+
+def _float_dtype(module: nn.Module) -> torch.dtype:
+    return next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+
+
+def _as_images(data: Any, labels: Any) -> Any:
+    """A tensor (with ``labels`` or not) as :class:`LabeledImages` (uint8; unlabelled: ``-1``)."""
+    from overinterp.data.base import LabeledImages
+
+    if isinstance(data, LabeledImages):
+        return data
+    x = torch.as_tensor(data)
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise UserInputError(f"images must be a tensor (N, C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+    if x.is_floating_point():
+        if not bool(torch.isfinite(x).all()):
+            raise UserInputError("images hold NaN or infinite pixels")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0 or hi > 1:
+            raise UserInputError(
+                f"float images must be pixels in [0, 1] (got values in [{lo:.3g}, {hi:.3g}]); give the model its "
+                "normalisation instead (a Classifier with preprocessing, or preprocessing= in the spec)"
+            )
+        x = (x * 255).round().to(torch.uint8)  # the audit stores 8-bit pixels, as every dataset
+    elif x.dtype != torch.uint8:
+        raise UserInputError(f"images must be uint8 or float pixels in [0, 1], got {x.dtype}")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    n = int(x.shape[0])
+    if labels is None:
+        y = torch.full((n,), -1, dtype=torch.int64)
+    else:
+        y = torch.as_tensor(labels).to(torch.int64).flatten()
+        if y.numel() != n:
+            raise UserInputError(f"{n} images but {y.numel()} labels")
+    meta = {"unlabelled": labels is None, "key": "tensor"}
+    return LabeledImages(x.contiguous(), y, None, "tensor", "memory", meta)
+
+
+def _write_images(data: Any, path: Path) -> str:
+    """``data`` as ``path`` (``images`` NHWC uint8, ``labels``), written once; the dataset spec."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    arrays = {"images": data.images.permute(0, 2, 3, 1).contiguous().numpy(), "labels": data.labels.numpy()}
+    if data.classes:
+        arrays["classes"] = np.array(list(data.classes))
+    np.savez(buf, **arrays)
+    blob = buf.getvalue()
+    if path.is_file():
+        old = np.load(path)
+        same = np.array_equal(old["images"], arrays["images"]) and np.array_equal(old["labels"], arrays["labels"])
+        if not same:
+            raise UserInputError(
+                f"{path.parent.parent} holds an audit of other images: choose a new out folder to audit these"
+            )
+        return str(path)
+    from overinterp._atomic import atomic_write_bytes
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, blob)
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluation and verdict
+
+
+def _subset_pixels(images: Tensor, keep: Tensor, fill: Tensor, kind: str) -> Tensor:
+    x = torch.ones_like(images, dtype=torch.float32) if kind == "mask" else images.float() / 255.0
+    fill = (
+        torch.zeros_like(x[0])
+        if kind == "mask"
+        else fill.float().view(-1, 1, 1).expand_as(x[0])
+        if (fill.dim() <= 1)
+        else fill.float()
+    )
+    return torch.where(keep, x, fill.unsqueeze(0))
+
+
+def evaluate_audit(
+    model: nn.Module,
+    trace: Any,
+    images: Tensor,
+    positions: Tensor,
+    labels: Tensor | None,
+    *,
+    fraction: float = 0.05,
+    seed: int | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
+    """The audit's numbers for the finished images: accuracy (``labels``; else agreement with the
+    full-image prediction) on full images and on the ``bs``, ``random`` and ``mask`` 5% subsets
+    (Wilson intervals), the confidence drop per subset kind and SIS sizes at :data:`THRESHOLDS`
+    (bootstrap intervals inside [0, 1]; "too few" under 5 images), each with its ``n``."""
+    from overinterp.analysis.sis_size import sis_fraction_matrix
+    from overinterp.analysis.stats import bounded_mean_ci, wilson_ci
+    from overinterp.data.subsets import random_keep_masks, random_subset_seed
+    from overinterp.models.predict import predict_logits
+
+    n = int(images.shape[0])
+    full = predict_logits(model, images, batch_size=batch_size).float().softmax(1)
+    pred = full.argmax(1)
+    truth = labels if labels is not None else pred
+    feats = trace.features if trace.features is not None and trace.features.dim() == 2 else None
+    masks = {
+        "bs5": trace.keep_mask(fraction),
+        "random5": random_keep_masks(
+            positions, tuple(trace.image_shape), fraction, random_subset_seed("test", seed), feats
+        ),
+    }
+    masks["mask5"] = masks["bs5"]
+    fill = trace.baseline.float().cpu()
+
+    def prop(k: int, m: int) -> dict[str, Any]:
+        ci = wilson_ci(k, m)
+        return {"value": ci.value, "low": ci.low, "high": ci.high, "k": k, "n": m}
+
+    def mean(values: Tensor) -> dict[str, Any]:
+        ci = bounded_mean_ci(values)
+        return {"value": ci.mean, "low": ci.low, "high": ci.high, "n": ci.n}
+
+    conf_full = full.gather(1, pred[:, None]).squeeze(1)
+    out: dict[str, Any] = {
+        "labelled": labels is not None,
+        "images": n,
+        "accuracy": {"full": prop(int((pred == truth).sum()), n)},
+        "confidence": {"full": mean(conf_full.double())},
+        "confidence_drop": {},
+        "examples": {},
+    }
+    for kind, keep in masks.items():
+        x = _subset_pixels(images, keep, fill, kind[:-1] if kind != "mask5" else "mask")
+        probs = predict_logits(model, x, batch_size=batch_size).float().softmax(1)
+        out["accuracy"][kind] = prop(int((probs.argmax(1) == truth).sum()), n)
+        sub_conf = probs.gather(1, pred[:, None]).squeeze(1)
+        out["confidence"][kind] = mean(sub_conf.double())
+        drop = (conf_full - sub_conf).double()
+        out["confidence_drop"][kind] = mean(drop.clamp(-1, 1))
+        if kind == "bs5":
+            out["examples"] = {
+                "confidence": sub_conf.tolist(),
+                "predicted": probs.argmax(1).tolist(),
+                "full_predicted": pred.tolist(),
+                "full_confidence": conf_full.tolist(),
+            }
+    fr = sis_fraction_matrix(trace, THRESHOLDS)
+    out["sis"] = {}
+    for t, f in zip(THRESHOLDS, fr):
+        ok = f[~torch.isnan(f)]
+        out["sis"][f"{t:g}"] = {**mean(ok), "reach": prop(int(len(ok)), n)}
+    curve_ts = [round(0.5 + 0.01 * k, 2) for k in range(50)] + [0.995, 0.999]
+    fc = sis_fraction_matrix(trace, curve_ts)
+    out["sis_curve"] = [{"threshold": t, **mean(f[~torch.isnan(f)])} for t, f in zip(curve_ts, fc)]
+    return out
+
+
+def _pct(d: dict[str, Any], digits: int = 0) -> str:
+    from overinterp.analysis.stats import MIN_VALUES, too_few
+
+    if not d or d.get("n", 0) == 0:
+        return "no images"
+    v = 100 * d["value"]
+    if d["low"] != d["low"]:
+        return f"{v:.{digits}f}% ({too_few(d['n']) if d['n'] < MIN_VALUES else 'no interval'})"
+    return f"{v:.{digits}f}% [{100 * d['low']:.{digits}f}, {100 * d['high']:.{digits}f}]"
+
+
+def verdict(ev: dict[str, Any], *, model: str, dataset: str, needed: int | None = None) -> tuple[str, str]:
+    """``(word, paragraph)``: the verdict on the evaluation ``ev`` of :func:`evaluate_audit`.
+
+    ``overinterprets``: the Wilson interval of accuracy on the model's own 5% subsets lies above
+    that on random 5% subsets and keeps at least half the full-image accuracy (the model
+    decides confidently from 5% of the pixels it chose, which random 5% do not support);
+    ``no evidence``: the intervals separate the other way, own subsets lose most of the
+    accuracy, or they overlap on at least ``needed`` images (random 5% do as well);
+    ``undecided``: the intervals overlap on fewer images than ``needed``."""
+    acc = ev["accuracy"]
+    own, rnd, full = acc["bs5"], acc["random5"], acc["full"]
+    what = "accuracy" if ev["labelled"] else "agreement with its prediction on the full image"
+    n = ev["images"]
+    if own["low"] > rnd["high"] and own["value"] >= 0.5 * full["value"]:
+        word = "overinterprets"
+        lead = (
+            f"{model} overinterprets on {dataset}: shown only the 5% of pixels it picked itself, it keeps "
+            f"{_pct(own)} {what}, against {_pct(rnd)} on 5% random pixels."
+        )
+    elif own["high"] < rnd["low"] or own["value"] < 0.5 * full["value"] or (needed is not None and n >= needed):
+        word = "no evidence"
+        lead = (
+            f"No evidence that {model} overinterprets on {dataset}: on the 5% of pixels it picked itself its "
+            f"{what} is {_pct(own)}, against {_pct(rnd)} on 5% random pixels."
+        )
+    else:
+        word = "undecided"
+        lead = (
+            f"Undecided for {model} on {dataset}: {what} on its own 5% subsets ({_pct(own)}) and on 5% random "
+            f"pixels ({_pct(rnd)}) cannot be told apart on {n} image(s) - a larger budget decides."
+        )
+    drop = ev["confidence_drop"]["bs5"]
+    s99 = ev["sis"].get("0.99", {})
+    sis_txt = (
+        f"The smallest pixel sets that keep its confidence at 0.99 cover {_pct(s99, 1)} of the image "
+        f"(n = {s99.get('n', 0)} of {n} images reach 0.99)."
+        if s99.get("n")
+        else f"None of the {n} images reaches confidence 0.99 on the full image."
+    )
+    conf = f"Its confidence drops by {100 * drop['value']:.1f} points on average from the full image to those 5% " + (
+        f"[{100 * drop['low']:.1f}, {100 * drop['high']:.1f}]."
+        if drop["low"] == drop["low"]
+        else f"({drop['n']} images, too few for an interval)."
+    )
+    base = f"On the full images: {_pct(full)} {what} ({n} images)."
+    unknown = "" if ev["labelled"] else " The images carry no labels, so accuracy is unknown."
+    return word, " ".join([lead, conf, sis_txt, base]) + unknown
+
+
+@dataclass
+class AuditResult:
+    """What :func:`audit` found (``record``: the content of ``DIR/audit.json``).
+
+    ``verdict`` (``overinterprets``, ``no evidence``, ``undecided``) and ``summary`` (the
+    paragraph); ``evaluation``: the numbers (:func:`evaluate_audit`); ``planned_images`` /
+    ``finished_images``; ``seconds`` per step; ``report``: the report's path (or ``None``).
+    """
+
+    out: Path
+    record: dict[str, Any]
+
+    @property
+    def verdict(self) -> str:
+        return self.record["verdict"]
+
+    @property
+    def summary(self) -> str:
+        return self.record["summary"]
+
+    @property
+    def evaluation(self) -> dict[str, Any]:
+        return self.record["evaluation"]
+
+    @property
+    def planned_images(self) -> int:
+        return int(self.record["planned_images"])
+
+    @property
+    def finished_images(self) -> int:
+        return int(self.record["finished_images"])
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        return self.record["seconds"]
+
+    @property
+    def report(self) -> Path | None:
+        r = self.record.get("report")
+        return None if r is None else Path(r)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as JSON to ``path`` (a folder gets ``audit.json``); returns the file."""
+        p = Path(path)
+        if p.is_dir() or not p.suffix:
+            p.mkdir(parents=True, exist_ok=True)
+            p = p / "audit.json"
+        atomic_write_text(p, json.dumps(self.record, indent=1, default=str) + "\n")
+        return p
+
+    def __repr__(self) -> str:
+        return f"AuditResult({self.verdict!r}, {self.finished_images} of {self.planned_images} images, out={self.out})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the one call
+
+
+def audit(
+    model: Any,
+    data: Any,
+    *,
+    labels: Any = None,
+    budget: float | str | None = None,
     images: int | None = None,
     method: Any = None,
-    patch: int = 1,
+    out: str | os.PathLike[str] | None = None,
+    patch: int | None = None,
+    seed: int = 0,
+    force: bool = False,
     device: str = "cpu",
     threads: int | None = None,
     batch_size: int | None = None,
@@ -466,57 +971,133 @@ def run_audit(
     progress: bool = True,
     report: Callable[[Path], Any] | None = None,
     log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Plan, run (or resume) and report an audit (see the module doc); returns ``audit.json``'s content.
+) -> AuditResult:
+    """Audit ``model`` on ``data`` (see the module doc); returns an :class:`AuditResult`.
 
     Args:
-        model_spec: a :class:`~overinterp.models.ModelSpec` (any format the spec syntax takes).
-        dataset: a dataset spec (README: Model and dataset specs); images are taken
-            from position 0 on.
-        out_dir: the audit folder (created; an existing one must hold this audit).
-        budget_seconds / images / method: see :func:`plan_audit`.
-        patch: features of ``patch × patch`` pixels.
-        report: called with the audit folder after the evaluation, returns the
-            report's path — e.g. ``lambda d: build_report(d, d / "report").html_path``
-            (:mod:`overinterp.report` sits above this layer; the command line passes it).
+        model: an ``nn.Module`` taking pixels in ``[0, 1]`` ``(B, C, H, W)`` (its forward may return
+            logits, a mapping with ``logits`` or an object with ``.logits``), a
+            :class:`~overinterp.Classifier`, a :class:`~overinterp.models.ModelSpec` or a model spec string.
+        data: images ``(N, C, H, W)`` (uint8, or float pixels in ``[0, 1]``; ``labels`` ``(N,)`` or
+            none), :class:`~overinterp.data.LabeledImages`, or a dataset spec (a path to an image
+            folder, flat or with class sub-folders, works too).
+        budget: wall-clock cap in seconds or a duration (``"5m"``); ``None``: every image.
+        images: at most this many images of the sample.
+        method: a backward-selection method (default: chosen by the plan).
+        out: the audit folder (default: a new temporary folder; its path is in the result).
+        patch: features of ``patch × patch`` pixels (default: chosen by the plan).
+        seed: the sample's seed (the same seed and data: the same images, in the same order).
+        force: audit even when the pipeline check fails (a warning instead of the error).
+        report: called with the audit folder after the evaluation, returns the report's path.
+
+    Raises:
+        PipelineError: the model does not see the images as it should (see
+            :func:`~overinterp.training.pipeline.check_pipeline`); nothing long ran.
+        UserInputError: bad arguments, a budget too small for one image, or ``out`` holding
+            another audit.
     """
+    from overinterp.data.base import LabeledImages
     from overinterp.data.specs import open_dataset, portable_spec
-    from overinterp.experiments.pixel_subsets import evaluate_subsets
     from overinterp.jobs import JobSpec, load_job, run_job
+    from overinterp.jobs.executors import LocalExecutor
     from overinterp.jobs.job import describe_differences
-    from overinterp.models.predict import check_labels, probe_model
-    from overinterp.results import append_results, model_fingerprint, read_results
+    from overinterp.jobs.shard import provide_job_inputs
+    from overinterp.models.spec import ModelSpec, parse_model_spec
+    from overinterp.results import model_fingerprint
     from overinterp.sis.features import patch_features
     from overinterp.sis.methods import method_from_description
+    from overinterp.training.pipeline import is_labelled, open_inputs, validate_pipeline
 
-    out = Path(out_dir)
+    t0 = time.perf_counter()
+    budget_seconds = parse_duration(budget) if isinstance(budget, str) else budget
+    if budget_seconds is not None and not budget_seconds > 0:
+        raise UserInputError(f"budget must be > 0 seconds, got {budget}")
+    if out is None:
+        import tempfile
+
+        out = tempfile.mkdtemp(prefix="overinterp-audit-")
+        log(f"audit: writing to {out}")
+    out = Path(out)
     if out.exists() and not out.is_dir():
-        raise UserInputError(f"--out {out} is a file, not a folder")
+        raise UserInputError(f"out {out} is a file, not a folder")
     plan_file = out / "plan.json"
     if out.is_dir() and any(out.iterdir()) and not plan_file.is_file():
-        raise UserInputError(f"--out {out} exists and holds no audit (no plan.json): choose a new folder")
+        raise UserInputError(f"out {out} exists and holds no audit (no plan.json): choose a new folder")
     if threads:
         torch.set_num_threads(int(threads))
-    t0 = time.perf_counter()
-    spec_dataset = portable_spec(dataset)
-    data = open_dataset(spec_dataset)
-    n_avail = len(data)
-    c, h, w = (int(v) for v in data.images.shape[1:])
-    num_features = h * w if patch == 1 else int(patch_features(h, w, patch).max()) + 1
-    model = model_spec.load()
+
+    # -- the model: a spec string, a ModelSpec, or a module living in this process
+    in_memory = isinstance(model, nn.Module)
+    if isinstance(model, (str, os.PathLike)):
+        model = parse_model_spec(model)
+    if isinstance(model, ModelSpec):
+        spec: ModelSpec = model
+        module = spec.load()
+    elif in_memory:
+        module = model
+        spec = ModelSpec(
+            name=f"python:{type(model).__name__}", label=getattr(model, "name", None) or type(model).__name__
+        )
+        if executor is not None and getattr(executor, "name", "local") != "local":
+            raise UserInputError("a module that lives in this process is audited with the local executor only")
+    else:
+        raise UserInputError(f"model must be an nn.Module, a Classifier or a model spec, got {type(model).__name__}")
     if device != "cpu":
-        model = model.to(device)
-    num_classes = probe_model(model, (c, h, w), where=f"dataset {dataset}")
+        module = module.to(device)
+
+    # -- the images: a spec, or tensors/LabeledImages stored once in the audit folder
+    if isinstance(data, (str, os.PathLike)):
+        dataset = portable_spec(os.fspath(data))
+        opened = open_dataset(dataset)
+    else:
+        opened = data if isinstance(data, LabeledImages) else _as_images(data, labels)
+        out.mkdir(parents=True, exist_ok=True)
+        dataset = _write_images(opened, out / "inputs" / "images.npz")
+    c, h, w = (int(v) for v in opened.images.shape[1:])
+    if in_memory:
+        module = as_audit_model(module, (c, h, w))
+    inputs = open_inputs(module, opened, device=device, where=f"dataset {_short(dataset)}")
+    ds = inputs.data
+    labelled = is_labelled(ds)
+    n_avail = len(ds)
+    order = stratified_order(ds.labels if labelled else None, n_avail, seed)
+    cap = n_avail if images is None else min(int(images), n_avail)
+    if images is not None and images < 1:
+        raise UserInputError(f"images must be >= 1, got {images}")
     key = _plan_key(
         {
-            "model": model_spec.to_dict(),
-            "dataset": spec_dataset,
-            "budget_seconds": budget_seconds,
+            "model": spec.to_dict() if not in_memory else {"module": type(model).__name__},
+            "model_fingerprint": model_fingerprint(module),
+            "dataset": dataset,
             "images": images,
             "method": None if method is None else method.describe(),
             "patch": patch,
+            "seed": seed,
         }
     )
+    # -- pipeline check on the first images of the sample, before any long work
+    check_pos = order[:CHECK_IMAGES]  # the first images of the sample (all audited ones up to 200), forward only
+    idx = torch.tensor(check_pos)
+    check = validate_pipeline(
+        module,
+        ds.images[idx],
+        ds.labels[idx] if labelled else None,
+        where=f"{spec.display_name} on {_short(dataset)}",
+        force=force,
+    )
+    log(
+        f"audit: pipeline check on {check.n} images: "
+        + (
+            f"accuracy {100 * (check.accuracy or 0):.1f}% (chance {100 / check.num_classes:.1f}%)"
+            if check.correct is not None
+            else "no labels"
+        )
+        + f", most predicted class {check.top_class} ({100 * check.top_share:.0f}%)"
+        + ("" if check.ok else " - FORCED past a failed check")
+    )
+
+    # -- plan (or the stored one)
+    stored = None
     if plan_file.is_file():
         try:
             stored = json.loads(plan_file.read_text())
@@ -527,102 +1108,183 @@ def run_audit(
         if diff:
             raise UserInputError(
                 f"{out} holds an audit with other arguments ({'; '.join(diff)}): rerun with the same arguments to "
-                "resume, or choose a new --out"
+                "resume, or choose a new out folder"
             )
         log(
-            f"audit: resuming the plan in {plan_file} ({plan_dict['images']} images, method "
-            f"{_method_label(plan_dict['method'])})"
+            f"audit: resuming the plan in {plan_file} ({plan_dict['images']} images planned, method "
+            f"{method_label(plan_dict['method'])}, patch {plan_dict.get('patch', 1)})"
         )
     else:
-        log(f"audit: probing {model_spec.display_name} for {probe_seconds:g} s …")
-        tp = probe_throughput(
-            model,
-            (c, h, w),
-            batch_size=batch_size or 64,
-            seconds=probe_seconds,
-            device=device,
-        )
+        log(f"audit: probing {spec.display_name} for {probe_seconds:g} s ...")
+        tp = probe_throughput(module, (c, h, w), batch_size=batch_size or 64, seconds=probe_seconds, device=device)
+        grid = {p: int(patch_features(h, w, p).max()) + 1 for p in _patch_candidates(h, w, patch)}
         plan = plan_audit(
-            model_name=model_spec.display_name,
-            dataset=spec_dataset,
-            num_features=num_features,
-            available_images=n_avail,
+            model_name=spec.display_name,
+            dataset=_short(dataset),
+            num_features=grid,
+            available_images=cap,
             throughput=tp,
             budget_seconds=budget_seconds,
-            images=images,
+            images=None,
             method=method,
             spent_seconds=time.perf_counter() - t0,
+            needs=images_needed(check.accuracy, check.num_classes),
         )
         plan_dict = plan.to_dict()
+        plan_dict["pipeline_check"] = {
+            "n": check.n,
+            "accuracy": check.accuracy,
+            "p_value": check.p_value,
+            "top_class": check.top_class,
+            "top_share": check.top_share,
+            "problem": check.problem,
+            "forced": not check.ok,
+        }
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(plan_file, json.dumps({"arguments": key, "plan": plan_dict}, indent=1) + "\n")
         log(format_plan(plan))
-    n = int(plan_dict["images"])
-    if n > n_avail:
-        raise UserInputError(f"the plan in {plan_file} takes {n} images but {dataset} now has {n_avail}")
-    positions = tuple(range(n))
-    check_labels(data.labels[list(positions)], num_classes, f"dataset {dataset}")
+    p_size = int(plan_dict.get("patch", 1))
+    positions = tuple(order[:cap])
     chosen = method_from_description(plan_dict["method"])
-    per_shard = plan_dict.get("seconds_per_image") or 1.0
-    shard_size = max(1, min(100, int(60.0 // per_shard)))  # about a minute of work per shard: little lost on a kill
-    spec = JobSpec(
-        model=model_spec,
-        dataset=spec_dataset,
-        positions=positions,
+    per_image = plan_dict.get("seconds_per_image")
+    job_budget = None
+    if budget_seconds is not None:
+        job_budget = max(1.0, budget_seconds - REPORT_SECONDS - (time.perf_counter() - t0))
+    # shards: about a tenth of the budget's work (a minute at most), so the cap is met within a shard
+    target = 60.0 if job_budget is None else min(60.0, job_budget / 12)
+    shard_size = int(plan_dict.get("shard_size") or max(1, min(100, int(target // max(per_image or 1.0, 1e-3)))))
+    if "shard_size" not in plan_dict:
+        plan_dict["shard_size"] = shard_size
+        atomic_write_text(plan_file, json.dumps({"arguments": key, "plan": plan_dict}, indent=1) + "\n")
+    job_spec = JobSpec(
+        model=spec,
+        dataset=dataset,
+        positions=positions if budget_seconds is not None else positions[: int(plan_dict["images"])],
         method=chosen.describe(),
-        patch=patch,
+        patch=p_size,
         shard_size=shard_size,
         device=device,
         threads=threads,
         batch_size=batch_size,
     )
+    provide_job_inputs(job_spec, model=module if in_memory else inputs.model if device == "cpu" else None, data=ds)
     timings: dict[str, float] = {"plan": time.perf_counter() - t0}
     t = time.perf_counter()
-    summary = run_job(spec, out / "job", executor, progress=progress)
+    inner = executor or LocalExecutor()
+    run_exec = inner
+    if job_budget is not None:
+        run_exec = _Capped(inner, time.perf_counter() + job_budget, per_image, log)
+    summary = run_job(job_spec, out / "job", run_exec, progress=progress, log=log)
     timings["job"] = time.perf_counter() - t
     t = time.perf_counter()
-    job = load_job(out / "job")
-    results = out / "results.csv"
-    fp = model_fingerprint(job.load_model())
-    previous = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() else {}
-    done = results.is_file() and any(
-        r.get("experiment") == "audit" and r.get("fingerprint") == fp for r in read_results(results)
-    )
-    if not done:  # every row in one atomic append: a kill leaves all of them or none, a rerun adds none twice
-        scratch = out / ".audit-rows.csv"
-        scratch.unlink(missing_ok=True)
-        ev = evaluate_subsets(job, None, kinds=("full", "bs", "random"), results=scratch, experiment="audit")
-        base = {
-            "experiment": "audit",
-            "model": job.model_name,
-            "fingerprint": fp,
-            "train_on": "full",
-            "evaluate_on": "full",
-            "dataset": spec_dataset,
-        }
-        rows = [
-            {k: v for k, v in r.items() if k not in ("schema_version", "recorded_at")} for r in read_results(scratch)
-        ]
-        append_results(results, rows + _sis_rows(job, THRESHOLDS, base))
-        scratch.unlink()
-    else:
-        ev = previous.get("evaluation") or {}
+    job = load_job(out / "job", allow_partial=True)
+    pos = job.positions
+    imgs = ds.images[pos]
+    ev = evaluate_audit(module, job.trace, imgs, pos, ds.labels[pos] if labelled else None, batch_size=256)
+    needed = (plan_dict.get("needs") or {}).get("subsets")
+    word, paragraph = verdict(ev, model=spec.display_name, dataset=_short(dataset), needed=needed)
+    _write_results(out / "results.csv", ev, spec.display_name, model_fingerprint(module), _short(dataset))
     timings["evaluation"] = time.perf_counter() - t
-    rep_path = None
-    if report is not None:
-        t = time.perf_counter()
-        rep_path = str(report(out))
-        timings["report"] = time.perf_counter() - t
-    if done and previous.get("seconds"):  # a rerun of a finished audit keeps the first run's record
+    previous = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() else {}
+    if summary.get("computed") == 0 and previous.get("seconds") and previous.get("finished_images") == len(pos):
         timings = {**previous["seconds"], **{f"rerun_{k}": v for k, v in timings.items()}}
-    record = {
+    record: dict[str, Any] = {
+        "model": spec.display_name,
+        "dataset": _short(dataset),
+        "dataset_spec": dataset,
         "plan": plan_dict,
+        "planned_images": int(plan_dict["images"]),
+        "finished_images": int(len(pos)),
+        "available_images": cap,
+        "budget_seconds": budget_seconds,
         "job": summary,
         "evaluation": ev,
-        "evaluated": fp,
+        "verdict": word,
+        "summary": paragraph,
+        "positions": pos.tolist(),
         "seconds": timings,
         "estimated_seconds": plan_dict.get("total_seconds"),
-        "report": rep_path,
+        "report": None,
     }
     atomic_write_text(out / "audit.json", json.dumps(record, indent=1, default=str) + "\n")
-    return record
+    if report is not None:
+        t = time.perf_counter()
+        record["report"] = str(report(out))
+        record["seconds"]["report"] = time.perf_counter() - t
+    record["seconds"]["total"] = sum(
+        v for k, v in record["seconds"].items() if k in ("plan", "job", "evaluation", "report")
+    )
+    atomic_write_text(out / "audit.json", json.dumps(record, indent=1, default=str) + "\n")
+    return AuditResult(out, record)
+
+
+def _short(dataset: str) -> str:
+    """A dataset's short name: ``cifar10:test``, ``photos``, ``cifar10-lossless.npz:test``."""
+    from overinterp.data.specs import parse_dataset
+
+    try:
+        spec = parse_dataset(dataset)
+    except (ValueError, FileNotFoundError):
+        return Path(dataset).name
+    if spec.kind == "registry" and spec.name == "folder":
+        return Path(str(spec.root)).name + (f":{spec.split}" if spec.split else "")
+    if spec.kind == "registry":
+        return spec.key
+    name = Path(str(spec.path)).name
+    if name == "images.npz" and Path(str(spec.path)).parent.name == "inputs":
+        return "the given images"
+    return name + (f":{spec.prefix}" if spec.prefix else "")
+
+
+def _patch_candidates(h: int, w: int, patch: int | None) -> list[int]:
+    """Patch sizes the plan may choose from (fine to coarse): ``[patch]`` when given; 1 for
+    images up to 64×64; else the sizes that give 64 to 4,096 features."""
+    if patch is not None:
+        return [int(patch)]
+    if h * w <= 64 * 64:
+        return [1]
+    sizes = [p for p in (2, 4, 7, 8, 14, 16, 28, 32) if 64 <= math.ceil(h / p) * math.ceil(w / p) <= 4096]
+    return sizes or [max(1, min(h, w) // 16)]
+
+
+def _write_results(path: Path, ev: dict[str, Any], model: str, fingerprint: str, dataset: str) -> None:
+    """The audit's rows of the long-format results file (the file is replaced: one audit, one record)."""
+    from overinterp.results import append_results
+
+    base = {"experiment": "audit", "model": model, "fingerprint": fingerprint, "train_on": "full", "dataset": dataset}
+    rows = []
+    for kind, d in ev["accuracy"].items():
+        metric = "accuracy" if ev["labelled"] else "agreement"
+        rows.append({**base, "evaluate_on": kind, "metric": metric, "value": d["value"], "n": d["n"]})
+    for kind, d in ev["confidence_drop"].items():
+        rows.append({**base, "evaluate_on": kind, "metric": "confidence_drop_mean", "value": d["value"], "n": d["n"]})
+    for t, d in ev["sis"].items():
+        if d["n"]:
+            rows.append(
+                {**base, "evaluate_on": "full", "metric": f"sis_fraction_mean@{t}", "value": d["value"], "n": d["n"]}
+            )
+        rows.append(
+            {
+                **base,
+                "evaluate_on": "full",
+                "metric": f"with_sis@{t}",
+                "value": d["reach"]["value"],
+                "n": d["reach"]["n"],
+            }
+        )
+    scratch = path.with_name(f".{path.name}.tmp")
+    scratch.unlink(missing_ok=True)
+    append_results(scratch, rows)
+    os.replace(scratch, path)
+
+
+def run_audit(
+    model_spec: Any,
+    dataset: str,
+    out_dir: str | os.PathLike[str],
+    *,
+    budget_seconds: float | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """The former entry point: :func:`audit` with a model spec and a dataset spec; returns the record."""
+    return audit(model_spec, dataset, out=out_dir, budget=budget_seconds, **kwargs).record

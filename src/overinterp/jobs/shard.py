@@ -46,6 +46,7 @@ __all__ = [
     "ShardTask",
     "ShardResult",
     "run_shard",
+    "provide_job_inputs",
     "shard_paths",
     "shard_complete",
     "file_sha256",
@@ -366,6 +367,18 @@ def _cached(kind: str, key: str, build):
     return _CACHE[full]
 
 
+def provide_job_inputs(spec: JobSpec, model: Any = None, data: Any = None) -> None:
+    """Use an already opened ``model`` and/or ``data`` (:class:`~overinterp.data.LabeledImages`)
+    for ``spec`` in this process's shards (instead of loading the spec's files again, or for a
+    module that lives only in this process: the audit of an ``nn.Module``). Local executors only."""
+    if model is not None:
+        _CACHE.pop(next((k for k in _CACHE if k.startswith("model:")), ""), None)
+        _CACHE["model:" + json.dumps(spec.model.to_dict(), sort_keys=True)] = model
+    if data is not None:
+        _CACHE.pop(next((k for k in _CACHE if k.startswith("data:")), ""), None)
+        _CACHE["data:" + spec.dataset] = data
+
+
 def load_job_inputs(spec: JobSpec):
     """``(model, dataset)`` of ``spec``, cached in this process."""
     from overinterp.data import open_dataset
@@ -434,7 +447,7 @@ def run_shard(task: ShardTask) -> ShardResult:
         method=method,
         features=features,
         progress=task.progress,
-        labels=labels,
+        labels=labels if bool((labels >= 0).all()) else None,  # unlabelled images (-1): no labels in the trace
         mask_value=None if spec.mask_value is None else torch.tensor(spec.mask_value),
         **kwargs,
     )
