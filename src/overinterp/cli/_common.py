@@ -217,58 +217,59 @@ def model_spec(args: argparse.Namespace):
 
 # --------------------------------------------------------------------------- methods
 
-#: method option → (dest, help); each applies to the registered methods with a field of that name
-_METHOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
-    "--rank-by": (
-        "rank_by",
-        dict(choices=["logodds", "probability"], help="what exact steps rank by (default logodds)"),
-    ),
-    "--k": ("k", dict(type=positive_int, help="features per block/step: gradient (default 1), kstep (default 16)")),
-    "--step-fraction": (
-        "step_fraction",
-        dict(type=fraction, help="adaptive, fast: head step = this × remaining (default 0.05)"),
-    ),
-    "--pool": (
-        "pool",
-        dict(type=positive_float, help="fast: candidates scored exactly per head block, × the block size (default 2)"),
-    ),
-    "--screened": (
-        "screened",
-        dict(
-            type=fraction, help="fast: fraction of the features (the last removed) taken by single steps (default 0.08)"
-        ),
-    ),
-    "--width": (
-        "width",
-        dict(type=positive_int, help="fast: gradient-screened candidates scored exactly per single step (default 32)"),
-    ),
-    "--recall": (
-        "recall",
-        dict(
-            type=nonnegative_int,
-            help="fast: per step also score the best earlier-scored features the gradient missed (default 4)",
-        ),
-    ),
-    "--exact-end": (
-        "exact",
-        dict(type=fraction, help="fast: fraction of the features (the very last) taken by exact steps (default 0.05)"),
-    ),
-    "--exact-cap": (
-        "exact_cap",
-        dict(type=nonnegative_int, help="fast: at most this many exact end steps (default 40)"),
-    ),
-    "--tail": ("tail", dict(type=fraction, help="adaptive: fraction removed by exact single steps (default 0.15)")),
-    "--head": (
-        "head",
-        dict(choices=["kstep", "gradient"], help="adaptive: how head blocks are chosen (default kstep)"),
-    ),
-    "--rescore-top": (
-        "rescore_top",
-        dict(type=positive_int, help="screened: candidates re-scored in full precision (default 16)"),
-    ),
-}
-#: the command line's defaults where a method's own field has none
-_CLI_DEFAULTS: dict[str, dict[str, Any]] = {"gradient": {"k": 1}, "kstep": {"k": 16}}
+
+def _param_type(spec):
+    """An argparse ``type`` for one declared method parameter: its type and bounds."""
+
+    def convert(text: str):
+        value = _number(text, spec.type, spec.bounds_text()) if spec.type in (int, float) else spec.type(text)
+        if not spec.accepts(value):
+            raise argparse.ArgumentTypeError(f"must be {spec.bounds_text()}, got {text}")
+        return value
+
+    convert.__name__ = spec.bounds_text()  # argparse names the type in its messages
+    return convert
+
+
+def method_options() -> dict[str, tuple[str, dict[str, Any]]]:
+    """Method flag → ``(dest, add_argument keywords)``, generated from the registered methods'
+    declared parameters (:meth:`overinterp.sis.methods.Method.param_specs`); a flag shared by
+    several methods (``--k``) gets one help naming each method's default."""
+    from overinterp.sis.methods import method_classes
+
+    by_flag: dict[str, list] = {}
+    for name, cls in method_classes().items():
+        for spec in cls.param_specs():
+            if spec.cli:
+                by_flag.setdefault(spec.option, []).append((name, spec))
+    options: dict[str, tuple[str, dict[str, Any]]] = {}
+    for flag, uses in by_flag.items():
+        first = uses[0][1]
+        groups: dict[str, list] = {}
+        for name, spec in uses:
+            groups.setdefault(spec.help, []).append((name, spec))
+        parts = []
+        for text, members in groups.items():
+            names = ", ".join(n for n, _ in members)
+            defaults = {repr(sp.default) for _, sp in members if sp.has_default}
+            if len(defaults) == 1:
+                dflt = f" (default {members[0][1].default})"
+            else:
+                dflt = " (default " + ", ".join(f"{n} {sp.default}" for n, sp in members if sp.has_default) + ")"
+            parts.append(f"{names}: {text}{dflt}")
+        kw: dict[str, Any] = {"help": "; ".join(parts).replace("%", "%%")}
+        if first.choices:
+            kw["choices"] = list(first.choices)
+        else:
+            kw["type"] = _param_type(first)
+        options[flag] = (first.name, kw)
+    return options
+
+
+def __getattr__(name: str):
+    if name == "_METHOD_OPTIONS":  # the former hand-written table's name (cli/audit.py reads it)
+        return method_options()
+    raise AttributeError(name)
 
 
 def _method_classes() -> dict[str, type]:
@@ -284,23 +285,20 @@ def _fields(cls: type) -> set[str]:
 def add_method_options(
     p: argparse.ArgumentParser, *, names: Sequence[str] | None = None, default: str = "exact"
 ) -> None:
-    """--method (choices: the registered methods, or ``names`` of them) and its parameters."""
+    """--method (choices: the registered methods, or ``names`` of them) and its parameters,
+    all generated from the methods' declarations."""
     from overinterp.sis.methods import method_names
 
     choices = [n for n in method_names() if names is None or n in names]
+    classes = _method_classes()
+    summaries = "; ".join(f"{n}: {classes[n].summary}" for n in choices if classes[n].summary)
     p.add_argument(
         "--method",
         default=default,
         choices=choices,
-        help=f"backward-selection method (default {default}): exact (P(P+1)/2 forward passes per image); "
-        "fast (recommended when exact does not fit the budget: about 1%% of exact's cost per pixel at 32×32, gradient-"
-        "screened exactly scored steps, exact end); gradient: Batched Gradient "
-        "(--k per block); kstep: exact scores, --k removals per step; adaptive: large steps then an "
-        "exact --tail; screened: steps chosen by a bf16 screen + float32 re-scoring of the "
-        "--rescore-top best" + ("" if names is None else f"; here: {', '.join(choices)}"),
+        help=(f"backward-selection method (default {default}): {summaries}").replace("%", "%%"),
     )
-    classes = _method_classes()
-    for flag, (dest, kw) in _METHOD_OPTIONS.items():
+    for flag, (dest, kw) in method_options().items():
         if any(dest in _fields(classes[n]) for n in choices):
             p.add_argument(flag, dest=dest, default=None, **kw)
 
@@ -319,8 +317,8 @@ def method_from_args(args: argparse.Namespace, num_features: int | None = None):
 
     classes = _method_classes()
     fields = _fields(classes[args.method])
-    params = dict(_CLI_DEFAULTS.get(args.method, {}))
-    for flag, (dest, _) in _METHOD_OPTIONS.items():
+    params: dict[str, Any] = {}
+    for flag, (dest, _) in method_options().items():
         value = getattr(args, dest, None)
         if value is None:
             continue
@@ -328,11 +326,12 @@ def method_from_args(args: argparse.Namespace, num_features: int | None = None):
             takers = [n for n, c in classes.items() if dest in _fields(c)]
             raise ValueError(f"{flag} applies to --method {_either(takers)} only")
         params[dest] = value
-    if "k" in params and num_features is not None:
-        from overinterp.experiments.imagenet import check_block_size
+    method = make_method(args.method, **params)
+    if "k" in fields and num_features is not None:
+        from overinterp.sis.methods.base import check_block_size
 
-        check_block_size(params["k"], num_features)
-    return make_method(args.method, **params)
+        check_block_size(method.k, num_features)  # type: ignore[attr-defined]
+    return method
 
 
 # --------------------------------------------------------------------------- runtime

@@ -49,6 +49,12 @@ from torch import Tensor, nn
 
 from overinterp._atomic import atomic_write_text
 from overinterp.errors import UserInputError
+from overinterp.sis.methods.registry import (
+    audit_ladder,
+    forward_only_methods,
+    method_classes,
+    unfaithful_methods,
+)
 
 __all__ = [
     "audit",
@@ -85,22 +91,12 @@ CHECK_IMAGES = 200
 SIS_SPREAD = 0.05
 #: SIS thresholds the audit records
 THRESHOLDS = (0.9, 0.95, 0.99)
-#: candidate methods, most faithful first (bench/results/frontier.md measures the order)
-LADDER: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("exact", {}),
-    ("fast", {}),
-    ("adaptive", {}),
-    ("gradient", {"k": 8}),
-)
-#: candidates known to be unfaithful: chosen by a budget only when no other fits one image
-UNFAITHFUL = frozenset({"gradient"})
-#: what the plan says about each candidate's faithfulness (bench/results/frontier.md, per pixel, CIFAR)
-FAITHFULNESS = {
-    "exact": "the reference",
-    "fast": "≈ exact: 5% subsets and SIS within the frontier's targets at about 1% of its cost (32×32)",
-    "adaptive": "close to exact, forward passes only",
-    "gradient": "cheap, not faithful (5% subsets far less confident than exact's)",
-}
+#: candidate methods, most faithful first (each method declares its place: ``Method.ladder``)
+LADDER: tuple[tuple[str, dict[str, Any]], ...] = audit_ladder()
+#: candidates known to be unfaithful: chosen by a budget only when no other fits one image (``Method.faithful``)
+UNFAITHFUL = unfaithful_methods()
+#: what the plan says about each candidate's faithfulness (``Method.faithfulness``; bench/results/frontier.md)
+FAITHFULNESS = {n: cls.faithfulness for n, cls in method_classes().items()}
 #: seconds reserved for the subset evaluation and the report (measured: 10–40 s on 2 CPU cores)
 REPORT_SECONDS = 45.0
 
@@ -252,7 +248,7 @@ def method_label(desc: dict[str, Any]) -> str:
 
 def _row(method: Any, num_features: int, tp: Throughput, job_budget: float | None, cap: int) -> PlanRow:
     desc = method.describe()
-    faith = FAITHFULNESS.get(desc["name"], "not measured by the frontier")
+    faith = method.faithfulness
     planner = getattr(method, "planned_cost", None)
     if planner is None:
         return PlanRow(desc, None, None, None, None, None, faith, "no cost model: time unknown until the first shard")
@@ -334,7 +330,7 @@ def plan_audit(
         if budget_seconds <= 0:
             raise UserInputError(f"the budget must be > 0 seconds, got {budget_seconds}")
         job_budget = max(0.0, budget_seconds - spent_seconds - REPORT_SECONDS)
-    candidates = [make_method(n, **p) for n, p in LADDER]
+    candidates = [make_method(n, **p) for n, p in audit_ladder()]
     if method is not None and all(c.describe() != method.describe() for c in candidates):
         candidates.insert(0, method)
     rows = [_row(m, num_features, throughput, job_budget, cap) for m in candidates]
@@ -344,7 +340,7 @@ def plan_audit(
         if chosen.note.startswith("needs gradients"):
             raise UserInputError(
                 f"method {method.name} needs gradients but the model is forward-only; forward-only methods: "
-                + ", ".join(_forward_only_methods())
+                + ", ".join(forward_only_methods())
             )
         n = cap if chosen.images_in_budget is None else chosen.images_in_budget
         reason = "method given"
@@ -416,17 +412,8 @@ def plan_audit(
 
 
 def _forward_only_methods() -> list[str]:
-    """The registered methods that run without gradients (read from the method registry)."""
-    from overinterp.sis.methods import method_classes
-
-    names = []
-    for name, cls in method_classes().items():
-        try:
-            if not cls().uses_gradients():
-                names.append(name)
-        except TypeError:  # a method whose parameters have no defaults: not a default candidate
-            continue
-    return names
+    """The registered methods that run without gradients (the method registry's list)."""
+    return forward_only_methods()
 
 
 def format_duration(seconds: float) -> str:

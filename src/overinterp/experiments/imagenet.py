@@ -39,23 +39,13 @@ from overinterp.models.classifier import Classifier
 from overinterp.models.predict import predict_logits
 from overinterp.sis.backselect import backselect
 from overinterp.sis.methods import BatchedGradient
+from overinterp.sis.methods.base import check_block_size
 from overinterp.sis.scoring import check_threshold
 from overinterp.sis.trace import BackselectTrace
 
 __all__ = ["ImageNetSISConfig", "select_confident", "run_imagenet_sis", "check_block_size"]
 
 SELECTION_VERSION = 1
-
-
-def check_block_size(k: int, num_features: int) -> None:
-    """Refuse a block size ``k`` that is not a positive integer or exceeds the feature count."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer (features masked per block), got {k!r}")
-    if k > num_features:
-        raise ValueError(
-            f"k = {k} exceeds the {num_features} features of each image: every block would mask the whole "
-            f"image at once; choose k ≤ {num_features} (the paper uses k = 100 on 299×299 = 89,401 pixels)"
-        )
 
 
 @dataclass(frozen=True)

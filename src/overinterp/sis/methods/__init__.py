@@ -1,71 +1,63 @@
-"""Backward-selection methods, one module each, all behind :func:`overinterp.sis.backselect`."""
+"""Backward-selection methods, one module each, all behind :func:`overinterp.sis.backselect`.
 
-import dataclasses
+Each method module defines one :class:`Method` subclass and registers it
+(:func:`~overinterp.sis.methods.registry.register`); this package imports the
+built-in ones (their order is the command line's ``--method`` order) and then
+every other module in it, so adding a method is adding one module.
+"""
 
-from overinterp.sis.methods.adaptive import Adaptive
-from overinterp.sis.methods.base import GradientsUnavailableError, Method, MethodOutput, Problem
-from overinterp.sis.methods.exact import Exact
-from overinterp.sis.methods.fast import Fast
-from overinterp.sis.methods.gradient import BatchedGradient
-from overinterp.sis.methods.kstep import KStep
-from overinterp.sis.methods.screened import Screened
+import importlib
+import pkgutil
+
+from overinterp.sis.methods.base import GradientsUnavailableError, Method, MethodOutput, ParamSpec, Problem, param
+from overinterp.sis.methods.registry import (
+    _BY_NAME,
+    audit_ladder,
+    forward_only_methods,
+    make_method,
+    method_classes,
+    method_from_description,
+    method_names,
+    method_params,
+    register,
+    unfaithful_methods,
+    unregister,
+)
+
+# the built-in methods, in the command line's order
+from overinterp.sis.methods.exact import Exact  # isort: skip
+from overinterp.sis.methods.gradient import BatchedGradient  # isort: skip
+from overinterp.sis.methods.kstep import KStep  # isort: skip
+from overinterp.sis.methods.adaptive import Adaptive  # isort: skip
+from overinterp.sis.methods.screened import Screened  # isort: skip
+from overinterp.sis.methods.fast import Fast  # isort: skip
+
+for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if not _mod.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod}")  # any further method module registers itself
 
 __all__ = [
     "GradientsUnavailableError",
     "Method",
     "MethodOutput",
+    "ParamSpec",
     "Problem",
+    "param",
     "Exact",
     "BatchedGradient",
     "KStep",
     "Adaptive",
     "Screened",
     "Fast",
+    "register",
+    "unregister",
     "make_method",
+    "method_from_description",
+    "method_names",
+    "method_classes",
+    "method_params",
+    "audit_ladder",
+    "forward_only_methods",
+    "unfaithful_methods",
+    "_BY_NAME",
 ]
-
-_BY_NAME: dict[str, type[Method]] = {m.name: m for m in (Exact, BatchedGradient, KStep, Adaptive, Screened, Fast)}
-
-
-def make_method(name: str, **params) -> Method:
-    """The one method factory: ``make_method("adaptive", tail=0.1)``.
-
-    ``params`` are the method's dataclass fields; unknown names are refused with
-    the fields the method takes. Every command line and every trace's method
-    description (:func:`method_from_description`) builds methods here.
-    """
-    if name not in _BY_NAME:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(_BY_NAME))}")
-    cls = _BY_NAME[name]
-    fields = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(params) - set(fields))
-    if unknown:
-        raise ValueError(
-            f"method {name!r} takes no parameter {', '.join(unknown)}; its parameters: {', '.join(fields) or 'none'}"
-        )
-    return cls(**params)
-
-
-def method_from_description(description: dict) -> Method:
-    """Rebuild a method from ``method.describe()`` (``{"name": …, "params": {…}}``)."""
-    name = description.get("name") if isinstance(description, dict) else None
-    return make_method(str(name), **(description.get("params") or {}))
-
-
-__all__ += ["method_from_description"]
-
-
-def method_names() -> list[str]:
-    """The names :func:`make_method` takes, in registration order (the command line's ``--method`` choices)."""
-    return list(_BY_NAME)
-
-
-__all__ += ["method_names"]
-
-
-def method_classes() -> dict[str, type[Method]]:
-    """Name → method class of every registered method (a copy)."""
-    return dict(_BY_NAME)
-
-
-__all__ += ["method_classes"]

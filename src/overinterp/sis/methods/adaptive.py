@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from overinterp.sis.methods._engine import ceil_fraction, greedy_select
-from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, without_removed
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, param, without_removed
 from overinterp.sis.methods.gradient import run_gradient
+from overinterp.sis.methods.registry import register
 
 __all__ = ["Adaptive"]
 
 
+@register
 @dataclass(frozen=True)
 class Adaptive(Method):
     """Geometric large steps, then an exact tail.
@@ -41,12 +43,19 @@ class Adaptive(Method):
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
-    step_fraction: float = 0.05
-    tail: float = 0.15
-    head: str = "kstep"
-    channels_last: bool | None = None
+    step_fraction: float = param(0.05, help="head step = this × remaining", low=0.0, high=1.0, low_open=True)
+    tail: float = param(0.15, help="fraction removed by exact single steps", low=0.0, high=1.0)
+    head: str = param("kstep", help="how head blocks are chosen", choices=("kstep", "gradient"))
+    channels_last: bool | None = param(None, help="build inputs channels-last (None: automatic)", cli=False)
 
     name: ClassVar[str] = "adaptive"
+    summary: ClassVar[str] = "large steps, then an exact --tail"
+    faithfulness: ClassVar[str] = "close to exact, forward passes only (bench/results/frontier.md)"
+    ladder: ClassVar = (2, {})
+
+    @property
+    def needs_gradients(self) -> bool:  # type: ignore[override]
+        return self.head == "gradient"
 
     def __post_init__(self) -> None:
         if not (0.0 < float(self.step_fraction) <= 1.0):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import abc
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -12,7 +16,127 @@ from torch import Tensor
 from overinterp.errors import UserInputError
 from overinterp.sis.features import FeatureMap
 
-__all__ = ["Problem", "MethodOutput", "Method", "GradientsUnavailableError", "append_output", "without_removed"]
+__all__ = [
+    "Problem",
+    "MethodOutput",
+    "Method",
+    "ParamSpec",
+    "param",
+    "check_block_size",
+    "GradientsUnavailableError",
+    "append_output",
+    "without_removed",
+]
+
+#: the ``dataclasses.field`` metadata key under which :func:`param` stores a parameter's declaration
+PARAM_KEY = "overinterp"
+
+
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    choices: tuple[Any, ...] | None = None,
+    flag: str | None = None,
+    cli: bool = True,
+) -> Any:
+    """Declare one method parameter (a dataclass field with its metadata).
+
+    Args:
+        default: the default value.
+        help: one line: what the parameter does (the command line's help reads it).
+        low, high: inclusive bounds (``low_open``: ``low`` itself is refused).
+        choices: the allowed values (for strings; ``Literal`` types give them too).
+        flag: the command-line flag when not ``--`` + the name with ``-`` for ``_``.
+        cli: ``False``: not offered on the command line (library-only settings).
+    """
+    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "choices": choices, "flag": flag, "cli": cli}
+    return dataclasses.field(default=default, metadata={PARAM_KEY: meta})
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A method parameter as declared by :func:`param` (the command line, the docs and tests read these).
+
+    ``type``: ``int``, ``float``, ``bool`` or ``str`` (``None`` allowed when ``optional``).
+    """
+
+    name: str
+    type: type
+    optional: bool
+    default: Any
+    help: str
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    choices: tuple[Any, ...] | None = None
+    flag: str | None = None
+    cli: bool = True
+
+    @property
+    def has_default(self) -> bool:
+        return self.default is not dataclasses.MISSING
+
+    @property
+    def option(self) -> str:
+        """The command-line flag."""
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def bounds_text(self) -> str:
+        """``"an integer >= 1"``, ``"a number in (0, 1]"`` …"""
+        if self.choices:
+            return "one of " + ", ".join(map(str, self.choices))
+        kind = "an integer" if self.type is int else "a number" if self.type is float else f"a {self.type.__name__}"
+        if self.low is not None and self.high is not None:
+            return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        if self.low is not None:
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        if self.high is not None:
+            return f"{kind} <= {self.high:g}"
+        return kind
+
+    def accepts(self, value: Any) -> bool:
+        """Whether ``value`` has the declared type and lies within the declared bounds/choices."""
+        if value is None:
+            return self.optional
+        if self.choices is not None:
+            return value in self.choices
+        if self.type is int and (isinstance(value, bool) or not isinstance(value, int)):
+            return False
+        if self.type is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return False
+        if self.type in (str, bool) and not isinstance(value, self.type):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and value > self.high)
+
+
+def _param_spec(f: dataclasses.Field, hint: Any) -> ParamSpec:
+    meta = dict(f.metadata.get(PARAM_KEY) or {"help": ""})
+    optional = False
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in args:
+        optional = True
+        rest = [a for a in args if a is not type(None)]
+        hint = rest[0]
+    choices = meta.pop("choices", None)
+    if typing.get_origin(hint) is Literal:
+        choices = choices or typing.get_args(hint)
+        hint = type(typing.get_args(hint)[0])
+    default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+    return ParamSpec(
+        name=f.name,
+        type=hint if isinstance(hint, type) else str,
+        optional=optional,
+        default=default,
+        choices=tuple(choices) if choices else None,
+        **meta,
+    )
 
 
 class GradientsUnavailableError(UserInputError, TypeError):
@@ -53,13 +177,8 @@ class Problem:
         return torch.where(masked, self.baseline, self.images)
 
     def check_block_size(self, k: int, method: str) -> None:
-        """Refuse a per-step block size ``k`` larger than the largest feature count."""
-        pmax = int(self.features.num_features.max()) if self.n else 0
-        if k > pmax:
-            raise ValueError(
-                f"{method}: k = {k} is larger than the {pmax} features per image; "
-                f"choose k <= {pmax} (or larger features, e.g. a smaller patch count)"
-            )
+        """Refuse a per-step block size ``k`` larger than the largest feature count (:func:`check_block_size`)."""
+        check_block_size(k, int(self.features.num_features.max()) if self.n else 0, method)
 
     def available_counts(self) -> Tensor:
         """``(N,)`` int64 number of removable features per image."""
@@ -79,6 +198,20 @@ class Problem:
         return torch.sort(key, dim=1, stable=True).values
 
 
+def check_block_size(k: int, num_features: int, method: str | None = None) -> None:
+    """Refuse a block size ``k`` (features masked per step) that is not a positive integer or
+    exceeds the ``num_features`` of each image (every block would mask the whole image at once)."""
+    who = f"{method}: " if method else ""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"{who}k must be a positive integer (features masked per block), got {k!r}")
+    if k > num_features:
+        raise ValueError(
+            f"{who}k = {k} is larger than the {num_features} features per image (it exceeds them: every block "
+            f"would mask the whole image at once); choose k <= {num_features} (or larger features, e.g. a smaller "
+            "patch count; the paper uses k = 100 on 299×299 = 89,401 pixels)"
+        )
+
+
 @dataclass
 class MethodOutput:
     """Per-image removal order and log-odds, padded to ``Pmax``.
@@ -95,20 +228,49 @@ class MethodOutput:
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-class Method:
-    """Base class of backward-selection methods (frozen dataclasses).
+class Method(abc.ABC):
+    """Base class of backward-selection methods (frozen dataclasses); a method declares everything about itself.
 
-    Subclasses set ``name`` and implement :meth:`run`; their dataclass fields
-    are their parameters, recorded in every trace.
+    A subclass is a frozen dataclass decorated with
+    :func:`overinterp.sis.methods.registry.register`. It declares:
+
+    - ``name``: its registry name (``--method`` on the command line);
+    - its parameters as dataclass fields made with :func:`param` (type from the
+      annotation, default, bounds, one-line help): the command line's flags and
+      help, the factory and every trace's method description are generated
+      from them (:meth:`param_specs`);
+    - ``summary``: one line for ``--method``'s help;
+    - ``needs_gradients``: whether it takes forward+backward passes (a class
+      attribute, or a property when a parameter decides);
+    - ``faithfulness``: a short statement of how close its orders are to exact's,
+      pointing at the measurement (``bench/results/frontier.md``); ``faithful``:
+      whether the audit may prefer it; ``ladder``: its place in the audit's
+      candidate ladder (most faithful first) and the parameters tried there,
+      ``None``: not a candidate;
+    - :meth:`planned_cost` (abstract) and :meth:`run` (abstract).
     """
 
     name: ClassVar[str] = "method"
+    summary: ClassVar[str] = ""
+    needs_gradients: ClassVar[bool] = False
+    faithfulness: ClassVar[str] = "not measured by the frontier (bench/results/frontier.md)"
+    faithful: ClassVar[bool] = True
+    ladder: ClassVar[tuple[float, dict[str, Any]] | None] = None
+
+    @classmethod
+    def param_specs(cls) -> list[ParamSpec]:
+        """The declared parameters, in field order."""
+        hints = typing.get_type_hints(cls)
+        return [_param_spec(f, hints[f.name]) for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
 
     def uses_gradients(self, total: int = 1024) -> bool:
-        """Whether this method takes forward+backward passes on an image of ``total`` features
-        (read from its ``planned_cost``; a method without a cost model counts as forward-only)."""
-        cost = getattr(self, "planned_cost", None)
-        return bool(cost is not None and cost(int(total)).get("forward_backward", 0) > 0)
+        """Whether this method takes forward+backward passes (``needs_gradients``; ``total`` is ignored)."""
+        return bool(self.needs_gradients)
+
+    @abc.abstractmethod
+    def planned_cost(self, total: int) -> dict[str, int]:
+        """Passes the method makes on one image of ``total`` features:
+        ``{"forward_backward": …, "forward": …}`` (the audit's cost model; tests pin it to the passes made)."""
 
     def check_model(self, model: Any, problem: Problem | None = None) -> None:
         """Refuse a forward-only model (``model.supports_gradients is False``) when this method needs gradients.
@@ -116,24 +278,16 @@ class Method:
         Raises:
             GradientsUnavailableError: naming the forward-only methods.
         """
-        if getattr(model, "supports_gradients", True) is not False:
+        if getattr(model, "supports_gradients", True) is not False or not self.needs_gradients:
             return
-        total = 1024 if problem is None or problem.n == 0 else int(problem.available_counts().max())
-        if not self.uses_gradients(total):
-            return
-        from overinterp.sis.methods import method_classes  # the registry imports this module
+        from overinterp.sis.methods.registry import forward_only_methods
 
-        usable = [
-            f"{n} (head=kstep)" if n == "adaptive" else n
-            for n, cls in method_classes().items()
-            if not _example(cls).uses_gradients()
-        ]
         who = getattr(model, "name", None) or type(model).__name__
         fmt = getattr(model, "format", None)
         raise GradientsUnavailableError(
             f"method {self.name!r} needs the model's gradients, but {who} is forward-only"
             + (f" ({fmt})" if fmt else "")
-            + f"; use a forward-only method: {', '.join(usable)}"
+            + f"; use a forward-only method: {', '.join(forward_only_methods())}"
         )
 
     def params(self) -> dict[str, Any]:
@@ -142,18 +296,9 @@ class Method:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "params": self.params()}
 
+    @abc.abstractmethod
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        raise NotImplementedError
-
-
-def _example(cls: type[Method]) -> Method:
-    """An instance of ``cls`` with its defaults (1 for fields that have none, e.g. ``k``)."""
-    required = {
-        f.name: 1
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    }
-    return cls(**required)
+        """Backward selection on ``problem``; ``batch_size`` candidates (or images) per model call."""
 
 
 def without_removed(problem: Problem, out: MethodOutput) -> Problem:

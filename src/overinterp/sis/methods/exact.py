@@ -21,13 +21,15 @@ from typing import ClassVar, Literal
 import torch
 
 from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
+from overinterp.sis.methods.registry import register
 
 __all__ = ["Exact"]
 
 _AUTOCAST = AUTOCAST_DTYPES
 
 
+@register
 @dataclass(frozen=True)
 class Exact(Method):
     """Exact greedy backward selection.
@@ -45,11 +47,18 @@ class Exact(Method):
             then approximate.
     """
 
-    rank_by: Literal["logodds", "probability"] = "logodds"
-    channels_last: bool | None = None
-    autocast: str | None = None
+    rank_by: Literal["logodds", "probability"] = param("logodds", help="what exact steps rank by")
+    channels_last: bool | None = param(None, help="build candidates channels-last (None: automatic)", cli=False)
+    autocast: str | None = param(
+        None, help="run the forward under torch.autocast of this dtype", choices=tuple(_AUTOCAST), cli=False
+    )
 
     name: ClassVar[str] = "exact"
+    summary: ClassVar[str] = (
+        "the reference: every single removal scored at every step (P(P+1)/2 forward passes per image)"
+    )
+    faithfulness: ClassVar[str] = "the reference (bench/results/frontier.md measures every other method against it)"
+    ladder: ClassVar = (0, {})
 
     def __post_init__(self) -> None:
         if self.rank_by not in ("logodds", "probability"):

@@ -46,12 +46,14 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from overinterp.sis.methods._engine import StepSize, default_channels_last
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
+from overinterp.sis.methods.registry import register
 from overinterp.sis.scoring import target_logodds
 
 __all__ = ["BatchedGradient", "run_gradient", "mask_gradient", "differentiable_copies"]
 
 
+@register
 @dataclass(frozen=True)
 class BatchedGradient(Method):
     """Batched Gradient BackSelect: mask the ``k`` features with the largest
@@ -69,12 +71,19 @@ class BatchedGradient(Method):
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
-    k: int
-    noise: float = 0.0
-    seed: int = 0
-    channels_last: bool | None = None
+    k: int = param(1, help="features masked per block", low=1)
+    noise: float = param(0.0, help="tie-breaking noise, × max|gradient|", low=0.0, cli=False)
+    seed: int = param(0, help="seed of the tie-breaking noise", cli=False)
+    channels_last: bool | None = param(None, help="build inputs channels-last (None: automatic)", cli=False)
 
     name: ClassVar[str] = "gradient"
+    summary: ClassVar[str] = "Batched Gradient BackSelect: --k features per block by the mask gradient (P/k passes)"
+    needs_gradients: ClassVar[bool] = True
+    faithful: ClassVar[bool] = False
+    faithfulness: ClassVar[str] = (
+        "cheap, not faithful (5% subsets far less confident than exact's; bench/results/frontier.md)"
+    )
+    ladder: ClassVar = (3, {"k": 8})
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:

@@ -18,11 +18,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from overinterp.sis.methods._engine import greedy_select
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
+from overinterp.sis.methods.registry import register
 
 __all__ = ["KStep"]
 
 
+@register
 @dataclass(frozen=True)
 class KStep(Method):
     """Score every single removal exactly, then remove the ``k`` best at once.
@@ -32,10 +34,11 @@ class KStep(Method):
         channels_last: build candidates channels-last (``None``: as :class:`Exact`).
     """
 
-    k: int
-    channels_last: bool | None = None
+    k: int = param(16, help="features removed per step", low=1)
+    channels_last: bool | None = param(None, help="build candidates channels-last (None: automatic)", cli=False)
 
     name: ClassVar[str] = "kstep"
+    summary: ClassVar[str] = "exact scores, --k removals per step (about P²/(2k) forward passes per image)"
 
     def __post_init__(self) -> None:
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:

@@ -18,12 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select
-from overinterp.sis.methods.base import Method, MethodOutput, Problem
+from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select, plan_evaluations
+from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
+from overinterp.sis.methods.registry import register
 
 __all__ = ["Screened"]
 
 
+@register
 @dataclass(frozen=True)
 class Screened(Method):
     """Exact greedy steps chosen among the top ``rescore_top`` of a reduced-precision screen.
@@ -34,11 +36,22 @@ class Screened(Method):
         channels_last: build candidates channels-last (``None``: as :class:`Exact`).
     """
 
-    screen: str = "bfloat16"
-    rescore_top: int = 16
-    channels_last: bool | None = None
+    screen: str = param("bfloat16", help="autocast dtype of the screen", choices=tuple(AUTOCAST_DTYPES), cli=False)
+    rescore_top: int = param(16, help="candidates re-scored in full precision", low=1)
+    channels_last: bool | None = param(None, help="build candidates channels-last (None: automatic)", cli=False)
 
     name: ClassVar[str] = "screened"
+    summary: ClassVar[str] = "steps chosen by a bf16 screen + float32 re-scoring of the --rescore-top best"
+    faithfulness: ClassVar[str] = (
+        "equals exact whenever exact's choice is among the re-scored top m; not measured by the frontier "
+        "(bench/results/frontier.md)"
+    )
+
+    def planned_cost(self, total: int) -> dict[str, int]:
+        """Forward passes for one image of ``total`` features: the reduced-precision screen of every
+        remaining feature at every step plus ``min(m, remaining)`` full-precision re-scorings per step."""
+        main, rescore, _ = plan_evaluations(int(total), None, int(self.rescore_top))
+        return {"forward_backward": 0, "forward": main + rescore}
 
     def __post_init__(self) -> None:
         if self.screen not in AUTOCAST_DTYPES:
