@@ -78,7 +78,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb", *, make_parents
         ) from exc
     try:
         try_lock(fd)  # a new file nobody else has open: always succeeds; released when fd closes
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
