@@ -338,3 +338,29 @@ def test_cli_end_to_end_resumes_and_refuses_other_arguments(tmp_path, capsys):
     assert _cli(*args[:2], "--out", str(tmp_path / "other"), "--images", "2") == 2
     assert "holds no audit" in capsys.readouterr().err
     assert (tmp_path / "other" / "x.txt").read_text() == "mine"
+
+
+def test_a_flat_folder_of_photos_of_any_sizes_is_audited_at_the_models_size(tmp_path):
+    """Photos of three sizes, no class folders: resized and centre-cropped to ``size``, audited
+    against the predicted class; without a size the different sizes are an error naming size=."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    x, _ = channel_images(9, size=12)
+    for i in range(9):
+        img = (x[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(img).resize((12 + i, 12 + 2 * (i % 3))).save(photos / f"p{i}.png")
+    with pytest.raises(ValueError, match="give size="):
+        overinterp.audit(Channels(), photos, out=tmp_path / "a", progress=False)
+    r = overinterp.audit(
+        Channels(),
+        str(photos),
+        size=8,
+        method=overinterp.Exact(),
+        out=tmp_path / "b",
+        probe_seconds=0.2,
+        progress=False,
+    )
+    assert r.finished_images == 9 and r.record["dataset"] == "photos" and not r.evaluation["labelled"]
+    assert "accuracy is unknown" in r.summary and "photos" in r.report.read_text()

@@ -54,6 +54,7 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             images=args.images,
             method=method,
             patch=args.patch,
+            size=args.size,
             seed=args.seed,
             force=args.force,
             device=c.device(args),
@@ -136,6 +137,11 @@ def add_parsers(sub: c.Subparsers) -> None:
             )
     p.add_argument(
         "--patch", type=c.positive_int, help="feature = patch×patch pixels (default: 1 up to 64×64, else the plan's)"
+    )
+    p.add_argument(
+        "--size",
+        type=c.positive_int,
+        help="resize and centre-crop folder images to SIZE×SIZE (default: the model file's input size)",
     )
     p.add_argument("--batch-size", type=c.positive_int, help="candidates per forward call (default 64)")
     p.add_argument(

@@ -9,8 +9,16 @@ When ``root`` holds several splits (``train/``, ``test/``, …), the class list
 is taken from all of them and every split must have every class: a class
 missing from one split would silently shift the labels, so it is an error
 naming the folder where it was expected. Files that are not images are
-ignored; an image that cannot be decoded is an error naming its path; all
-images must have one size.
+ignored; an image that cannot be decoded is an error naming its path.
+
+**Flat folders** (image files and no sub-folders) are read unlabelled: labels ``-1``,
+``classes`` ``None``, ``meta["unlabelled"] = True``.
+
+**Sizes.** Without ``size`` all images must have one size. With ``size`` ``(H, W)`` every image
+is brought to it by one rule, :func:`fit_image`: scaled (antialiased bilinear) so that it
+covers ``H × W`` with its aspect ratio kept - the shorter side meets the target - and then
+centre-cropped; photos of any size become the model's input size (e.g. 512×341 → 224×224:
+scaled to 336×224, the middle 224 columns kept).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import torch
 from overinterp.data.base import LabeledImages, from_hwc
 from overinterp.data.decode import decode_image
 
-__all__ = ["load_image_folder", "IMAGE_EXTENSIONS"]
+__all__ = ["load_image_folder", "fit_image", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -91,6 +99,22 @@ def _decode(data: bytes, label: str) -> np.ndarray:
     return decode_image(data, label)
 
 
+def fit_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
+    """``(h, w, 3)`` uint8 → ``(H, W, 3)``: scaled to cover ``H × W`` (aspect ratio kept, antialiased
+    bilinear), then centre-cropped (the module doc's rule)."""
+    from PIL import Image
+
+    th, tw = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    h, w = image.shape[:2]
+    if (h, w) == (th, tw):
+        return image
+    scale = max(th / h, tw / w)
+    sh, sw = max(th, round(h * scale)), max(tw, round(w * scale))
+    im = Image.fromarray(image).resize((sw, sh), Image.Resampling.BILINEAR, reducing_gap=None)
+    top, left = (sh - th) // 2, (sw - tw) // 2
+    return np.asarray(im.crop((left, top, left + tw, top + th)))
+
+
 def load_image_folder(
     root: str | Path,
     split: str | None = None,
@@ -99,6 +123,7 @@ def load_image_folder(
     limit: int | None = None,
     threads: int = 2,
     name: str | None = None,
+    size: int | tuple[int, int] | None = None,
 ) -> LabeledImages:
     """Read an ImageFolder-layout dataset (folder or zip) into memory.
 
@@ -112,11 +137,12 @@ def load_image_folder(
         limit: read only the first ``limit`` images (in label, then file-name order).
         threads: decoding threads (PIL releases the GIL while decoding).
         name: dataset name recorded in the result (default ``folder:<split>``).
+        size: bring every image to ``size`` (``H`` or ``(H, W)``) by :func:`fit_image`.
 
     Raises:
         FileNotFoundError: ``root`` or the split folder does not exist.
-        ValueError: no class folders, a class missing (by path), an empty class
-            folder, an undecodable image (by path), or images of different sizes.
+        ValueError: no class folders and no images, a class missing (by path), an empty class
+            folder, an undecodable image (by path), or images of different sizes without ``size``.
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -153,17 +179,20 @@ def load_image_folder(
                     f"({', '.join(d for d in splits if d != split)}) have it, so labels would not agree"
                 )
     found = tree.subdirs(folder)
+    flat = not found and classes is None and bool(tree.image_files(folder))
     if classes is None:
         classes = found
     classes = list(classes)
-    if not classes:
-        raise ValueError(f"no class sub-folders in {tree.label(folder)} (expected <class>/<image> files)")
+    if not classes and not flat:
+        raise ValueError(
+            f"no class sub-folders and no images in {tree.label(folder)} (expected <class>/<image> files, or images)"
+        )
     for c in classes:
         if c not in found:
             raise ValueError(
                 f"class folder {tree.label(_join(folder, c))} is missing (expected classes: {', '.join(classes)})"
             )
-    items: list[tuple[str, int]] = []
+    items: list[tuple[str, int]] = [(_join(folder, f), -1) for f in tree.image_files(folder)] if flat else []
     for k, c in enumerate(classes):
         files = tree.image_files(_join(folder, c))
         if not files and split is None and tree.subdirs(_join(folder, c)):
@@ -195,20 +224,28 @@ def load_image_folder(
             arrays = list(pool.map(work, source, chunksize=256))
     else:
         arrays = [work(s) for s in source]
+    if size is not None:
+        arrays = [fit_image(a, size) for a in arrays]
     shape = arrays[0].shape
     for a, (rel, _) in zip(arrays, items):
         if a.shape != shape:
             raise ValueError(
                 f"image {tree.label(rel)} is {a.shape[1]}×{a.shape[0]} but {tree.label(items[0][0])} is "
-                f"{shape[1]}×{shape[0]}; all images of a dataset must have one size"
+                f"{shape[1]}×{shape[0]}; all images of a dataset must have one size, or give size= (e.g. the "
+                "model's input size) to resize and centre-crop every image to it"
             )
     images = from_hwc(np.stack(arrays), str(root))
     labels = torch.tensor([k for _, k in items], dtype=torch.int64)
+    meta: dict = {"files": [rel for rel, _ in items]}
+    if flat:
+        meta["unlabelled"] = True
+    if size is not None:
+        meta["fitted_to"] = list(shape[:2])
     return LabeledImages(
         images,
         labels,
-        classes,
+        classes or None,
         name=name or (f"folder:{split}" if split else "folder"),
         source=str(root),
-        meta={"files": [rel for rel, _ in items]},
+        meta=meta,
     )
