@@ -7,7 +7,15 @@ and surfaces with its traceback.
 
 from __future__ import annotations
 
-__all__ = ["OverinterpError", "UserInputError", "InputNotFoundError", "OutputError", "LockHeldError", "USER_ERRORS"]
+__all__ = [
+    "OverinterpError",
+    "UserInputError",
+    "InputNotFoundError",
+    "OutputError",
+    "LockHeldError",
+    "IntegrityError",
+    "USER_ERRORS",
+]
 
 
 class OverinterpError(Exception):
@@ -54,6 +62,10 @@ class LockHeldError(OverinterpError):
         super().__init__(message)
         self.path = path
         self.holder = dict(holder or {})
+
+
+class IntegrityError(OverinterpError, ValueError):
+    """A file the project wrote no longer matches the content hash it was written with."""
 
 
 #: Exceptions the command line prints as ``overinterp CMD: error: …`` with exit code 2.

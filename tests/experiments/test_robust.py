@@ -9,7 +9,7 @@ from PIL import Image
 
 from overinterp.cli import main
 from overinterp.data import LabeledImages
-from overinterp.experiments.robust import ROBUST_GROUP, load_model_spec, run_robust_sis
+from overinterp.experiments.robust import ROBUST_GROUP, load_robust_model, run_robust_sis
 from overinterp.results import read_results
 
 MODULE = '''
@@ -48,22 +48,24 @@ def _data(n=6):
 
 
 def test_specs(colournets):
-    spec = load_model_spec("sharp=import:colournets:ColourNet?scale=60&baseline=cifar10", ROBUST_GROUP)
+    spec = load_robust_model(
+        "sharp=import:colournets:ColourNet?scale=60&baseline=cifar10", ROBUST_GROUP, trust_code=True
+    )
     assert (spec.label, spec.group) == ("sharp", ROBUST_GROUP)
     assert torch.allclose(spec.model.baseline, torch.tensor([0.4914, 0.4822, 0.4465]))
     assert float(spec.model.network.lin.weight[0, 0].detach()) == 60
-    reg = load_model_spec("smallcnn?width=4&preprocessing=cifar10")
+    reg = load_robust_model("smallcnn?width=4&preprocessing=cifar10")
     assert reg.label == "smallcnn" and reg.model.preprocessing is not None
     with pytest.raises(ValueError, match="key=value"):
-        load_model_spec("smallcnn?width")
+        load_robust_model("smallcnn?width")
     with pytest.raises(ValueError, match="robustbench"):
-        load_model_spec("robustbench:Foo?colour=1")
+        load_robust_model("robustbench:Foo?colour=1")
 
 
 def test_sharper_model_needs_smaller_sis(colournets, tmp_path):
     specs = [
-        load_model_spec("sharp=import:colournets:ColourNet?scale=80"),
-        load_model_spec("soft=import:colournets:ColourNet?scale=30", ROBUST_GROUP),
+        load_robust_model("sharp=import:colournets:ColourNet?scale=80", trust_code=True),
+        load_robust_model("soft=import:colournets:ColourNet?scale=30", ROBUST_GROUP, trust_code=True),
     ]
     results = tmp_path / "results.csv"
     rows = run_robust_sis(

@@ -350,6 +350,7 @@ def _make_legacy(out: Path, shard: int) -> None:
     pt, rec = shard_paths(out, shard)
     d = torch.load(pt, weights_only=True)
     del d["meta"]["job_identity"]
+    d.pop("content_sha256", None)  # nor a content seal
     torch.save(d, pt)
     record = json.loads(rec.read_text())
     del record["identity"]

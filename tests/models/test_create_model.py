@@ -85,7 +85,7 @@ def test_roundtrip_gives_identical_logits_and_recorded_preprocessing(tmp_path):
     assert path == tmp_path / "r20.pt"
 
     raw = load_checkpoint_file(path)
-    assert raw["format"] == "overinterp-checkpoint" and raw["format_version"] == 1
+    assert raw["format"] == "overinterp-checkpoint" and raw["format_version"] == 2
     assert raw["arch"] == "resnet20" and raw["num_classes"] == 10 and raw["arch_kwargs"] == {}
     assert raw["preprocessing"]["type"] == "normalize"
     assert raw["extra"] == {"epochs": 3, "acc": 0.5}
@@ -260,9 +260,9 @@ def test_file_without_state_dict(tmp_path):
 def test_newer_format_version_is_refused(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", create_model("smallcnn"), "smallcnn")
     ckpt = torch.load(path, weights_only=True)
-    ckpt["format_version"] = 2
+    ckpt["format_version"] = 3
     torch.save(ckpt, path)
-    with pytest.raises(ValueError, match="format_version 2, newer"):
+    with pytest.raises(ValueError, match="format_version 3, newer"):
         load_checkpoint_file(path)
 
 

@@ -139,5 +139,5 @@ def test_user_architecture_by_import_path(tmp_path, monkeypatch):
         user_model("not_a_module_here:Net")
     with pytest.raises(ValueError, match="no attribute"):
         user_model("their_models:Missing")
-    with pytest.raises(TypeError, match="failed"):
+    with pytest.raises(ValueError, match="failed"):
         user_model("their_models:Net", kwargs={"width": 3})

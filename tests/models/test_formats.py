@@ -212,7 +212,7 @@ def test_format_is_detected_from_the_bytes(files, tmp_path, net):
     (tmp_path / "model.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     with pytest.raises(UserInputError, match="unknown model file format; supported: torchscript.*onnx.*tflite"):
         parse_model_spec(str(tmp_path / "model.h5"))
-    with pytest.raises(FileNotFoundError, match="no model file"):
+    with pytest.raises(FileNotFoundError, match="file not found"):
         parse_model_spec(f"{tmp_path / 'absent.onnx'}?range=0:255")
 
 

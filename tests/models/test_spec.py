@@ -27,7 +27,8 @@ def test_forms(tmp_path):
     assert (
         rb.kind == "robustbench" and rb.options == {"threat_model": "Linf"} and rb.display_name == "Carmon2019Unlabeled"
     )
-    assert parse_model_spec("ens.json").kind == "ensemble"
+    (tmp_path / "ens.json").write_text("{}")
+    assert parse_model_spec(str(tmp_path / "ens.json")).kind == "ensemble"
     assert parse_model_spec(None, checkpoint=ckpt).kind == "checkpoint"
 
 

@@ -210,8 +210,22 @@ def model_spec(args: argparse.Namespace):
     """The :class:`~overinterp.models.ModelSpec` of the model options."""
     from overinterp.models import parse_model_spec
 
-    return parse_model_spec(
-        args.model, checkpoint=args.checkpoint, preprocessing=args.preprocessing, num_classes=args.num_classes
+    return parse_model_spec(  # typed by the user: an import: spec may run the code it names
+        args.model,
+        checkpoint=args.checkpoint,
+        preprocessing=args.preprocessing,
+        num_classes=args.num_classes,
+        trust_code=True,
+    )
+
+
+def add_trust_code(p: argparse.ArgumentParser) -> None:
+    """--trust-code: model specs read from the run folders this command opens may run code."""
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="let an import: model spec read from a job manifest import and run the code it names "
+        "(only for folders you trust: code named by files is never run without this)",
     )
 
 

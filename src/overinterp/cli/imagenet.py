@@ -135,15 +135,15 @@ def _add_robust(sub: c.Subparsers) -> None:
 
 def _cmd_robust(args: argparse.Namespace) -> int:
     from overinterp.data.specs import open_dataset
-    from overinterp.experiments.robust import ROBUST_GROUP, STANDARD_GROUP, load_model_spec, run_robust_sis
+    from overinterp.experiments.robust import ROBUST_GROUP, STANDARD_GROUP, load_robust_model, run_robust_sis
 
     c.apply_threads(args)
     if not args.model and not args.robust_model:
         raise ValueError("give models with --model (standard) and/or --robust-model")
     data = open_dataset(args.data, root=args.root, download=args.download, progress=c.progress(args), limit=args.scan)
     method = c.method_from_args(args, data.images.shape[2] * data.images.shape[3])
-    specs = [load_model_spec(s, STANDARD_GROUP) for s in args.model]
-    specs += [load_model_spec(s, ROBUST_GROUP) for s in args.robust_model]
+    specs = [load_robust_model(s, STANDARD_GROUP, trust_code=True) for s in args.model]  # typed by the user
+    specs += [load_robust_model(s, ROBUST_GROUP, trust_code=True) for s in args.robust_model]
     rows = run_robust_sis(
         specs,
         data,

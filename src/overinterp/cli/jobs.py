@@ -106,6 +106,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     e.add_argument("--dataset-key", help="dataset name in the results file (e.g. cifar10:test)")
     e.add_argument("--results", type=c.output_file, help="append rows to this results file")
     e.add_argument("--experiment", default="pixel-subsets", help="experiment column of the results rows")
+    c.add_trust_code(e)
     c.add_threads(e)
     e.set_defaults(func=_cmd_subsets_evaluate)
 
@@ -156,6 +157,7 @@ def _add_subsets(sub: c.Subparsers) -> None:
     r.add_argument("--fraction", type=c.fraction, default=0.05, help="pixel-subset size (default 0.05)")
     r.add_argument("--dataset-key", help="dataset name in the results file")
     r.add_argument("--results", type=c.output_file, help="append rows to this results file")
+    c.add_trust_code(r)
     c.add_threads(r)
     r.set_defaults(func=_cmd_subsets_transfer)
 
@@ -169,12 +171,13 @@ def _add_subsets(sub: c.Subparsers) -> None:
 
 def _cmd_subsets_evaluate(args: argparse.Namespace) -> int:
     from overinterp.experiments import evaluate_subsets
+    from overinterp.jobs import load_job
 
     c.apply_threads(args)
     model = c.model_spec(args).load() if args.model else None
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     out = evaluate_subsets(
-        args.job,
+        load_job(args.job, trust_code=args.trust_code),
         model,
         kinds=kinds,
         fraction=args.fraction,
@@ -236,10 +239,11 @@ def _cmd_subsets_train(args: argparse.Namespace) -> int:
 
 def _cmd_subsets_transfer(args: argparse.Namespace) -> int:
     from overinterp.experiments import transfer
+    from overinterp.jobs import load_job
 
     c.apply_threads(args)
     for r in transfer(
-        args.jobs,
+        [load_job(j, trust_code=args.trust_code) for j in args.jobs],
         threshold=args.threshold,
         fraction=args.fraction,
         results=args.results,

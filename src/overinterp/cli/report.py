@@ -21,6 +21,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         per_class=args.per_class,
         max_model_images=args.max_model_images,
         use_model=not args.no_model,
+        trust_code=args.trust_code,
     )
     if args.thresholds:
         opt.thresholds = tuple(args.thresholds)
@@ -49,5 +50,6 @@ def add_parsers(sub: c.Subparsers) -> None:
         help="at most this many images per job get a forward pass (subset confidences)",
     )
     p.add_argument("--no-model", action="store_true", help="no forward passes: subset confidences from results only")
+    c.add_trust_code(p)
     c.add_threads(p)
     p.set_defaults(func=_cmd_report)

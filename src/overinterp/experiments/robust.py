@@ -10,7 +10,7 @@ line per model; rows go to a results file via :func:`~overinterp.append_results`
 Models are given as model specs (:func:`overinterp.models.parse_model_spec`, every
 form in the README's "Model and dataset specs": registry names with ``@CKPT``,
 checkpoints, ensembles, ``robustbench:NAME``, ``import:pkg.module:Class@CKPT``,
-each with ``LABEL=`` and ``?key=value`` options); :func:`load_model_spec` loads one
+each with ``LABEL=`` and ``?key=value`` options); :func:`load_robust_model` loads one
 as a :class:`RobustModel` of a group.
 """
 
@@ -39,7 +39,7 @@ from overinterp.sis.methods import Exact, Method
 from overinterp.sis.scoring import check_threshold
 from overinterp.training.evaluation import accuracy_from_logits
 
-__all__ = ["RobustModel", "load_model_spec", "run_robust_sis", "ROBUST_GROUP", "STANDARD_GROUP"]
+__all__ = ["RobustModel", "load_robust_model", "run_robust_sis", "ROBUST_GROUP", "STANDARD_GROUP"]
 
 ROBUST_GROUP = "Adv. Robust"
 STANDARD_GROUP = "Standard"
@@ -56,9 +56,12 @@ class RobustModel:
     checkpoint: str | None = None
 
 
-def load_model_spec(spec: str | ModelSpec, group: str = STANDARD_GROUP) -> RobustModel:
-    """Load a model spec (:func:`~overinterp.models.parse_model_spec`) as a member of ``group``."""
-    parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+def load_robust_model(spec: str | ModelSpec, group: str = STANDARD_GROUP, *, trust_code: bool = False) -> RobustModel:
+    """Load a model spec (:func:`~overinterp.models.parse_model_spec`) as a member of ``group``.
+
+    ``trust_code``: a string spec may be ``import:`` code (pass ``True`` for specs the user typed);
+    a :class:`ModelSpec` carries its own ``trust_code``."""
+    parsed = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec, trust_code=trust_code)
     model = parsed.load()
     label = parsed.label or (getattr(model, "name", "model") if parsed.kind == "checkpoint" else parsed.display_name)
     return RobustModel(label, group, model, str(spec), parsed.checkpoint)
@@ -181,7 +184,7 @@ def run_robust_sis(
                     {
                         "experiment": experiment,
                         "model": spec.label,
-                        "arch": getattr(model, "arch", model.name),
+                        "arch": getattr(model, "arch", None) or model.name,
                         "fingerprint": row["fingerprint"],
                         "checkpoint": spec.checkpoint or "",
                         "dataset": dataset_key,
@@ -193,7 +196,7 @@ def run_robust_sis(
                     {
                         "experiment": experiment,
                         "model": spec.label,
-                        "arch": getattr(model, "arch", model.name),
+                        "arch": getattr(model, "arch", None) or model.name,
                         "fingerprint": row["fingerprint"],
                         "checkpoint": spec.checkpoint or "",
                         "dataset": dataset_key,

@@ -321,6 +321,7 @@ def _run_locked(
             identity["model_fingerprint"],
             identity["shard_data_fingerprints"][s],
             progress=inner,
+            trust_code=spec.model.trust_code,
         )
         for s in pending
     ]
@@ -413,10 +414,12 @@ class JobOutput:
         return model
 
 
-def load_job(out_dir: str | os.PathLike[str], *, allow_partial: bool = False) -> JobOutput:
+def load_job(out_dir: str | os.PathLike[str], *, allow_partial: bool = False, trust_code: bool = False) -> JobOutput:
     """Read the job in ``out_dir`` as one trace over its images (shards in order).
 
-    Raises ``ValueError`` when shards are missing, unless ``allow_partial``.
+    Raises ``ValueError`` when shards are missing, unless ``allow_partial``. The manifest's model
+    spec is untrusted: an ``import:`` model in it does not load (:meth:`JobOutput.load_model`)
+    unless ``trust_code=True``.
     """
     out = Path(out_dir)
     manifest = _read_manifest(out)
@@ -424,7 +427,7 @@ def load_job(out_dir: str | os.PathLike[str], *, allow_partial: bool = False) ->
         raise FileNotFoundError(
             f"no backselect job in {out} (no {MANIFEST}); run `overinterp backselect-dataset` first"
         )
-    spec = JobSpec.from_dict(manifest["spec"])
+    spec = JobSpec.from_dict(manifest["spec"], trust_code=trust_code)
     status = job_status(out)
     if status["missing"] and not allow_partial:
         raise ValueError(

@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from overinterp._atomic import atomic_torch_save, atomic_write_text
+from overinterp._atomic import atomic_torch_save, atomic_write_text, file_sha256, seal
 from overinterp._locking import held_by_a_live_process
 from overinterp.jobs.spec import JobSpec, images_fingerprint
 
@@ -84,6 +84,7 @@ class ShardTask:
     model_fingerprint: str
     data_fingerprint: str  # of this shard's images and labels
     progress: bool = False
+    trust_code: bool = False  # the driver's model spec may run code (ModelSpec.trust_code); never from a file
 
 
 @dataclass
@@ -101,14 +102,6 @@ def shard_paths(out_dir: str | os.PathLike[str], shard: int) -> tuple[Path, Path
     """``(trace file, commit record)`` of ``shard``."""
     d = Path(out_dir) / SHARD_DIR
     return d / f"shard-{shard:05d}.pt", d / f"shard-{shard:05d}.json"
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shard_complete(out_dir: str | os.PathLike[str], shard: int) -> dict[str, Any] | None:
@@ -383,6 +376,7 @@ def load_job_inputs(spec: JobSpec):
     """``(model, dataset)`` of ``spec``, cached in this process."""
     from overinterp.data import open_dataset
 
+    spec.model.check_trusted()  # before the cache: a trusted build of the same spec is no licence
     model = _cached("model", json.dumps(spec.model.to_dict(), sort_keys=True), spec.model.load)
     data = _cached("data", spec.dataset, lambda: open_dataset(spec.dataset, progress=False))
     return model, data
@@ -401,7 +395,7 @@ def run_shard(task: ShardTask) -> ShardResult:
     from overinterp.sis.methods import method_from_description
 
     pt, rec = shard_paths(task.out_dir, task.shard)
-    spec = JobSpec.from_dict(task.spec)
+    spec = JobSpec.from_dict(task.spec, trust_code=task.trust_code)
     positions = list(spec.shard_positions(task.shard))
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -461,7 +455,7 @@ def run_shard(task: ShardTask) -> ShardResult:
             "job_identity": identity,
         }
     )
-    save_canonical(trace.to_dict(), pt)
+    save_canonical(seal(trace.to_dict()), pt)
     seconds = time.perf_counter() - t0
     sha = file_sha256(pt)
     record = {

@@ -87,9 +87,11 @@ class JobSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "JobSpec":
+    def from_dict(cls, d: dict[str, Any], *, trust_code: bool = False) -> "JobSpec":
+        """A spec read back from JSON; its model spec is untrusted (an ``import:`` model will not
+        load) unless ``trust_code=True`` (:class:`~overinterp.models.ModelSpec`)."""
         d = dict(d)
-        d["model"] = ModelSpec.from_dict(d["model"])
+        d["model"] = ModelSpec.from_dict(d["model"], trust_code=trust_code)
         d["positions"] = tuple(d["positions"])
         if d.get("mask_value") is not None:
             d["mask_value"] = tuple(d["mask_value"])

@@ -7,7 +7,10 @@ Two kinds of file are read:
   ``num_classes``, ``arch_kwargs``, ``preprocessing`` (the Classifier's
   :meth:`~overinterp.Classifier.preprocessing_config`), ``baseline``,
   ``class_names``, ``state_dict`` (the network's, no prefix) and ``extra``.
-  It records everything needed to rebuild the Classifier.
+  It records everything needed to rebuild the Classifier. Since format version 2 it also
+  carries ``content_sha256``, the hash of all of that (:func:`overinterp._atomic.seal`),
+  checked on every load: one flipped byte in a weight is an :class:`IntegrityError` naming
+  the file. Version-1 files (no hash) still load, with a warning that they cannot be checked.
 * **third-party**: a dict with the weights under ``state_dict`` (keys possibly
   prefixed ``module.`` by ``DataParallel``), or a bare state dict. These record
   neither the architecture nor the input normalisation; the caller must give
@@ -27,7 +30,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor, nn
 
-from overinterp._atomic import atomic_torch_save
+from overinterp._atomic import SEAL_KEY, atomic_torch_save, check_seal, seal
 from overinterp.models.classifier import Classifier
 from overinterp.models.registry import build_network, get_model_entry
 
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 CHECKPOINT_FORMAT = "overinterp-checkpoint"
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2  # 2: content_sha256
 
 _OWN_KEYS = (
     "arch",
@@ -75,6 +78,8 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             (corrupt, truncated, not a checkpoint, or a pickled whole model),
             or holds no state dict, or is an own-format checkpoint with missing
             or malformed fields or from a newer format version.
+        IntegrityError: (a ``ValueError``) an own-format file whose content no longer matches
+            its ``content_sha256`` (corrupt), or a version-2 file without one.
     """
     p = Path(path)
     if not p.exists():
@@ -93,7 +98,21 @@ def load_checkpoint_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"weights_only=True (corrupt or truncated, not a checkpoint, or a whole pickled "
             f"model rather than a state_dict) — {detail}"
         ) from exc
-    return _validate_checkpoint(obj, str(p))
+    return _validate_checkpoint(_unseal(obj, str(p), from_file=True), str(p))
+
+
+def _unseal(obj: Any, source: str, *, from_file: bool) -> Any:
+    """An own-format dict with its seal checked and removed (a file's: required from version 2; a
+    dict given directly: checked when it has one). Other objects, and newer versions (refused by
+    :func:`_validate_own`), pass through."""
+    if not is_own_checkpoint(obj):
+        return obj
+    version = obj.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        return {k: v for k, v in obj.items() if k != SEAL_KEY}
+    if not from_file and SEAL_KEY not in obj:
+        return obj
+    return check_seal(obj, f"checkpoint {source}", required=version >= 2)
 
 
 def is_own_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
@@ -106,7 +125,7 @@ def _validate_checkpoint(obj: Any, source: str) -> dict[str, Any]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"checkpoint {source} holds a {type(obj).__name__}, not a dict with a state_dict")
     if is_own_checkpoint(obj):
-        return _validate_own(dict(obj), source)
+        return _validate_own(dict(_unseal(obj, source, from_file=False)), source)
     if "state_dict" in obj:
         state_dict = obj["state_dict"]
         _check_state_dict(state_dict, source, where="its 'state_dict'")
@@ -334,10 +353,10 @@ def save_checkpoint(
         classifier: a :class:`~overinterp.Classifier` whose preprocessing has a
             ``config()`` (``Normalize`` or none).
         arch: the registry name of ``classifier.network``'s architecture
-            (``None``: the ``arch`` that :func:`create_model` recorded on it).
+            (``None``: its :attr:`~overinterp.Classifier.architecture`'s, set by :func:`create_model`).
         extra: free JSON-like metadata (training settings, accuracy, …).
-        arch_kwargs: builder keyword arguments beyond ``num_classes``; default:
-            those :func:`create_model` recorded on the classifier, else none.
+        arch_kwargs: builder keyword arguments beyond ``num_classes``; default: its
+            ``architecture``'s when that is ``arch``, else none.
         num_classes: default: the output size of the network's last ``nn.Linear``.
 
     Returns:
@@ -355,13 +374,14 @@ def save_checkpoint(
             f"save_checkpoint needs an overinterp Classifier (network + preprocessing), got "
             f"{type(classifier).__name__}; wrap the network: Classifier(network, preprocessing=…)"
         )
+    record = classifier.architecture
     if arch is None:
-        arch = getattr(classifier, "arch", None)
-        if arch is None:
+        if record is None:
             raise ValueError("save_checkpoint: give arch, the registry name of the network's architecture")
+        arch = record.name
     get_model_entry(arch)  # unknown names: ValueError listing the known ones
     if arch_kwargs is None:
-        arch_kwargs = getattr(classifier, "arch_kwargs", None) or {}
+        arch_kwargs = record.kwargs if record is not None and record.name == arch else {}
     arch_kwargs = dict(arch_kwargs)
     _check_plain(arch_kwargs, "arch_kwargs")
     extra = dict(extra) if extra is not None else {}
@@ -405,5 +425,5 @@ def save_checkpoint(
         "extra": extra,
     }
     target = Path(path)
-    atomic_torch_save(payload, target, make_parents=False)
+    atomic_torch_save(seal(payload), target, make_parents=False)
     return target

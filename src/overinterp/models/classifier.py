@@ -13,12 +13,14 @@ The input contract of every algorithm in overinterp: a *model* is either
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "Architecture",
     "Classifier",
     "Normalize",
     "PREPROCESSING_PRESETS",
@@ -83,6 +85,20 @@ def make_preprocessing(spec: Any) -> nn.Module | None:
     raise TypeError(f"cannot make preprocessing from {type(spec).__name__}: {spec!r}")
 
 
+@dataclass(frozen=True)
+class Architecture:
+    """What rebuilds a Classifier's network from the registry: ``build_network(name, num_classes,
+    **kwargs)``. :func:`~overinterp.create_model` sets it; :func:`~overinterp.models.save_checkpoint`
+    records it."""
+
+    name: str
+    num_classes: int
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kwargs", dict(self.kwargs))
+
+
 class Classifier(nn.Module):
     """An image classifier on pixels in ``[0, 1]``.
 
@@ -97,6 +113,11 @@ class Classifier(nn.Module):
             normalisation), else 0.
         name: registry name or free text, recorded in traces.
         class_names: optional human-readable class names.
+        architecture: the registry record of ``network`` (``None``: not a registry network,
+            e.g. an imported or file model); ``num_classes`` defaults to its.
+
+    Attributes ``architecture`` and ``num_classes`` (``None`` when unknown) are part of the
+    contract: checkpoints, ensembles and results read them.
     """
 
     takes_pixels = True
@@ -109,8 +130,11 @@ class Classifier(nn.Module):
         *,
         name: str | None = None,
         class_names: Sequence[str] | None = None,
+        architecture: Architecture | None = None,
     ) -> None:
         super().__init__()
+        self.architecture = architecture
+        self.num_classes: int | None = None if architecture is None else architecture.num_classes
         self.network = network
         self.preprocessing = make_preprocessing(preprocessing)
         if baseline is None:
@@ -119,6 +143,11 @@ class Classifier(nn.Module):
         self.register_buffer("baseline", torch.as_tensor(baseline, dtype=torch.float32).clone())
         self.name = name or type(network).__name__
         self.class_names = list(class_names) if class_names is not None else None
+
+    @property
+    def arch(self) -> str | None:
+        """The registry architecture's name (``architecture.name``), else ``None``."""
+        return None if self.architecture is None else self.architecture.name
 
     def forward(self, images: Tensor) -> Tensor:
         x = images if self.preprocessing is None else self.preprocessing(images)

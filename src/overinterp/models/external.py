@@ -300,7 +300,7 @@ def _import_target(target: str) -> Any:
             raise ValueError(f"module {module_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if not callable(obj):
-        raise TypeError(f"{target} is a {type(obj).__name__}, not a class or function that builds a model")
+        raise UserInputError(f"{target} is a {type(obj).__name__}, not a class or function that builds a model")
     return obj
 
 
@@ -330,8 +330,9 @@ def user_model(
             CIFAR-10 model that normalises inside).
 
     Raises:
-        ValueError: bad import path, or weights that do not fit (keys listed).
-        TypeError: the target does not build an ``nn.Module``.
+        UserInputError: (a ``ValueError``) bad import path, a target that is not callable, fails
+            on the keyword arguments or does not return an ``nn.Module``; weights that do not fit
+            (keys listed).
     """
     builder = _import_target(target)
     try:

@@ -24,7 +24,7 @@ from overinterp.models.checkpoint import (
     save_checkpoint,
     strip_key_prefixes,
 )
-from overinterp.models.classifier import Classifier, make_preprocessing
+from overinterp.models.classifier import Architecture, Classifier, make_preprocessing
 from overinterp.models.ensemble import Ensemble, load_ensemble, save_ensemble
 from overinterp.models.registry import build_network, get_model_entry, list_models, register_model
 
@@ -224,11 +224,10 @@ def _finish(
     baseline: Any,
     class_names: Sequence[str] | None,
 ) -> Classifier:
-    model = Classifier(network, preprocessing=preprocessing, baseline=baseline, name=arch, class_names=class_names)
-    # What save_checkpoint needs to record the model again.
-    model.arch = arch
-    model.arch_kwargs = dict(arch_kwargs)
-    model.num_classes = num_classes
+    record = Architecture(arch, num_classes, arch_kwargs)
+    model = Classifier(
+        network, preprocessing=preprocessing, baseline=baseline, name=arch, class_names=class_names, architecture=record
+    )
     return model.eval()
 
 

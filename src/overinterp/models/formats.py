@@ -240,7 +240,10 @@ class InputContract:
             )
         kw: dict[str, Any] = {}
         if "range" in options:
-            r = _numbers(options["range"], "range")
+            try:
+                r = _numbers(options["range"], "range")
+            except UserInputError:
+                r = ()  # e.g. range=0-255: the message below names the syntax
             if len(r) != 2 or not r[0] < r[1]:
                 raise UserInputError(f"range={options['range']!r}: expected LO:HI with LO < HI, e.g. range=0:255")
             kw["range"] = (r[0], r[1])

@@ -17,6 +17,12 @@ optionally prefixed by ``LABEL=`` and followed by ``?key=value&…`` options:
 Options ``preprocessing``, ``baseline`` (a number, a comma list, or ``cifar10`` for the
 CIFAR-10 mean pixel) and ``num_classes`` are loading options; the rest go to the builder.
 An existing file is always taken whole as a path, so paths may contain ``@``.
+
+**No code from data.** An ``import:`` spec runs code (it imports a module and calls it), so it
+loads only from a spec marked ``trust_code=True``: the command line marks what the user typed;
+a spec read from a file — a job manifest, an audit plan, a Ray task — is untrusted unless the
+reader was given ``trust_code=True``. Everything else (registry names, checkpoints, ensembles,
+model files of the declared formats) never runs code and needs no opt-in.
 """
 
 from __future__ import annotations
@@ -31,15 +37,20 @@ from typing import Any, Mapping
 
 from torch import nn
 
+from overinterp.errors import UserInputError
 from overinterp.models.formats import EXTENSIONS, FORMATS, FORWARD_ONLY_FORMATS, InputContract, detect_format
 
-__all__ = ["ModelSpec", "parse_model_spec", "load_model_spec"]
+__all__ = ["ModelSpec", "UntrustedCodeError", "parse_model_spec", "load_model_spec"]
 
 _LABEL = re.compile(r"^([A-Za-z0-9_.+-]+)=(.+)$")
 _LOAD_KEYS = ("preprocessing", "baseline", "num_classes")
 _ROBUSTBENCH_KEYS = ("threat_model", "dataset", "model_dir")
 ROBUSTBENCH = "robustbench:"
 IMPORT = "import:"
+
+
+class UntrustedCodeError(UserInputError):
+    """A spec names code to import (``import:``) but was not marked ``trust_code=True``."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,9 @@ class ModelSpec:
     ``onnx``, ``tflite``), or ``None`` with an overinterp checkpoint (which records its
     architecture). ``options``: builder keyword arguments (a model file's: its input contract);
     ``baseline``: the masking value; ``label``: the display name (default: derived).
+    ``trust_code``: whether an ``import:`` spec may run its code (see the module doc); not part
+    of the spec's identity, never written to JSON, ``False`` for every spec read back with
+    :meth:`from_dict` unless the reader says otherwise.
     """
 
     name: str | None = None
@@ -60,6 +74,7 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     baseline: Any = field(default=None, hash=False)
     label: str | None = None
+    trust_code: bool = field(default=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.name is None and self.checkpoint is None:
@@ -113,9 +128,24 @@ class ModelSpec:
         """A model without gradients (ONNX, TFLite): only forward-only methods run on it."""
         return self.kind in FORWARD_ONLY_FORMATS
 
+    def check_trusted(self) -> None:
+        """Raise :class:`UntrustedCodeError` for an ``import:`` spec not marked ``trust_code=True``."""
+        if self.kind == "import" and not self.trust_code:
+            raise UntrustedCodeError(
+                f"model spec {self.name!r} names Python code to import and run, and it was not given by you "
+                "directly (it was read from a file such as a job manifest); code named by files is never run "
+                "unless you opt in with trust_code=True (--trust-code on the command line) for files you trust"
+            )
+
     def load(self) -> nn.Module:
-        """The model, in eval mode on the CPU."""
+        """The model, in eval mode on the CPU.
+
+        Raises:
+            UntrustedCodeError: an ``import:`` spec without ``trust_code=True``.
+        """
         from overinterp.models.external import robustbench_classifier, user_model
+
+        self.check_trusted()
         from overinterp.models.factory import load_model
 
         baseline = _baseline(self.baseline)
@@ -172,14 +202,23 @@ class ModelSpec:
         """The four classic fields always; ``options``, ``baseline`` and ``label`` only when set
         (so a plain spec's JSON — a job manifest's — is what it always was)."""
         d = dataclasses.asdict(self)
+        d.pop("trust_code")
         for key in ("options", "baseline", "label"):
             if not d[key]:
                 d.pop(key)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelSpec":
-        return cls(**dict(d))
+    def from_dict(cls, d: Mapping[str, Any], *, trust_code: bool = False) -> "ModelSpec":
+        """The spec of :meth:`to_dict`'s output, as read from a file: untrusted (an ``import:`` spec
+        will not load) unless ``trust_code=True``. Unknown fields are an error."""
+        if not isinstance(d, Mapping):
+            raise UserInputError(f"a model spec must be a JSON object, got {type(d).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)} - {"trust_code"}
+        unknown = sorted(set(d) - fields)
+        if unknown:
+            raise UserInputError(f"model spec {dict(d)!r}: unknown fields {unknown}; known: {sorted(fields)}")
+        return cls(**dict(d), trust_code=bool(trust_code))
 
     def __str__(self) -> str:
         parts = [self.name or str(self.checkpoint)]
@@ -217,6 +256,15 @@ def _is_file(text: str) -> bool:
         return False
 
 
+#: suffixes of weights files: a spec ending in one is a path, never a registry name
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".tar", ".bin", ".json", ".safetensors", ".ptl", *EXTENSIONS)
+
+
+def _path_like(text: str) -> bool:
+    """Whether a spec's name part is meant as a file (a folder separator, ``~``, or a weights suffix)."""
+    return "/" in text or "\\" in text or text.startswith(("~", ".")) or text.lower().endswith(_WEIGHT_SUFFIXES)
+
+
 def _file_format(name: str | None) -> str | None:
     """The format of a ``FORMAT:PATH`` name, else ``None``."""
     head, sep, rest = (name or "").partition(":")
@@ -252,11 +300,17 @@ def parse_model_spec(
     checkpoint: str | os.PathLike[str] | None = None,
     preprocessing: str | None = None,
     num_classes: int | None = None,
+    trust_code: bool = False,
 ) -> ModelSpec:
     """Parse a model spec (see the module doc); the keyword arguments are the command
     line's ``--checkpoint``, ``--preprocessing`` and ``--num-classes``, and may not
-    contradict the string."""
-    ckpt = None if checkpoint is None else os.fspath(checkpoint)
+    contradict the string. ``trust_code=True`` lets an ``import:`` spec run its code: pass it
+    for a spec the user typed, never for one read from a file they did not write."""
+    parsed = _parse(spec, os.fspath(checkpoint) if checkpoint is not None else None, preprocessing, num_classes)
+    return dataclasses.replace(parsed, trust_code=bool(trust_code)) if trust_code else parsed
+
+
+def _parse(spec: Any, ckpt: str | None, preprocessing: str | None, num_classes: int | None) -> ModelSpec:
     if spec is None:
         if ckpt is None:
             raise ValueError("give a model: a registry name, an ensemble .json or a checkpoint")
@@ -297,7 +351,7 @@ def parse_model_spec(
         if file_spec is not None:
             return file_spec
     elif Path(body).suffix.lower() in EXTENSIONS:
-        raise FileNotFoundError(f"model spec {spec!r}: no model file at {body}")
+        raise FileNotFoundError(f"file not found: {body} (model spec {spec!r})")
     start = -1
     name: str | None
     if body.startswith(ROBUSTBENCH):
@@ -310,11 +364,18 @@ def parse_model_spec(
     else:
         start = len(IMPORT) if body.startswith(IMPORT) else 0
         at = body.find("@", start)
-        name, ref = (body, None) if at < 0 else (body[:at], body[at + 1 :] or None)
+        name, ref = (body, None) if at < 0 else (body[:at], body[at + 1 :])
         if not name or name == IMPORT:
             raise ValueError(
                 f"model spec {spec!r}: expected NAME[@CKPT], PATH, robustbench:NAME or import:pkg.module:Class[@CKPT]"
             )
+        if ref is not None and not ref.strip():
+            raise ValueError(
+                f"model spec {spec!r}: nothing after '@' — give the weights file (NAME@PATH), or leave out the '@' "
+                "for an untrained network"
+            )
+        if start == 0 and _path_like(name) and not _is_file(name):
+            raise FileNotFoundError(f"file not found: {name} (model spec {spec!r} is a path, not a registry name)")
     if ref is None and start == 0 and _is_file(name) and not name.lower().endswith(".json"):
         name, ref = None, name  # an own checkpoint with options: it records its architecture
     if ref is not None and ckpt is not None and ref != ckpt:
@@ -338,6 +399,9 @@ def load_model_spec(
     checkpoint: str | os.PathLike[str] | None = None,
     preprocessing: str | None = None,
     num_classes: int | None = None,
+    trust_code: bool = False,
 ) -> nn.Module:
     """The model a spec names: ``parse_model_spec(...).load()``."""
-    return parse_model_spec(spec, checkpoint=checkpoint, preprocessing=preprocessing, num_classes=num_classes).load()
+    return parse_model_spec(
+        spec, checkpoint=checkpoint, preprocessing=preprocessing, num_classes=num_classes, trust_code=trust_code
+    ).load()

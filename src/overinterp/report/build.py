@@ -67,7 +67,8 @@ class ReportOptions:
     ``threshold``: τ of the SIS heatmaps and examples; ``thresholds``: the sweep of the
     SIS-size figures; ``fraction``: the pixel-subset size of Figure 2; ``max_model_images``:
     at most this many images per job get a forward pass (subset confidences);
-    ``use_model=False`` skips every forward pass.
+    ``use_model=False`` skips every forward pass; ``trust_code=True`` lets an ``import:`` model
+    spec in a job manifest run the code it names (default: such a model is not loaded).
     """
 
     mask_style: str = "grey"
@@ -77,6 +78,7 @@ class ReportOptions:
     per_class: int = 1
     max_model_images: int = 1000
     use_model: bool = True
+    trust_code: bool = False
     title: str = "Overinterpretation report"
 
 
@@ -96,7 +98,7 @@ class _Builder:
     def __init__(self, run_dir: Path, out_dir: Path, options: ReportOptions, log: Callable[[str], None]) -> None:
         self.run_dir, self.out, self.opt, self.log = run_dir, out_dir, options, log
         self.fig_dir, self.table_dir = out_dir / "figures", out_dir / "tables"
-        self.inputs: RunInputs = discover(run_dir, exclude=out_dir)
+        self.inputs: RunInputs = discover(run_dir, exclude=out_dir, trust_code=options.trust_code)
         if not self.inputs.jobs and self.inputs.results_path is None:
             raise UserInputError(
                 f"{run_dir} holds no runs: no dataset job folder (manifest.json) and no results.csv anywhere "

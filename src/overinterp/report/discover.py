@@ -118,8 +118,10 @@ def _method_tag(manifest: dict[str, Any]) -> str:
     return f"{tag}, {n} img"
 
 
-def discover(run_dir: str | os.PathLike[str], *, exclude: Path | None = None) -> RunInputs:
-    """Read every job under ``run_dir`` (partial jobs: their complete shards) and the results file."""
+def discover(run_dir: str | os.PathLike[str], *, exclude: Path | None = None, trust_code: bool = False) -> RunInputs:
+    """Read every job under ``run_dir`` (partial jobs: their complete shards) and the results file.
+
+    ``trust_code``: whether the manifests' ``import:`` model specs may run their code."""
     from overinterp.results import read_results
 
     root = Path(run_dir)
@@ -142,7 +144,7 @@ def discover(run_dir: str | os.PathLike[str], *, exclude: Path | None = None) ->
             continue
         entry = JobEntry(manifest.parent, m)
         try:
-            entry.job = load_job(manifest.parent, allow_partial=True)
+            entry.job = load_job(manifest.parent, allow_partial=True, trust_code=trust_code)
         except (ValueError, FileNotFoundError, OSError, KeyError) as exc:
             entry.error = str(exc)
         inputs.jobs.append(entry)

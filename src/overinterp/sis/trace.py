@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import Tensor
 
-from overinterp._atomic import atomic_torch_save
+from overinterp._atomic import atomic_torch_save, check_seal, seal
 from overinterp.sis._inputs import batched_logodds, check_images, prepare_model
 from overinterp.sis.features import FeatureMap, resolve_features
 from overinterp.sis.scoring import logit
@@ -314,8 +314,9 @@ class BackselectTrace:
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the trace to ``path`` atomically (temp file + rename)."""
-        return atomic_save(self.to_dict(), path)
+        """Write the trace to ``path`` atomically (temp file + rename), sealed with its content's
+        sha256 (:func:`overinterp._atomic.seal`), which :meth:`load` checks."""
+        return atomic_save(seal(self.to_dict()), path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "trace") -> "BackselectTrace":
@@ -343,7 +344,12 @@ class BackselectTrace:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> "BackselectTrace":
-        """Read a trace written by :meth:`save`."""
+        """Read a trace written by :meth:`save`.
+
+        Raises:
+            IntegrityError: (a ``ValueError``) the content does not match its sha256 (corrupt file);
+                a trace written before seals loads with a warning that it cannot be checked.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no trace file at {path}")
@@ -351,6 +357,9 @@ class BackselectTrace:
             d = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unpickling failure means unreadable
             raise ValueError(f"cannot read trace file {path}: {exc}") from exc
+        version = d.get("version") if isinstance(d, dict) and d.get("format") == TRACE_FORMAT else None
+        if isinstance(version, int) and 1 <= version <= TRACE_VERSION:  # others: refused by from_dict
+            d = check_seal(d, f"trace file {path}", required=False)
         return cls.from_dict(d, source=str(path))
 
     def to_cpu(self) -> "BackselectTrace":
