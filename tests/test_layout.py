@@ -132,6 +132,48 @@ def test_no_import_cycles(graph):
     assert not cycles, "sub-packages importing each other: " + ", ".join(cycles)
 
 
+def test_no_import_cycles_counting_function_local_imports(graph):
+    """No two modules import each other, directly or round a longer loop, where imports inside
+    functions count too (a function-local import only hides a cycle until the first call; 0.2 had
+    ``jobs.executors`` -> ``jobs.ray_executor`` -> ``jobs.executors``). A package's ``__init__``
+    importing its own sub-modules, and imports of the package root, are the normal ways in."""
+    mods, edges = graph
+    adj = {
+        m: {n for n, _, _ in imps if n in mods and n != m and n != "overinterp" and not n.startswith(m + ".")}
+        for m, imps in edges.items()
+    }
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def strong(v: str) -> None:  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in adj.get(v, ()):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for m in sorted(adj):
+        if m not in index:
+            strong(m)
+    assert not cycles, "modules importing each other (function-local imports counted): " + "; ".join(
+        " <-> ".join(c) for c in cycles
+    )
+
+
 def test_no_private_name_crosses_sub_packages(graph):
     _, edges = graph
     bad = []

@@ -2,7 +2,8 @@
 scheduled through an :class:`Executor` (local here; Ray with ``overinterp[ray]``)."""
 
 from overinterp.errors import LockHeldError
-from overinterp.jobs.executors import Executor, LocalExecutor, get_executor, list_executors, register_executor
+from overinterp.jobs.executor import Executor, LocalExecutor
+from overinterp.jobs.executors import get_executor, list_executors, register_executor
 from overinterp.jobs.job import (
     ForeignShardError,
     JobMismatchError,

@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from overinterp._atomic import atomic_write_text
 from overinterp._locking import exclusive_lock, held_by_a_live_process
-from overinterp.jobs.executors import Executor, LocalExecutor
+from overinterp.jobs.executor import Executor, LocalExecutor
 from overinterp.jobs.shard import (
     ForeignShardError,
     JobMismatchError,

@@ -21,11 +21,14 @@ Object stores are not supported.
 * A driver killed by SIGKILL (or the OOM killer) cannot clean up, and Ray 2.58
   leaves the agents of a local cluster it started (``ray::DashboardAgent``,
   ``ray::RuntimeEnvAgent``) running for good after the raylet dies. So when this
-  executor starts the local cluster itself, it also starts a small reaper
-  process (Linux: it reads ``/proc``) that remembers the driver's Ray
-  descendants and SIGKILLs those still alive once the driver is gone. Clusters
-  this executor only connects to (``address``, ``$RAY_ADDRESS``, or Ray already
-  initialised) are left alone: their owner stops them.
+  executor starts the local cluster itself, it first starts a small reaper
+  process (:mod:`overinterp.jobs._reaper`; Linux: it reads ``/proc``), then starts
+  Ray with a token in the environment that every Ray process inherits; once the
+  driver is gone — at any moment, Ray's start-up included — the reaper SIGKILLs
+  every process carrying the token (about a second after the driver's death,
+  30 s at most). Clusters this executor only connects to (``address``,
+  ``$RAY_ADDRESS``, or Ray already initialised) are left alone: their owner
+  stops them.
 """
 
 from __future__ import annotations
@@ -34,14 +37,17 @@ import dataclasses
 import json
 import math
 import os
+import secrets
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import ray
 
-from overinterp.jobs.executors import Executor
+from overinterp.jobs import _reaper
+from overinterp.jobs.executor import Executor
 from overinterp.jobs.shard import ShardResult, ShardTask, run_shard, shard_complete, shard_paths
 
 __all__ = ["RayExecutor"]
@@ -136,9 +142,11 @@ class RayExecutor(Executor):
             return False
         kwargs = {"include_dashboard": False, "log_to_driver": True} | self.init_kwargs
         local = self.address is None and not os.environ.get("RAY_ADDRESS")
-        self._reaper = _start_reaper() if local else None
+        token = f"{os.getpid()}-{secrets.token_hex(8)}" if local else None
+        self._reaper = _start_reaper(token) if token else None  # before Ray starts: start-up is covered too
         try:
-            ray.init(address=self.address, **kwargs)
+            with _marked(token if self._reaper is not None else None):
+                ray.init(address=self.address, **kwargs)
         except BaseException:
             self._stop_reaper()
             raise
@@ -250,81 +258,32 @@ def _discard_partial_shards(tasks: list[ShardTask]) -> None:
 
 # --------------------------------------------------------------------------- reaper
 
-#: Runs as ``python -c _REAPER DRIVER_PID`` in its own session (Ctrl-C in the
-#: terminal does not reach it). Every 0.3 s it records the driver's descendants
-#: whose command line names Ray, as (pid, start time). ``stop`` on its stdin ends
-#: it quietly (the driver shut Ray down itself); when the driver is gone (EOF on
-#: stdin, or its parent is no longer the driver) it SIGKILLs every recorded
-#: process that still runs with the same start time (never a reused pid), then exits.
-_REAPER = r"""
-import os, select, signal, sys
-driver, me = int(sys.argv[1]), os.getpid()
 
-def stat(pid):
+@contextmanager
+def _marked(token: str | None) -> Iterator[None]:
+    """``$OVERINTERP_RAY_REAPER=token`` while Ray starts: every process of the new
+    cluster inherits it, so that the reaper finds them whoever their parent is."""
+    if token is None:
+        yield
+        return
+    before = os.environ.get(_reaper.MARK)
+    os.environ[_reaper.MARK] = token
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            s = f.read()
-    except OSError:
-        return None
-    rest = s[s.rindex(b")") + 2:].split()
-    return rest[0], int(rest[1]), rest[19]  # state, ppid, start time
-
-def rayish(pid):
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return b"ray" in f.read()
-    except OSError:
-        return False
-
-def scan(known):
-    table = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = stat(int(d))
-            if st is not None:
-                table[int(d)] = st
-    kids = {}
-    for pid, (_, ppid, _) in table.items():
-        kids.setdefault(ppid, []).append(pid)
-    todo = list(kids.get(driver, []))
-    seen = set()
-    while todo:
-        pid = todo.pop()
-        if pid == me or pid in seen:
-            continue
-        seen.add(pid)
-        todo += kids.get(pid, [])
-        if (pid, table[pid][2]) not in known and rayish(pid):
-            known.add((pid, table[pid][2]))
-
-known = set()
-while True:
-    ready, _, _ = select.select([sys.stdin], [], [], 0.3)
-    if ready:
-        line = sys.stdin.buffer.readline()
-        if line.strip() == b"stop":
-            sys.exit(0)
-        if not line:
-            break
-    if os.getppid() != driver:
-        break
-    scan(known)
-for pid, start in known:
-    st = stat(pid)
-    if st is not None and st[2] == start and st[0] != b"Z":
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
-"""
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(_reaper.MARK, None)
+        else:
+            os.environ[_reaper.MARK] = before
 
 
-def _start_reaper() -> subprocess.Popen | None:
-    """The reaper of this driver's local Ray processes (``None`` where there is no ``/proc``)."""
+def _start_reaper(token: str) -> subprocess.Popen | None:
+    """The reaper (:mod:`overinterp.jobs._reaper`) of this driver's local Ray processes
+    (``None`` where there is no ``/proc``). It runs as a script by path: standard library only."""
     if not os.path.isdir("/proc/self"):
         return None
     return subprocess.Popen(
-        [sys.executable, "-c", _REAPER, str(os.getpid())],
+        [sys.executable, "-I", _reaper.__file__, str(os.getpid()), token],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from tqdm.auto import tqdm
 
-from overinterp.jobs.executors import Executor, LocalExecutor
+from overinterp.jobs.executor import Executor, LocalExecutor
 
 __all__ = [
     "TrainTask",
