@@ -364,3 +364,30 @@ def test_a_flat_folder_of_photos_of_any_sizes_is_audited_at_the_models_size(tmp_
     )
     assert r.finished_images == 9 and r.record["dataset"] == "photos" and not r.evaluation["labelled"]
     assert "accuracy is unknown" in r.summary and "photos" in r.report.read_text()
+
+
+def test_a_hugging_face_image_classifier_is_audited_as_it_is(tmp_path):
+    """A small randomly initialised ``transformers`` ResNet (its forward returns an
+    ``ImageClassifierOutputWithNoAttention``): accepted as it is. Labels are its own predictions,
+    so the pipeline check judges the plumbing, not the random weights."""
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.ResNetConfig(
+        num_channels=3, embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=5, layer_type="basic"
+    )
+    torch.manual_seed(0)
+    hf = transformers.ResNetForImageClassification(cfg).eval()
+    x = torch.rand(6, 3, 16, 16)
+    with torch.no_grad():
+        y = hf(x).logits.argmax(1)
+    r = overinterp.audit(
+        hf,
+        x,
+        labels=y,
+        method=overinterp.Exact(),
+        patch=4,
+        out=tmp_path / "a",
+        probe_seconds=0.2,
+        progress=False,
+        report=False,
+    )
+    assert r.finished_images == 6 and r.evaluation["accuracy"]["full"]["value"] == 1.0
