@@ -6,7 +6,7 @@ Each model's anchor is the job ``overinterp backselect-dataset --model SPEC --da
 ../shared/data/cifar10-lossless.npz:test --limit N --method exact --shard-size 1 --threads 1
 --batch-size 128 --out runs/anchors/NAME-exact`` (the same identity, so that command resumes or
 extends it too); this script only interleaves the models' shards. Models whose TorchScript file
-is not there yet (``bench/frontier_models.py`` still training) are skipped in that round.
+is not there yet (``bench/frontier_models.py`` still training) are skipped until it is.
 
 Usage:  .venv/bin/python bench/frontier_anchors.py [--images 16] [--models adv_resnet,mixer,…]
 """
@@ -62,24 +62,33 @@ def main() -> int:
 
     torch.set_num_threads(1)
     names = [s for s in args.models.split(",") if s]
-    for r in range(args.images):
+    rounds = 0
+    while True:
+        todo = []
         for name in names:
-            if not (args.model_dir / f"{name}.ts").is_file():
-                print(f"[round {r}] {name}: not trained yet, skipped", flush=True)
-                continue
             out = args.out / f"{name}-exact"
-            if out.is_dir() and (out / "manifest.json").is_file() and job_status(out)["complete"] > r:
-                continue
+            done = job_status(out)["complete"] if (out / "manifest.json").is_file() else 0
+            if done < args.images:
+                todo.append((name, out))
+        if not todo:
+            break
+        ready = [(name, out) for name, out in todo if (args.model_dir / f"{name}.ts").is_file()]
+        if not ready:
+            print(f"waiting for {', '.join(n for n, _ in todo)} to be trained", flush=True)
+            time.sleep(60)
+            continue
+        for name, out in ready:  # one image each, in priority order
             t0 = time.perf_counter()
             run_job(
                 job_spec(name, args.model_dir, args.data, args.images, args.batch_size), out, OneShard(), progress=False
             )
             st = job_status(out)
             print(
-                f"[round {r}] {name}: {st['complete']}/{st['shards']} anchored ({time.perf_counter() - t0:.0f} s), "
-                f"{time.strftime('%H:%M:%S')}",
+                f"[round {rounds}] {name}: {st['complete']}/{st['shards']} anchored "
+                f"({time.perf_counter() - t0:.0f} s), {time.strftime('%H:%M:%S')}",
                 flush=True,
             )
+        rounds += 1
     return 0
 
 

@@ -140,9 +140,9 @@ class Mixer(nn.Module):
 
 #: name → (builder, recipe)
 RECIPES: dict[str, tuple[Callable[[], nn.Module], dict[str, Any]]] = {
-    "adv_resnet": (lambda: TinyResNet(8), {"epochs": 8, "lr": 0.1, "adversarial_eps": 2 / 255, "smoothing": 0.0}),
-    "mixer": (lambda: Mixer(32, 2), {"epochs": 8, "lr": 0.05, "smoothing": 0.0, "weight_decay": 5e-5}),
-    "cnn_nobn": (lambda: TinyCNN(8, norm=False), {"epochs": 8, "lr": 0.02, "smoothing": 0.0}),
+    "adv_resnet": (lambda: TinyResNet(8), {"epochs": 6, "lr": 0.1, "adversarial_eps": 2 / 255, "smoothing": 0.0}),
+    "mixer": (lambda: Mixer(32, 2), {"epochs": 6, "lr": 0.05, "smoothing": 0.0, "weight_decay": 5e-5}),
+    "cnn_nobn": (lambda: TinyCNN(8, norm=False), {"epochs": 6, "lr": 0.02, "smoothing": 0.0}),
     "cnn_ls": (lambda: TinyCNN(8, norm=True), {"epochs": 3, "lr": 0.1, "smoothing": 0.3}),
 }
 COMMON = {"batch_size": 128, "weight_decay": 5e-4, "momentum": 0.9, "train_images": 50000, "seed": 0}

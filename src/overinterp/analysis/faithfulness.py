@@ -23,7 +23,7 @@ from torch import Tensor
 from overinterp.analysis.stats import mean_ci
 from overinterp.analysis.subsets import subset_predictions
 
-__all__ = ["TAUS", "Paired", "trace_measures", "compare_measures", "TARGETS"]
+__all__ = ["TAUS", "Paired", "trace_measures", "compare_measures", "screening_report", "TARGETS"]
 
 #: SIS thresholds of the frontier
 TAUS = (0.99, 0.9)
@@ -108,3 +108,27 @@ def compare_measures(method: Mapping[str, Tensor], exact: Mapping[str, Tensor], 
             float(method[key][both].mean() / exact[key][both].mean()) if bool(both.any()) else math.nan
         )
     return row
+
+
+def screening_report(trace: Any, flag_share: float = 0.25) -> dict[str, Any] | None:
+    """The per-image screening diagnostic a gradient-screened method (``fast``) records in
+    ``trace.meta["screening"]``, summarised for a report; ``None`` when the trace has none.
+
+    Per image: ``share``, the fraction of its screened steps whose choice came from the bottom
+    quarter of the gradient screen (0 when the gradient ranked exact's choice near the top
+    at every step; an uninformative gradient gives about 0.25 for single steps), and the
+    screen doublings it made. ``flagged``: images with ``share ≥ flag_share``, where the method
+    was unsure and ``overinterp check-method`` (exact on a sample) is worth its cost.
+    """
+    scr = trace.meta.get("screening") if hasattr(trace, "meta") else None
+    if not scr:
+        return None
+    share = [b / s if s else 0.0 for b, s in zip(scr["bottom_quarter_steps"], scr["steps"])]
+    flagged = [i for i, v in enumerate(share) if v >= flag_share]
+    return {
+        "share": share,
+        "mean_share": sum(share) / len(share) if share else math.nan,
+        "extensions": list(scr.get("extensions", [])),
+        "flagged": flagged,
+        "flag_share": flag_share,
+    }

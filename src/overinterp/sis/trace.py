@@ -413,5 +413,18 @@ def concat_traces(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None
         baseline=first.baseline,
         features=features,
         labels=labels,
-        meta=dict(meta if meta is not None else first.meta),
+        meta=_concat_meta(traces, meta),
     )
+
+
+def _concat_meta(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None) -> dict[str, Any]:
+    """The first trace's meta (or ``meta``); per-image entries (``screening``: lists, one value
+    per image) are concatenated over the traces, or dropped when some trace lacks them."""
+    out = dict(meta if meta is not None else traces[0].meta)
+    if "screening" in out or meta is None:
+        per = [t.meta.get("screening") for t in traces]
+        if all(isinstance(p, dict) for p in per) and all(set(p) == set(per[0]) for p in per):
+            out["screening"] = {k: [v for p, t in zip(per, traces) for v in p[k][: len(t)]] for k in per[0]}
+        else:
+            out.pop("screening", None)
+    return out
