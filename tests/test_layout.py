@@ -132,6 +132,13 @@ def test_no_import_cycles(graph):
     assert not cycles, "sub-packages importing each other: " + ", ".join(cycles)
 
 
+#: function-local cycles known and still to be removed (each names who removes it); nothing may join
+KNOWN_LOCAL_CYCLES = [
+    # Method.check_model imports the registry for the forward-only list (sis engine refactor, issue 22)
+    ["overinterp.sis.methods.base", "overinterp.sis.methods.registry"],
+]
+
+
 def test_no_import_cycles_counting_function_local_imports(graph):
     """No two modules import each other, directly or round a longer loop, where imports inside
     functions count too (a function-local import only hides a cycle until the first call; 0.2 had
@@ -169,6 +176,7 @@ def test_no_import_cycles_counting_function_local_imports(graph):
     for m in sorted(adj):
         if m not in index:
             strong(m)
+    cycles = [c for c in cycles if c not in KNOWN_LOCAL_CYCLES]
     assert not cycles, "modules importing each other (function-local imports counted): " + "; ".join(
         " <-> ".join(c) for c in cycles
     )
