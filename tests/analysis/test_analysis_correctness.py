@@ -12,23 +12,27 @@ from overinterp.analysis import compare_correct_incorrect, plot_group_confidence
 
 @pytest.fixture
 def trace():
-    # P = 4; SIS sizes (features) at τ = 0.9: correct 1, 2, 3; incorrect 1, 1, 2;
+    # P = 4; SIS sizes (features) at τ = 0.9: correct 1, 2, 3, 2, 3; incorrect 1, 1, 2, 1, 2;
     # the last image is incorrect but its full-image confidence (logit 1.0) is below 0.9.
-    sizes = [1, 2, 3, 1, 1, 2]
+    sizes = [1, 2, 3, 2, 3, 1, 1, 2, 1, 2]
     values = [values_for_size(k, 4) for k in sizes] + [[1.0, 0.5, 0.2, 0.1]]
-    return make_trace(values, targets=[0, 1, 2, 0, 1, 2, 0], labels=[0, 1, 2, 1, 2, 0, 3])
+    targets = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 0]
+    labels = [0, 1, 2, 0, 1, 0, 1, 2, 0, 1, 3]
+    return make_trace(values, targets=targets, labels=labels)
 
 
 def test_percent_increase_and_welch_interval_by_hand(trace) -> None:
     c = compare_correct_incorrect(trace, [0.5, 0.9], label="m")
     # at 0.5 the low-confidence image counts (its SIS is 1 feature: logit 0.1 ≥ 0)
-    assert c.n_correct.tolist() == [3, 3] and c.n_incorrect.tolist() == [4, 3]
-    mc, mi = 0.5, 1 / 3
+    assert c.n_correct.tolist() == [5, 5] and c.n_incorrect.tolist() == [6, 5]
+    a, b = [0.25, 0.5, 0.75, 0.5, 0.75], [0.25, 0.25, 0.5, 0.25, 0.5]
+    mc, mi = sum(a) / 5, sum(b) / 5
     assert c.mean_correct[1] == pytest.approx(mc) and c.mean_incorrect[1] == pytest.approx(mi)
-    assert c.pct_increase[1] == pytest.approx(100 * (mc - mi) / mi)  # 50%
-    qa, qb = 0.0625 / 3, (1 / 48) / 3  # sample variances / n
+    assert c.pct_increase[1] == pytest.approx(100 * (mc - mi) / mi)
+    qa = sum((v - mc) ** 2 for v in a) / 4 / 5  # sample variances / n
+    qb = sum((v - mi) ** 2 for v in b) / 4 / 5
     se = math.sqrt(qa + qb)
-    df = (qa + qb) ** 2 / (qa**2 / 2 + qb**2 / 2)
+    df = (qa + qb) ** 2 / (qa**2 / 4 + qb**2 / 4)
     half = t_quantile_numeric(0.975, df) * se
     assert c.diff_low[1] == pytest.approx(mc - mi - half, abs=1e-6)
     assert c.pct_low[1] == pytest.approx(100 * (mc - mi - half) / mi, abs=1e-4)
@@ -36,10 +40,20 @@ def test_percent_increase_and_welch_interval_by_hand(trace) -> None:
     # mean full-image confidence per group among f(x) ≥ τ
     s8, s1 = 1 / (1 + math.exp(-8.0)), 1 / (1 + math.exp(-1.0))
     assert c.conf_correct[1] == pytest.approx(s8)
-    assert c.conf_incorrect[0] == pytest.approx((3 * s8 + s1) / 4)
+    assert c.conf_incorrect[0] == pytest.approx((5 * s8 + s1) / 6)
     assert c.conf_incorrect[1] == pytest.approx(s8)
     rows = c.rows()
-    assert rows[1]["n_incorrect"] == 3 and rows[1]["pct_increase"] == pytest.approx(50.0)
+    assert rows[1]["n_incorrect"] == 5 and rows[1]["pct_increase"] == pytest.approx(100 * (mc - mi) / mi)
+
+
+def test_groups_under_five_images_get_no_interval_and_intervals_stay_in_range() -> None:
+    """Wrong implementation caught: Welch's t on 2-3 fractions (ends far outside [-1, 1])."""
+    t = make_trace([values_for_size(k, 4) for k in (1, 4, 1, 4)], targets=[0, 1, 0, 1], labels=[0, 1, 1, 0])
+    c = compare_correct_incorrect(t, [0.9])
+    assert c.n_correct.tolist() == [2] and math.isnan(c.diff_low[0]) and math.isnan(c.diff_high[0])
+    many = make_trace([values_for_size(k, 4) for k in (1, 4, 1, 4, 1) * 2], targets=[0] * 10, labels=[0] * 5 + [1] * 5)
+    c = compare_correct_incorrect(many, [0.9])
+    assert -1.0 <= float(c.diff_low[0]) <= float(c.diff_high[0]) <= 1.0 and float(c.pct_low[0]) >= -100.0
 
 
 def test_no_incorrect_images_gives_nan_not_an_error() -> None:

@@ -10,14 +10,14 @@ is Welch's t interval of the difference ``m_c − m_i`` scaled by the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
 from overinterp.analysis.sis_size import DEFAULT_THRESHOLDS, full_confidence, sis_fraction_matrix
-from overinterp.analysis.stats import CI_METHOD_DIFF, welch_diff_ci
+from overinterp.analysis.stats import CI_METHOD_DIFF, MIN_VALUES, welch_diff_ci
 from overinterp.analysis.style import pyplot, series_style
 from overinterp.sis.trace import BackselectTrace
 
@@ -117,6 +117,10 @@ def compare_correct_incorrect(
         a, b = f[k][counted & correct], f[k][counted & ~correct]
         d = welch_diff_ci(a, b, level)
         scale = 100.0 / d.mean_b if d.n_b and d.mean_b > 0 else nan
+        if min(d.n_a, d.n_b) < MIN_VALUES:  # too few images in a group: no interval
+            d = replace(d, low=nan, high=nan)
+        else:  # a difference of two fractions lies in [-1, 1] (and the increase is >= -100%)
+            d = replace(d, low=max(-1.0, d.low), high=min(1.0, d.high))
         cols["n_correct"].append(d.n_a)
         cols["n_incorrect"].append(d.n_b)
         cols["mean_correct"].append(d.mean_a)
@@ -125,7 +129,7 @@ def compare_correct_incorrect(
         cols["diff_low"].append(d.low)
         cols["diff_high"].append(d.high)
         cols["pct_increase"].append(d.diff * scale)
-        cols["pct_low"].append(d.low * scale)
+        cols["pct_low"].append(max(-100.0, d.low * scale) if d.low == d.low else nan)
         cols["pct_high"].append(d.high * scale)
         cc, ci = conf[counted & correct], conf[counted & ~correct]
         cols["conf_correct"].append(float(cc.mean()) if cc.numel() else nan)
@@ -190,7 +194,7 @@ def plot_percent_increase(
     ax.set_title(
         title
         or f"Correct vs incorrect: {level}% CI = Welch's t on the difference in means\n"
-        "labels: n correct / n incorrect with f(x) ≥ τ; hollow: no CI (n < 2)",
+        "labels: n correct / n incorrect with f(x) ≥ τ; hollow: no CI (a group under 5 images)",
         fontsize=9,
     )
     ax.grid(True, alpha=0.3)

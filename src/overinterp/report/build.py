@@ -447,7 +447,7 @@ class _Builder:
                 cs,
                 ax=ax,
                 title=f"{name}: % increase in mean SIS size, correct vs incorrect\n"
-                "95% CI: Welch's t; labels n correct / n incorrect; hollow: n < 2",
+                "95% CI: Welch's t, within [-100%, ∞); labels n correct / n incorrect; hollow: a group under 5 images",
             )
         fig.tight_layout()
         s.figures.append(
@@ -457,7 +457,7 @@ class _Builder:
                 "SIS size of correct vs incorrect predictions",
                 "Percentage increase of the mean SIS size of correctly classified images over misclassified ones, "
                 "100·(m_c − m_i)/m_i, at each τ, over the images with f(x) ≥ τ. Error bars: 95% Welch's t interval of "
-                "the difference in means m_c − m_i, scaled by 100/m_i (hollow markers: a group has fewer than two "
+                "the difference in means m_c − m_i (kept inside [−1, 1]), scaled by 100/m_i (hollow markers: a group has fewer than five "
                 "images, no interval). Point labels: n correct / n incorrect.",
             )
         )
