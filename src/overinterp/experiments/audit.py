@@ -97,9 +97,9 @@ LADDER: tuple[tuple[str, dict[str, Any]], ...] = audit_ladder()
 UNFAITHFUL = unfaithful_methods()
 #: what the plan says about each candidate's faithfulness (``Method.faithfulness``; bench/results/frontier.md)
 FAITHFULNESS = {n: cls.faithfulness for n, cls in method_classes().items()}
-#: seconds reserved for the subset evaluation and the report (measured: 2-10 s on 2 CPU cores for
-#: 8 ImageNet photos with MobileNet and 100 CIFAR images with ResNet20)
-REPORT_SECONDS = 20.0
+#: seconds reserved for the subset evaluation and the report (measured: 2-6 s on 2 CPU cores for
+#: 8 ImageNet photos with MobileNet and a few hundred CIFAR images with ResNet20)
+REPORT_SECONDS = 12.0
 
 
 @dataclass(frozen=True)
@@ -832,7 +832,9 @@ def _pct(d: dict[str, Any], digits: int = 0) -> str:
     return f"{v:.{digits}f}% [{100 * d['low']:.{digits}f}, {100 * d['high']:.{digits}f}]"
 
 
-def verdict(ev: dict[str, Any], *, model: str, dataset: str, needed: int | None = None) -> tuple[str, str]:
+def verdict(
+    ev: dict[str, Any], *, model: str, dataset: str, needed: int | None = None, unit: str = "pixels"
+) -> tuple[str, str]:
     """``(word, paragraph)``: the verdict on the evaluation ``ev`` of :func:`evaluate_audit`.
 
     ``overinterprets``: the Wilson interval of accuracy on the model's own 5% subsets lies above
@@ -849,20 +851,20 @@ def verdict(ev: dict[str, Any], *, model: str, dataset: str, needed: int | None 
     if own["low"] > rnd["high"] and own["value"] >= 0.5 * full["value"]:
         word = "overinterprets"
         lead = (
-            f"{model} overinterprets on {dataset}: shown only the 5% of pixels it picked itself, it keeps "
-            f"{_pct(own)} {what}, against {_pct(rnd)} on 5% random pixels."
+            f"{model} overinterprets on {dataset}: shown only the 5% of {unit} it picked itself, it keeps "
+            f"{_pct(own)} {what}, against {_pct(rnd)} on 5% random {unit}."
         )
     elif own["high"] < rnd["low"] or own["high"] < 0.5 * full["value"] or (needed is not None and n >= needed):
         word = "no evidence"
         lead = (
-            f"No evidence that {model} overinterprets on {dataset}: on the 5% of pixels it picked itself its "
-            f"{what} is {_pct(own)}, against {_pct(rnd)} on 5% random pixels."
+            f"No evidence that {model} overinterprets on {dataset}: on the 5% of {unit} it picked itself its "
+            f"{what} is {_pct(own)}, against {_pct(rnd)} on 5% random {unit}."
         )
     else:
         word = "undecided"
         lead = (
             f"Undecided for {model} on {dataset}: {what} on its own 5% subsets ({_pct(own)}) and on 5% random "
-            f"pixels ({_pct(rnd)}) cannot be told apart on {n} image(s) - a larger budget decides."
+            f"{unit} ({_pct(rnd)}) cannot be told apart on {n} image(s) - a larger budget decides."
         )
     drop = ev["confidence_drop"]["bs5"]
     s99 = ev["sis"].get("0.99", {})
@@ -1158,8 +1160,8 @@ def audit(
     job_budget = None
     if budget_seconds is not None:
         job_budget = max(1.0, budget_seconds - REPORT_SECONDS - (time.perf_counter() - t0))
-    # shards: about a tenth of the budget's work (a minute at most), so the cap is met within a shard
-    target = 60.0 if job_budget is None else min(60.0, job_budget / 12)
+    # shards: about 1/25 of the budget's work (a minute at most), so the cap is met within a small shard
+    target = 60.0 if job_budget is None else min(60.0, job_budget / 25)
     shard_size = int(plan_dict.get("shard_size") or max(1, min(100, int(target // max(per_image or 1.0, 1e-3)))))
     if "shard_size" not in plan_dict:
         plan_dict["shard_size"] = shard_size
@@ -1190,7 +1192,8 @@ def audit(
     imgs = ds.images[pos]
     ev = evaluate_audit(module, job.trace, imgs, pos, ds.labels[pos] if labelled else None, batch_size=256)
     needed = (plan_dict.get("needs") or {}).get("subsets")
-    word, paragraph = verdict(ev, model=spec.display_name, dataset=data_name, needed=needed)
+    unit = "pixels" if p_size == 1 else f"{p_size}×{p_size}-pixel patches"
+    word, paragraph = verdict(ev, model=spec.display_name, dataset=data_name, needed=needed, unit=unit)
     _write_results(out / "results.csv", ev, spec.display_name, model_fingerprint(module), data_name)
     timings["evaluation"] = time.perf_counter() - t
     previous = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() else {}

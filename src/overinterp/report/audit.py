@@ -93,11 +93,10 @@ def _figures(out: Path, rec: dict[str, Any], fig_dir: Path) -> list[tuple[str, s
             kept = torch.where(keep[i], x, 0.5 + 0.0 * fill)
             axes[0][col].imshow(x.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
             axes[1][col].imshow(kept.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
-            pred = int(ex["predicted"][i])
-            axes[0][col].set_title(
-                f"full: {name(int(ex['full_predicted'][i]))}\n{ex['full_confidence'][i]:.3f}", fontsize=8
-            )
-            axes[1][col].set_title(f"5%: {name(pred)}\n{ex['confidence'][i]:.3f}", fontsize=8)
+            pred, full_pred = int(ex["predicted"][i]), int(ex["full_predicted"][i])
+            axes[0][col].set_title(f"{name(full_pred)}\np = {ex['full_confidence'][i]:.3f}", fontsize=8)
+            other = "" if pred == full_pred else f"\n(predicts {name(pred)})"
+            axes[1][col].set_title(f"5%: p = {ex['confidence'][i]:.3f}{other}", fontsize=8)
             for r in (0, 1):
                 axes[r][col].set_xticks([])
                 axes[r][col].set_yticks([])
@@ -108,9 +107,10 @@ def _figures(out: Path, rec: dict[str, Any], fig_dir: Path) -> list[tuple[str, s
             (
                 "examples.png",
                 "The 5% subsets the model is most confident on",
-                "Top: the image as given, with the class the model predicts and its confidence. Bottom: only the 5% "
-                "of pixels its own backward selection kept (the rest grey), with the class and the confidence the "
-                "model gives them. A human sees little in the bottom row; a model as sure of it overinterprets.",
+                "Top: the image as the model sees it, with the class it predicts and its confidence p. Bottom: only "
+                "the 5% of pixels its own backward selection kept (the rest grey) and the model's confidence in the "
+                "same class (and its prediction when it changes). A human sees little in the bottom row; a model "
+                "as sure of it overinterprets.",
             )
         )
     freq = location_frequency(keep)
