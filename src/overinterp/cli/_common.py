@@ -204,6 +204,17 @@ def add_model_options(p: argparse.ArgumentParser, *, required: bool = True) -> N
     )
     p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
     p.add_argument("--num-classes", type=positive_int, help="number of classes of a registry --model")
+    add_pretrained(p)
+
+
+def add_pretrained(p: argparse.ArgumentParser) -> None:
+    """--pretrained: the registry model's public release weights."""
+    p.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="a registry model with its public release weights (resnet20: CIFAR-10), from a local copy "
+        "($OVERINTERP_PRETRAINED_DIR), the torch hub cache, or downloaded there; sha256 checked",
+    )
 
 
 def model_spec(args: argparse.Namespace):
@@ -216,6 +227,7 @@ def model_spec(args: argparse.Namespace):
         preprocessing=args.preprocessing,
         num_classes=args.num_classes,
         trust_code=True,
+        pretrained=getattr(args, "pretrained", False),
     )
 
 

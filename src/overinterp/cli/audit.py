@@ -110,6 +110,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     p.add_argument("--checkpoint", type=Path, help="weights file for a registry MODEL")
     p.add_argument("--preprocessing", help="normalisation for checkpoints that record none: imagenet, cifar10, none")
     p.add_argument("--num-classes", type=c.positive_int, help="number of classes of a registry MODEL")
+    c.add_pretrained(p)
     p.add_argument("--out", type=_audit_dir, required=True, help="audit folder (created; rerun to resume)")
     p.add_argument(
         "--budget",

@@ -50,6 +50,7 @@ def create_model(
     preprocessing: Any = None,
     *,
     baseline: float | Sequence[float] | Tensor | None = None,
+    pretrained: bool = False,
     **arch_kwargs: Any,
 ) -> Classifier:
     """Build a registered architecture as a :class:`~overinterp.Classifier` in eval mode.
@@ -70,6 +71,9 @@ def create_model(
             be given: ``None`` is refused rather than guessed.
         baseline: default masking value in pixel space; default: the recorded
             one (own format), else the preprocessing's mean.
+        pretrained: load the architecture's public release weights
+            (:mod:`overinterp.models.pretrained`: a local copy, the torch hub cache, else a
+            download; sha256 checked) with the preprocessing they were trained with.
         **arch_kwargs: further builder arguments (e.g. ``width`` of smallcnn).
 
     Raises:
@@ -78,6 +82,21 @@ def create_model(
             the architecture.
         FileNotFoundError: no checkpoint file at the path given.
     """
+    if pretrained:
+        from overinterp.models.pretrained import PRETRAINED, pretrained_file
+
+        if checkpoint is not None:
+            raise ValueError(f"create_model({name!r}): give pretrained=True or a checkpoint, not both")
+        checkpoint = pretrained_file(str(name))
+        release = PRETRAINED[str(name)]
+        if preprocessing is not None and _preprocessing_config(preprocessing) != _preprocessing_config(
+            release.preprocessing
+        ):
+            raise ValueError(
+                f"the pretrained {name} weights were trained with the {release.preprocessing!r} preprocessing; "
+                "omit preprocessing to use it"
+            )
+        preprocessing = release.preprocessing
     if checkpoint is None:
         if name is None:
             raise ValueError(

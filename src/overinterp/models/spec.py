@@ -4,6 +4,7 @@ The forms (documented once, in the README's "Model and dataset specs"), each
 optionally prefixed by ``LABEL=`` and followed by ``?key=value&…`` options:
 
 * ``NAME[@CKPT]`` — a registry architecture (``overinterp models``) with optional weights;
+  ``NAME?pretrained=true`` — with its public release weights (:mod:`overinterp.models.pretrained`);
 * ``PATH.json`` — an ensemble file;
 * ``PATH`` — an overinterp checkpoint (it records its architecture);
 * ``robustbench:NAME`` — the RobustBench zoo (options ``threat_model``, ``dataset``, ``model_dir``);
@@ -62,6 +63,7 @@ class ModelSpec:
     ``onnx``, ``tflite``), or ``None`` with an overinterp checkpoint (which records its
     architecture). ``options``: builder keyword arguments (a model file's: its input contract);
     ``baseline``: the masking value; ``label``: the display name (default: derived).
+    ``pretrained``: a registry name with its public release weights (instead of a checkpoint).
     ``trust_code``: whether an ``import:`` spec may run its code (see the module doc); not part
     of the spec's identity, never written to JSON, ``False`` for every spec read back with
     :meth:`from_dict` unless the reader says otherwise.
@@ -74,6 +76,7 @@ class ModelSpec:
     options: Mapping[str, Any] = field(default_factory=dict, hash=False)
     baseline: Any = field(default=None, hash=False)
     label: str | None = None
+    pretrained: bool = False
     trust_code: bool = field(default=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -189,6 +192,8 @@ class ModelSpec:
             kwargs = dict(self.options)
             if baseline is not None:
                 kwargs["baseline"] = baseline
+            if self.pretrained:
+                kwargs["pretrained"] = True
             model = load_model(
                 self.name,
                 checkpoint=self.checkpoint,
@@ -203,7 +208,7 @@ class ModelSpec:
         (so a plain spec's JSON — a job manifest's — is what it always was)."""
         d = dataclasses.asdict(self)
         d.pop("trust_code")
-        for key in ("options", "baseline", "label"):
+        for key in ("options", "baseline", "label", "pretrained"):
             if not d[key]:
                 d.pop(key)
         return d
@@ -301,13 +306,40 @@ def parse_model_spec(
     preprocessing: str | None = None,
     num_classes: int | None = None,
     trust_code: bool = False,
+    pretrained: bool = False,
 ) -> ModelSpec:
     """Parse a model spec (see the module doc); the keyword arguments are the command
     line's ``--checkpoint``, ``--preprocessing`` and ``--num-classes``, and may not
     contradict the string. ``trust_code=True`` lets an ``import:`` spec run its code: pass it
-    for a spec the user typed, never for one read from a file they did not write."""
+    for a spec the user typed, never for one read from a file they did not write.
+    ``pretrained=True`` (the command line's ``--pretrained``) is ``?pretrained=true``."""
     parsed = _parse(spec, os.fspath(checkpoint) if checkpoint is not None else None, preprocessing, num_classes)
+    if "pretrained" in parsed.options or pretrained:
+        parsed = _with_pretrained(spec, parsed, pretrained)
     return dataclasses.replace(parsed, trust_code=bool(trust_code)) if trust_code else parsed
+
+
+_TRUE, _FALSE = (True, 1, "true", "yes", "1"), (False, 0, "false", "no", "0")
+
+
+def _with_pretrained(text: Any, parsed: ModelSpec, flag: bool) -> ModelSpec:
+    """``parsed`` with the ``pretrained`` option moved to its field (checked: a known release)."""
+    from overinterp.models.pretrained import list_pretrained
+
+    options = dict(parsed.options)
+    value = options.pop("pretrained", True)
+    value = value.lower() if isinstance(value, str) else value
+    if value not in _TRUE and value not in _FALSE:
+        raise ValueError(f"model spec {text!r}: pretrained must be true or false, got {value!r}")
+    on = value in _TRUE or flag
+    if on and (parsed.kind != "registry" or parsed.checkpoint is not None):
+        raise ValueError(f"model spec {text!r}: pretrained weights go with a registry name and no checkpoint")
+    if on and parsed.name not in list_pretrained():
+        raise ValueError(
+            f"model spec {text!r}: no pretrained weights are known for {parsed.name!r} "
+            f"(known: {', '.join(list_pretrained())})"
+        )
+    return dataclasses.replace(parsed, options=options, pretrained=bool(on))
 
 
 def _parse(spec: Any, ckpt: str | None, preprocessing: str | None, num_classes: int | None) -> ModelSpec:
@@ -400,8 +432,14 @@ def load_model_spec(
     preprocessing: str | None = None,
     num_classes: int | None = None,
     trust_code: bool = False,
+    pretrained: bool = False,
 ) -> nn.Module:
     """The model a spec names: ``parse_model_spec(...).load()``."""
     return parse_model_spec(
-        spec, checkpoint=checkpoint, preprocessing=preprocessing, num_classes=num_classes, trust_code=trust_code
+        spec,
+        checkpoint=checkpoint,
+        preprocessing=preprocessing,
+        num_classes=num_classes,
+        trust_code=trust_code,
+        pretrained=pretrained,
     ).load()
