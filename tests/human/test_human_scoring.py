@@ -278,3 +278,19 @@ def test_export_and_score_never_create_a_database(study, tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no database file"):
         dbm.make_engine(url, create=False)
     assert not typo.exists()
+
+
+def test_the_spread_drawn_in_figure_s5_stays_inside_0_to_100_percent(tmp_path, monkeypatch):
+    """Participants at 100%, 100% and 40% on one size: mean 80%, std 35 points; the bar must not
+    reach 115%. Wrong implementation caught: a symmetric ± std bar."""
+    import overinterp.analysis.heatmaps as heatmaps
+    from overinterp.human.scoring import ParticipantScore, linear_fit, plot_accuracy
+
+    drawn = []
+    real = heatmaps.save_figure
+    monkeypatch.setattr(heatmaps, "save_figure", lambda fig, *a, **k: (drawn.append(fig), real(fig, *a, **k))[1])
+    scores = [ParticipantScore(p, i, 0.05, c, 5) for i, (p, c) in enumerate([("a", 5), ("b", 5), ("c", 2)])]
+    scores += [ParticipantScore(p, i, 0.5, 5, 5) for i, p in enumerate("abc")]
+    plot_accuracy(scores, linear_fit(scores), tmp_path / "s5")
+    ys = [y for ax in drawn[0].axes for coll in ax.collections for seg in coll.get_segments() for _, y in seg]
+    assert ys and all(0.0 <= y <= 100.0 for y in ys)

@@ -256,7 +256,11 @@ def plot_accuracy(
     ax.errorbar(
         [100 * t.fraction + 0.35 * width for t in summary],
         [100 * t.mean for t in summary],
-        yerr=[100 * t.std for t in summary],
+        # the spread drawn inside [0, 100]%: an accuracy cannot leave it
+        yerr=[
+            [100 * min(t.std, t.mean) for t in summary],
+            [100 * min(t.std, 1.0 - t.mean) for t in summary],
+        ],
         fmt="s",
         color="black",
         ms=6,
