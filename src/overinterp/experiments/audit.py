@@ -1160,6 +1160,15 @@ def audit(
     job_budget = None
     if budget_seconds is not None:
         job_budget = max(1.0, budget_seconds - REPORT_SECONDS - (time.perf_counter() - t0))
+    planned = int(plan_dict["images"])
+    if stored is not None and job_budget is not None and per_image and (out / "job" / "manifest.json").is_file():
+        from overinterp.jobs import job_status
+
+        st = job_status(out / "job")  # a rerun: what this budget buys on top of the finished shards
+        size = int(plan_dict.get("shard_size") or 1)
+        done = sum(min(size, cap - size * k) for k in range(st["shards"]) if k not in set(st["missing"]))
+        planned = min(cap, done + int(job_budget // per_image))
+        log(f"audit: {done} image(s) finished before; this budget buys about {planned - done} more")
     # shards: about 1/25 of the budget's work (a minute at most), so the cap is met within a small shard
     target = 60.0 if job_budget is None else min(60.0, job_budget / 25)
     shard_size = int(plan_dict.get("shard_size") or max(1, min(100, int(target // max(per_image or 1.0, 1e-3)))))
@@ -1204,7 +1213,7 @@ def audit(
         "dataset": data_name,
         "dataset_spec": dataset,
         "plan": plan_dict,
-        "planned_images": int(plan_dict["images"]),
+        "planned_images": planned,
         "finished_images": int(len(pos)),
         "available_images": cap,
         "budget_seconds": budget_seconds,
