@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import re
 import sys
 
 from overinterp.errors import USER_ERRORS
@@ -20,6 +21,8 @@ __all__ = ["main", "build_parser"]
 
 #: library argument → the flag's dest where they differ (the rest share their name)
 ARGUMENT_DESTS = {"database_url": "database", "out_dir": "out"}
+#: a library hint naming a boolean argument ("fetch them with download=True")
+_HINT = re.compile(r" with ([a-z_]+)=True\b")
 #: errno of a write that failed for want of room or a writable disk
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
@@ -95,13 +98,20 @@ def flag_of(ap: argparse.ArgumentParser, args: argparse.Namespace, argument: str
 
 
 def _message(ap: argparse.ArgumentParser, args: argparse.Namespace, exc: BaseException) -> str:
-    """The error's message, its library argument (if any) shown as this command's flag."""
+    """The error's message, its library argument (if any) shown as this command's flag, and its
+    hints " with ARGUMENT=True" as this command's flag (dropped where the command has none)."""
     argument = getattr(exc, "argument", None)
+    text = str(exc)
     if argument:
         flag = flag_of(ap, args, argument)
         if flag:
-            return f"{flag}: {getattr(exc, 'message', exc)}"
-    return str(exc)
+            text = f"{flag}: {getattr(exc, 'message', exc)}"
+
+    def hint(m: re.Match[str]) -> str:
+        flag = flag_of(ap, args, m.group(1))
+        return f" with {flag}" if flag and flag.startswith("--") else ""
+
+    return _HINT.sub(hint, text)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,8 @@ def load_cifar10(
         missing = [name for name in SPLITS[split] if not (folder / name).is_file()]
     if missing:
         raise DatasetNotFoundError(
-            f"CIFAR-10 {split} files {', '.join(missing)} not found in {folder}. Pass download=True "
-            f"(--download) to fetch {CIFAR10_ARCHIVE.url} ({CIFAR10_ARCHIVE.describe()}), or extract that "
+            f"CIFAR-10 {split} files {', '.join(missing)} not found in {folder}. Fetch them with "
+            f"download=True from {CIFAR10_ARCHIVE.url} ({CIFAR10_ARCHIVE.describe()}), or extract that "
             f"archive yourself so that {folder}/ holds the batch files"
         )
     images, labels = [], []

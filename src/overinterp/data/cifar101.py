@@ -74,7 +74,7 @@ def load_cifar101(
         if not path.is_file():
             if not download:
                 raise DatasetNotFoundError(
-                    f"CIFAR-10.1 file {path} not found. Pass download=True (--download) to fetch "
+                    f"CIFAR-10.1 file {path} not found. Fetch it with download=True from "
                     f"{remote.url} ({remote.describe()}), or put that file at {path}"
                 )
             download_file(remote, path, progress=progress)

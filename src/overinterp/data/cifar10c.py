@@ -139,7 +139,7 @@ def _locate(root, download: bool, progress: bool, corruptions: tuple[str, ...]) 
     if gone:
         shown = ", ".join(f"{g}.npy" for g in gone[:4]) + (f" (+{len(gone) - 4} more)" if len(gone) > 4 else "")
         raise DatasetNotFoundError(
-            f"CIFAR-10-C files {shown} not found in {folder}. Pass download=True (--download) to fetch "
+            f"CIFAR-10-C files {shown} not found in {folder}. Fetch them with download=True from "
             f"{CIFAR10C_ARCHIVE.url} ({CIFAR10C_ARCHIVE.describe()}), or extract that archive so that "
             f"{folder}/ holds labels.npy and the 19 <corruption>.npy files"
         )
