@@ -20,8 +20,8 @@ import torch
 from overinterp.models.classifier import resolve_baseline
 from overinterp.models.external import imagenet_classifier
 from overinterp.sis.features import resolve_features
+from overinterp.sis.methods._engine import Schedule, select
 from overinterp.sis.methods.base import Problem
-from overinterp.sis.methods.gradient import run_gradient
 from overinterp.sis.scoring import target_logodds
 
 
@@ -51,14 +51,8 @@ def gradient_rate(model, x: torch.Tensor, k: int, iterations: int, channels_last
         resolve_features(None, n, h, w, x.device),
     )
     t0 = time.perf_counter()
-    out = run_gradient(
-        problem,
-        batch_size=n,
-        progress=False,
-        step_size=lambda remaining, total: k,
-        stop=[p - iterations * k] * n,
-        channels_last=channels_last,
-    )
+    schedule = Schedule(screen="gradient", step=lambda remaining, total: k, stop_at=lambda total: p - iterations * k)
+    out = select(problem, schedule, batch_size=n, progress=False, channels_last=channels_last)
     seconds = time.perf_counter() - t0
     passes = int(out.stats["forward_backward_passes"])
     assert passes == n * (iterations + 1), passes

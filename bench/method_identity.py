@@ -44,7 +44,7 @@ METHODS = {
     "fast-default": Fast(),
     "fast-norecall": Fast(recall=0, width=4, exact_cap=3),
 }
-BATCHES = (1, 7, 4096)
+BATCHES = (1, 2, 7, 4096)
 
 
 def problems():

@@ -101,6 +101,8 @@ def _run(
         baseline=base.cpu().float(),
         features=None if fmap.is_pixels else (fmap.shared if fmap.shared is not None else fmap.groups).cpu(),
         meta={**_software_meta(images), **out.stats},
+        screen_rank=None if out.screen_rank is None else out.screen_rank.cpu(),
+        screen_width=None if out.screen_width is None else out.screen_width.cpu(),
     )
 
 

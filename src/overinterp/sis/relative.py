@@ -58,6 +58,8 @@ def _row(trace: BackselectTrace, i: int) -> BackselectTrace:
         features=feats,
         labels=None if trace.labels is None else trace.labels[sel],
         meta=trace.meta,
+        screen_rank=None if trace.screen_rank is None else trace.screen_rank[sel],
+        screen_width=None if trace.screen_width is None else trace.screen_width[sel],
     )
 
 

@@ -9,7 +9,13 @@ Per image ``i`` (``P_i`` features):
 * ``target[i]``, ``full_logodds[i]`` (the unmasked image), ``num_features[i]``.
 
 Plus the method and its parameters, the image shape, the baseline, the feature
-map (``None`` = one feature per pixel), optional true labels and metadata.
+map (``None`` = one feature per pixel), optional true labels and metadata, and,
+for gradient-screened methods, the screening diagnostic ``screen_rank`` /
+``screen_width`` (``(N, Pmax)`` int32, −1 where a step was not screened): the rank
+of each step's exact best in the gradient screen and the screen's width
+(``meta["screening"]`` summarises it per image: ``steps`` screened and
+``bottom_quarter_steps`` whose exact best came from the screen's last quarter or
+from outside it; ``overinterp.analysis.faithfulness.screening_report`` reads it).
 Internally rows are padded to ``Pmax`` (order −1, log-odds NaN); ``order`` and
 ``logodds`` are dense ``(N, P)`` tensors when all images share ``P``.
 
@@ -103,6 +109,8 @@ class BackselectTrace:
     features: Tensor | None = None
     labels: Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    screen_rank: Tensor | None = None
+    screen_width: Tensor | None = None
 
     # ---- shape helpers -------------------------------------------------
     def __len__(self) -> int:
@@ -311,6 +319,8 @@ class BackselectTrace:
             "features": None if self.features is None else self.features.cpu(),
             "labels": None if self.labels is None else self.labels.cpu(),
             "meta": self.meta,
+            "screen_rank": None if self.screen_rank is None else self.screen_rank.cpu(),
+            "screen_width": None if self.screen_width is None else self.screen_width.cpu(),
         }
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -340,6 +350,8 @@ class BackselectTrace:
             features=d.get("features"),
             labels=d.get("labels"),
             meta=d.get("meta") or {},
+            screen_rank=d.get("screen_rank"),
+            screen_width=d.get("screen_width"),
         )
 
     @classmethod
@@ -401,6 +413,9 @@ def concat_traces(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None
     labels = None
     if all(t.labels is not None for t in traces):
         labels = torch.cat([t.labels for t in traces])  # type: ignore[misc]
+    screen = [None, None]
+    if all(t.screen_rank is not None and t.screen_width is not None for t in traces):
+        screen = [torch.cat([pad(getattr(t, f), -1) for t in traces]) for f in ("screen_rank", "screen_width")]
     return BackselectTrace(
         order_padded=torch.cat([pad(t.order_padded, -1) for t in traces]),
         logodds_padded=torch.cat([pad(t.logodds_padded, float("nan")) for t in traces]),
@@ -414,6 +429,8 @@ def concat_traces(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None
         features=features,
         labels=labels,
         meta=_concat_meta(traces, meta),
+        screen_rank=screen[0],
+        screen_width=screen[1],
     )
 
 

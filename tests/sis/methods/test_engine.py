@@ -6,7 +6,7 @@ import torch
 
 from overinterp.sis.features import patch_features, resolve_features
 from overinterp.sis.methods import _engine
-from overinterp.sis.methods._engine import _Uploader, _use_cuda_graph, greedy_select
+from overinterp.sis.methods._engine import Schedule, _Uploader, _use_cuda_graph, select
 from overinterp.sis.methods.base import Problem
 from reference import TinyCNN
 
@@ -14,11 +14,19 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA de
 #: Python-level ways to read a tensor's value on the host (each a device sync on CUDA)
 READS = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "cpu", "numpy")
 SCHEDULES = {
-    "exact": {},
-    "blocks": {"step_size": lambda rem, tot: max(1, rem // 3)},  # state candidates every step
-    "screening": {"rescore_top": 2, "autocast": torch.bfloat16},
-    "probability": {"rank_by": "probability"},
+    "exact": Schedule(),
+    "blocks": Schedule(step=lambda rem, tot: max(1, rem // 3)),  # state candidates every step
+    "screening": Schedule(screen="reduced", width=2, autocast=torch.bfloat16),
+    "probability": Schedule(rank_by="probability"),
+    "gradient": Schedule(screen="gradient", step=lambda rem, tot: 2),
+    "gradient-screened": Schedule(
+        screen="gradient", step=lambda rem, tot: max(1, rem // 4), width=lambda rem, tot, r: 2 * r, stop_at=lambda t: 2
+    ),
 }
+
+
+def run_schedule(p: Problem, *, batch_size: int, progress: bool, schedule: Schedule = SCHEDULES["exact"], **kw):
+    return select(p, schedule, batch_size=batch_size, progress=progress, **kw)
 
 
 def problem(device: str = "cpu", dtype: torch.dtype = torch.float64) -> Problem:
@@ -52,20 +60,21 @@ def count_reads(monkeypatch, fn) -> tuple[object, int]:
 def test_host_reads_do_not_grow_with_batches(monkeypatch, schedule):
     """The loop reads no tensor back: reads are the same for 1 batch per step as for ~100 in all
     (only the setup's feature counts and the final NaN check remain)."""
-    kw = SCHEDULES[schedule]
+    kw = {"schedule": SCHEDULES[schedule]}
     p = problem()
-    many, n_many = count_reads(monkeypatch, lambda: greedy_select(p, batch_size=2, progress=False, **kw))
-    few, n_few = count_reads(monkeypatch, lambda: greedy_select(p, batch_size=512, progress=False, **kw))
-    assert many.stats["evaluations"] >= 150  # ≥ 75 batches of 2
-    assert n_many == n_few <= 4
+    many, n_many = count_reads(monkeypatch, lambda: run_schedule(p, batch_size=2, progress=False, **kw))
+    few, n_few = count_reads(monkeypatch, lambda: run_schedule(p, batch_size=512, progress=False, **kw))
+    work = many.stats.get("evaluations", 0) + many.stats.get("forward_backward_passes", 0)
+    assert work >= 40  # ≥ 20 batches of 2
+    assert n_many == n_few <= 6  # setup counts, the final NaN check, summaries
     assert torch.equal(many.order, few.order)
 
 
 def test_cuda_graph_flag_is_ignored_on_cpu(monkeypatch):
     p = problem()
-    plain = greedy_select(p, batch_size=7, progress=False)
+    plain = run_schedule(p, batch_size=7, progress=False)
     monkeypatch.setenv("OVERINTERP_CUDA_GRAPH", "1")
-    graphed = greedy_select(p, batch_size=7, progress=False, cuda_graph=True)
+    graphed = run_schedule(p, batch_size=7, progress=False, cuda_graph=True)
     assert "cuda_graph" not in graphed.stats
     assert torch.equal(plain.order, graphed.order) and torch.equal(
         plain.logodds.nan_to_num(), graphed.logodds.nan_to_num()
@@ -95,13 +104,13 @@ def test_cuda_uploader_is_one_pinned_copy():
 
 
 @CUDA
-@pytest.mark.parametrize("schedule", list(SCHEDULES))
+@pytest.mark.parametrize("schedule", [s for s in SCHEDULES if not s.startswith("gradient")])
 def test_cuda_loop_never_synchronises(monkeypatch, schedule):
     """``torch.cuda.set_sync_debug_mode("error")`` inside the loop: any sync raises."""
     monkeypatch.setattr(_engine, "_SYNC_DEBUG", "error")
-    kw = SCHEDULES[schedule]
-    gpu = greedy_select(problem("cuda"), batch_size=3, progress=False, **kw)
-    cpu = greedy_select(problem("cpu"), batch_size=3, progress=False, **kw)
+    kw = {"schedule": SCHEDULES[schedule]}
+    gpu = run_schedule(problem("cuda"), batch_size=3, progress=False, **kw)
+    cpu = run_schedule(problem("cpu"), batch_size=3, progress=False, **kw)
     if schedule != "screening":  # bf16 screens may break near-ties differently on the two devices
         assert torch.equal(gpu.order.cpu(), cpu.order)
 
@@ -109,10 +118,10 @@ def test_cuda_loop_never_synchronises(monkeypatch, schedule):
 @CUDA
 @pytest.mark.parametrize("schedule", ["exact", "blocks", "screening"])
 def test_cuda_graph_forward_matches_eager(schedule):
-    kw = SCHEDULES[schedule]
+    kw = {"schedule": SCHEDULES[schedule]}
     p = problem("cuda", torch.float32)
-    eager = greedy_select(p, batch_size=8, progress=False, cuda_graph=False, **kw)
-    graphed = greedy_select(p, batch_size=8, progress=False, cuda_graph=True, **kw)
+    eager = run_schedule(p, batch_size=8, progress=False, cuda_graph=False, **kw)
+    graphed = run_schedule(p, batch_size=8, progress=False, cuda_graph=True, **kw)
     assert graphed.stats["cuda_graph"] is True
     assert torch.equal(eager.order, graphed.order)
     torch.testing.assert_close(eager.logodds, graphed.logodds, equal_nan=True, rtol=1e-5, atol=1e-5)
@@ -129,7 +138,57 @@ def test_cuda_graph_capture_failure_falls_back_to_eager():
 
     p.forward = syncing_forward
     with pytest.warns(RuntimeWarning, match="CUDA graph capture"):
-        out = greedy_select(p, batch_size=8, progress=False, cuda_graph=True)
+        out = run_schedule(p, batch_size=8, progress=False, cuda_graph=True)
     assert out.stats["cuda_graph"] is False
     p.forward = model
-    assert torch.equal(out.order, greedy_select(p, batch_size=8, progress=False).order)
+    assert torch.equal(out.order, run_schedule(p, batch_size=8, progress=False).order)
+
+
+class PerImageWidth(Schedule):
+    """Single gradient-screened steps whose width differs per image, recording what the engine observed."""
+
+    def __init__(self, widths: dict[int, int]):
+        super().__init__(screen="gradient", width=1)
+        self.widths = widths
+        self.seen: list[tuple[list[int], list[int], list[int]]] = []
+
+    def exact_count(self, image, remaining, total, r):
+        return min(remaining, self.widths[image] if image is not None else max(self.widths.values()))
+
+    def observe(self, images, rank, width):
+        self.seen.append((images.tolist(), rank.tolist(), width.tolist()))
+
+
+def test_a_schedule_adapts_per_image_and_sees_the_screening_diagnostic():
+    """Image 1 scores every candidate exactly (width ≥ P): its order is exact's; image 0 takes the
+    gradient's first choice. The engine reports, per step, the rank of the exact best in the gradient
+    screen (recorded in the trace's diagnostic), and ``observe`` sees the same values.
+
+    Wrong implementations caught: a width shared by all images (image 1 would not be exact, or
+    image 0 would be), a diagnostic recorded at the wrong step/image, an ``observe`` hook never called."""
+    p = problem()
+    p.features = resolve_features(torch.arange(30).view(6, 5), 4, 6, 5, torch.device("cpu"))
+    sched = PerImageWidth({0: 1, 1: 30, 2: 3, 3: 3})
+    out = select(p, sched, batch_size=7, progress=False)
+    exact = select(p, Schedule(), batch_size=7, progress=False)
+    assert torch.equal(out.order[1], exact.order[1])
+    torch.testing.assert_close(out.logodds[1], exact.logodds[1], rtol=0, atol=1e-12)
+    assert (out.screen_rank[0] == 0).all()  # width 1: the exact best is the screen's first
+    assert (out.screen_width[1] == torch.arange(30, 0, -1)).all()
+    assert ((out.screen_rank[1] >= 0) & (out.screen_rank[1] < out.screen_width[1])).all()
+    seen = {}
+    for imgs, ranks, widths in sched.seen:
+        for i, r, w in zip(imgs, ranks, widths):
+            seen.setdefault(i, []).append((r, w))
+    for i in range(4):
+        assert seen[i] == list(zip(out.screen_rank[i].tolist(), out.screen_width[i].tolist()))
+    # a gradient-screened method's trace keeps the diagnostic and summarises it per image
+    from overinterp import Fast, backselect
+
+    t = backselect(p.forward, p.images, method=Fast(width=2, recall=1), features=p.features.groups, progress=False)
+    assert t.screen_rank is not None and t.screen_width.shape == t.order_padded.shape
+    scr = t.meta["screening"]  # per image: screened steps, those whose best came from the bottom quarter
+    assert scr["steps"] == (t.screen_width > 0).sum(1).tolist()
+    late = (t.screen_rank >= 0.75 * t.screen_width) & (t.screen_width > 0)
+    assert scr["bottom_quarter_steps"] == late.sum(1).tolist()
+    assert all(0 <= b <= n for b, n in zip(scr["bottom_quarter_steps"], scr["steps"]))

@@ -9,20 +9,10 @@ every other module in it, so adding a method is adding one module.
 import importlib
 import pkgutil
 
+from overinterp.sis.methods import registry
 from overinterp.sis.methods.base import GradientsUnavailableError, Method, MethodOutput, ParamSpec, Problem, param
-from overinterp.sis.methods.registry import (
-    _BY_NAME,
-    audit_ladder,
-    forward_only_methods,
-    make_method,
-    method_classes,
-    method_from_description,
-    method_names,
-    method_params,
-    register,
-    unfaithful_methods,
-    unregister,
-)
+from overinterp.sis.methods.registry import *  # noqa: F403 - the registry functions
+from overinterp.sis.methods.registry import _BY_NAME
 
 # the built-in methods, in the command line's order
 from overinterp.sis.methods.exact import Exact  # isort: skip
@@ -32,7 +22,7 @@ from overinterp.sis.methods.adaptive import Adaptive  # isort: skip
 from overinterp.sis.methods.screened import Screened  # isort: skip
 from overinterp.sis.methods.fast import Fast  # isort: skip
 
-for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):  # noqa: F405 - the package path
     if not _mod.startswith("_"):
         importlib.import_module(f"{__name__}.{_mod}")  # any further method module registers itself
 
@@ -49,15 +39,6 @@ __all__ = [
     "Adaptive",
     "Screened",
     "Fast",
-    "register",
-    "unregister",
-    "make_method",
-    "method_from_description",
-    "method_names",
-    "method_classes",
-    "method_params",
-    "audit_ladder",
-    "forward_only_methods",
-    "unfaithful_methods",
     "_BY_NAME",
+    *registry.__all__,
 ]

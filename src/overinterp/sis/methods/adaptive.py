@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods._engine import ceil_fraction, greedy_select
+from overinterp.sis.methods._engine import Schedule, ceil_fraction, select
 from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, param, without_removed
-from overinterp.sis.methods.gradient import run_gradient
 from overinterp.sis.methods.registry import register
 
 __all__ = ["Adaptive"]
@@ -75,54 +74,25 @@ class Adaptive(Method):
             return 1
         return min(max(1, int(float(self.step_fraction) * remaining)), remaining - t)
 
+    def head_schedule(self) -> Schedule:
+        """The head's steps (the exact tail is :class:`Exact`'s schedule on what is left)."""
+        if self.head == "kstep":
+            return Schedule(step=self.step_size, desc="adaptive")
+        return Schedule(screen="gradient", step=self.step_size, stop_at=self.tail_count, desc="adaptive head")
+
     def planned_cost(self, total: int) -> dict[str, int]:
         """Forward(+backward) passes for one image of ``total`` features (head as configured, exact tail)."""
-        t = self.tail_count(total)
+        cost = self.head_schedule().planned_cost(total)
         if self.head == "gradient":
-            fb, rem = 0, total
-            while rem > t:
-                rem -= self.step_size(rem, total)
-                fb += 1
-            return {"forward_backward": fb + int(fb > 0), "forward": t * (t + 1) // 2}
-        fwd, rem = 0, total
-        while rem > 0:  # the remaining ones scored, and the state after a block of more than one
-            r = self.step_size(rem, total)
-            fwd += rem + int(r > 1)
-            rem -= r
-        return {"forward_backward": 0, "forward": fwd}
+            cost["forward"] += Schedule().planned_cost(self.tail_count(total))["forward"]
+        return cost
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
+        kw = dict(batch_size=batch_size, progress=progress, channels_last=self.channels_last)
+        head = select(problem, self.head_schedule(), **kw)
         if self.head == "kstep":
-            return greedy_select(
-                problem,
-                batch_size=batch_size,
-                progress=progress,
-                step_size=self.step_size,
-                channels_last=self.channels_last,
-                desc="adaptive",
-            )
-        return self._run_gradient_head(problem, batch_size=batch_size, progress=progress)
-
-    def _run_gradient_head(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        counts = problem.available_counts().tolist()
-        stop = [self.tail_count(c) for c in counts]
-        head = run_gradient(
-            problem,
-            batch_size=batch_size,
-            progress=progress,
-            step_size=self.step_size,
-            stop=stop,
-            channels_last=self.channels_last,
-            desc="adaptive head",
-        )
-        sub = without_removed(problem, head)
-        tail = greedy_select(
-            sub,
-            batch_size=batch_size,
-            progress=progress,
-            channels_last=self.channels_last,
-            desc="adaptive tail",
-        )
+            return head
+        tail = select(without_removed(problem, head), Schedule(desc="adaptive tail"), **kw)
         stats = {
             "channels_last": tail.stats.get("channels_last"),
             "forward_backward_passes": head.stats["forward_backward_passes"],

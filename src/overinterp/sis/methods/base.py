@@ -218,7 +218,11 @@ class MethodOutput:
 
     ``order`` ``(N, Pmax)`` int64 (−1 pad), ``logodds`` ``(N, Pmax)`` float32
     (NaN where not evaluated), ``evaluated`` ``(N, Pmax)`` bool,
-    ``num_features`` ``(N,)`` int64 (length of each order).
+    ``num_features`` ``(N,)`` int64 (length of each order). Gradient-screened
+    steps with exact scoring also give ``screen_rank`` / ``screen_width``
+    ``(N, Pmax)`` int32 at each step's first position: the rank in the gradient
+    screen of the step's exact best (``≥ width``: a recall candidate) and the
+    screen's width (−1 elsewhere).
     """
 
     order: Tensor
@@ -226,6 +230,8 @@ class MethodOutput:
     evaluated: Tensor
     num_features: Tensor
     stats: dict[str, Any] = dataclasses.field(default_factory=dict)
+    screen_rank: Tensor | None = None
+    screen_width: Tensor | None = None
 
 
 class Method(abc.ABC):
@@ -329,4 +335,11 @@ def append_output(head: MethodOutput, tail: MethodOutput, stats: dict[str, Any] 
     order[rows[valid], dest[valid]] = tail.order[valid]
     logodds[rows[valid], dest[valid]] = tail.logodds[valid]
     evaluated[rows[valid], dest[valid]] = tail.evaluated[valid]
-    return MethodOutput(order, logodds, evaluated, head.num_features + tail.num_features, stats or {})
+    screen = [head.screen_rank, head.screen_width]
+    if tail.screen_rank is not None and tail.screen_width is not None:
+        screen = [t.clone() if t is not None else torch.full_like(order, -1, dtype=torch.int32) for t in screen]
+        for t, src in zip(screen, (tail.screen_rank, tail.screen_width)):
+            t[rows[valid], dest[valid]] = src[valid]
+    return MethodOutput(
+        order, logodds, evaluated, head.num_features + tail.num_features, stats or {}, screen[0], screen[1]
+    )

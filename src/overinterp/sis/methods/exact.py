@@ -9,8 +9,8 @@ every forward call is full (``batch_size`` candidates) until the very last one,
 however few features an image has left; candidates are built on the device by
 one gather and one ``where`` per batch; the host only does integer bookkeeping
 (it never reads a score back), so there is no device round-trip per step. The
-machinery lives in :mod:`overinterp.sis.methods._engine`, shared with the k-step,
-adaptive and screened methods.
+machinery is the one engine, :mod:`overinterp.sis.methods._engine`; this method
+is its simplest schedule.
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-import torch
-
-from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select
+from overinterp.sis.methods._engine import AUTOCAST_DTYPES, Schedule, select
 from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
 from overinterp.sis.methods.registry import register
 
@@ -66,36 +64,22 @@ class Exact(Method):
         if self.autocast is not None and self.autocast not in _AUTOCAST:
             raise ValueError(f"autocast must be None or one of {sorted(_AUTOCAST)}, got {self.autocast!r}")
 
+    def schedule(self) -> Schedule:
+        """One feature per step, every remaining one scored exactly."""
+        return Schedule(
+            rank_by=self.rank_by, autocast=None if self.autocast is None else _AUTOCAST[self.autocast], desc="exact"
+        )
+
     def planned_cost(self, total: int) -> dict[str, int]:
         """Forward passes for one image of ``total`` features: every remaining one scored at every step."""
-        return {"forward_backward": 0, "forward": total * (total + 1) // 2}
+        return self.schedule().planned_cost(total)
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        return run_exact(
-            problem,
-            batch_size=batch_size,
-            progress=progress,
-            rank_by=self.rank_by,
-            channels_last=self.channels_last,
-            autocast=None if self.autocast is None else _AUTOCAST[self.autocast],
+        return select(
+            problem, self.schedule(), batch_size=batch_size, progress=progress, channels_last=self.channels_last
         )
 
 
-def run_exact(
-    problem: Problem,
-    *,
-    batch_size: int,
-    progress: bool,
-    rank_by: str = "logodds",
-    channels_last: bool | None = None,
-    autocast: torch.dtype | None = None,
-) -> MethodOutput:
-    """Run exact backward selection on ``problem``; see :class:`Exact`."""
-    return greedy_select(
-        problem,
-        batch_size=batch_size,
-        progress=progress,
-        rank_by=rank_by,
-        channels_last=channels_last,
-        autocast=autocast,
-    )
+def run_exact(problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
+    """Exact backward selection of ``problem`` with the defaults of :class:`Exact`."""
+    return Exact().run(problem, batch_size=batch_size, progress=progress)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods._engine import greedy_select
+from overinterp.sis.methods._engine import Schedule, select
 from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
 from overinterp.sis.methods.registry import register
 
@@ -44,24 +44,17 @@ class KStep(Method):
         if not isinstance(self.k, int) or isinstance(self.k, bool) or self.k < 1:
             raise ValueError(f"k must be a positive integer, got {self.k!r}")
 
+    def schedule(self) -> Schedule:
+        k = int(self.k)
+        return Schedule(step=None if k == 1 else (lambda remaining, total: k), desc=f"kstep({k})")
+
     def planned_cost(self, total: int) -> dict[str, int]:
         """Forward passes for one image of ``total`` features: the remaining ones, scored each step,
         and the state after each block of more than one feature."""
-        fwd, rem = 0, total
-        while rem > 0:
-            r = min(int(self.k), rem)
-            fwd += rem + int(r > 1)
-            rem -= r
-        return {"forward_backward": 0, "forward": fwd}
+        return self.schedule().planned_cost(total)
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        k = self.k
-        problem.check_block_size(k, "KStep")
-        return greedy_select(
-            problem,
-            batch_size=batch_size,
-            progress=progress,
-            step_size=None if k == 1 else (lambda remaining, total: k),
-            channels_last=self.channels_last,
-            desc=f"kstep({k})",
+        problem.check_block_size(self.k, "KStep")
+        return select(
+            problem, self.schedule(), batch_size=batch_size, progress=progress, channels_last=self.channels_last
         )

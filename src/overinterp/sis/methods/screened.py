@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from overinterp.sis.methods._engine import AUTOCAST_DTYPES, greedy_select, plan_evaluations
+from overinterp.sis.methods._engine import AUTOCAST_DTYPES, Schedule, select
 from overinterp.sis.methods.base import Method, MethodOutput, Problem, param
 from overinterp.sis.methods.registry import register
 
@@ -50,8 +50,12 @@ class Screened(Method):
     def planned_cost(self, total: int) -> dict[str, int]:
         """Forward passes for one image of ``total`` features: the reduced-precision screen of every
         remaining feature at every step plus ``min(m, remaining)`` full-precision re-scorings per step."""
-        main, rescore, _ = plan_evaluations(int(total), None, int(self.rescore_top))
-        return {"forward_backward": 0, "forward": main + rescore}
+        return self.schedule().planned_cost(total)
+
+    def schedule(self) -> Schedule:
+        return Schedule(
+            screen="reduced", width=int(self.rescore_top), autocast=AUTOCAST_DTYPES[self.screen], desc="screened"
+        )
 
     def __post_init__(self) -> None:
         if self.screen not in AUTOCAST_DTYPES:
@@ -60,12 +64,6 @@ class Screened(Method):
             raise ValueError(f"rescore_top must be a positive integer, got {self.rescore_top!r}")
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        return greedy_select(
-            problem,
-            batch_size=batch_size,
-            progress=progress,
-            channels_last=self.channels_last,
-            autocast=AUTOCAST_DTYPES[self.screen],
-            rescore_top=self.rescore_top,
-            desc="screened",
+        return select(
+            problem, self.schedule(), batch_size=batch_size, progress=progress, channels_last=self.channels_last
         )
