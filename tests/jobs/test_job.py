@@ -23,11 +23,13 @@ from overinterp.jobs import (
     JobMismatchError,
     ShardTask,
     get_executor,
+    job_identity,
     job_status,
     load_job,
     run_job,
     run_shard,
     select_positions,
+    shard_identity,
     shard_paths,
 )
 from overinterp.jobs.shard import file_sha256
@@ -91,10 +93,10 @@ def test_other_settings_or_model_are_refused(inputs, tmp_path):
     out = tmp_path / "job"
     run_job(make_spec(model_path, data_path, method=overinterp.KStep(4)), out, progress=False)
     manifest = (out / "manifest.json").read_bytes()
-    with pytest.raises(JobMismatchError, match="method"):
+    with pytest.raises(JobMismatchError, match=r"method \{.*\"k\": 4.*, this job's method is \{.*\"k\": 8"):
         run_job(make_spec(model_path, data_path, method=overinterp.KStep(8)), out, progress=False)
     other = write_model(tmp_path / "other.pt", seed=1)
-    with pytest.raises(JobMismatchError, match="model_fingerprint"):
+    with pytest.raises(JobMismatchError, match="this job's model is"):
         run_job(make_spec(other, data_path, method=overinterp.KStep(4)), out, progress=False)
     with pytest.raises(JobMismatchError, match="positions"):
         run_job(make_spec(model_path, data_path, n=8, method=overinterp.KStep(4)), out, progress=False)
@@ -280,13 +282,7 @@ def test_a_shard_copied_from_another_models_job_is_refused(two_jobs, tmp_path):
     from overinterp.jobs.job import _read_manifest
 
     ident = _read_manifest(a)["identity"]
-    task = ShardTask(
-        make_spec(model_a, data_path, method=method).to_dict(),
-        1,
-        str(a),
-        ident["model_fingerprint"],
-        ident["shard_data_fingerprints"][1],
-    )
+    task = ShardTask(make_spec(model_a, data_path, method=method).to_dict(), 1, str(a), shard_identity(ident, 1))
     with pytest.raises(ForeignShardError, match=expected):
         run_shard(task)
     assert _files(a) == before
@@ -405,14 +401,13 @@ def test_shard_bytes_do_not_depend_on_object_identity(inputs, tmp_path):
     run shares); the canonical serialisation makes the exact method's shard bytes equal anyway."""
     model_path, data_path = inputs
     spec = make_spec(model_path, data_path, n=4, method=overinterp.Exact())
-    from overinterp.jobs.job import _describe_identity
     from overinterp.jobs.shard import load_job_inputs
 
-    ident = _describe_identity(spec, *load_job_inputs(spec))
+    ident = job_identity(spec, *load_job_inputs(spec))
     hashes = []
     for i, d in enumerate([spec.to_dict(), pickle.loads(pickle.dumps(spec.to_dict()))]):
         out = tmp_path / f"o{i}"
         (out / "shards").mkdir(parents=True)
-        run_shard(ShardTask(d, 0, str(out), ident["model_fingerprint"], ident["shard_data_fingerprints"][0]))
+        run_shard(ShardTask(d, 0, str(out), shard_identity(ident, 0)))
         hashes.append(file_sha256(shard_paths(out, 0)[0]))
     assert hashes[0] == hashes[1]

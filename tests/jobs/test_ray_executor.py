@@ -212,17 +212,13 @@ def test_ctrl_c_cancels_the_tasks_and_leaves_only_complete_shards(cluster, files
 
 def _tasks(files, out: Path):
     """The job's shard tasks, as run_job builds them (manifest written by a zero-shard-work local pass)."""
-    from overinterp.jobs import ShardTask
-    from overinterp.jobs.job import _describe_identity
+    from overinterp.jobs import ShardTask, job_identity, shard_identity
     from overinterp.jobs.shard import load_job_inputs
 
     spec = _spec(files)
-    identity = _describe_identity(spec, *load_job_inputs(spec))
+    identity = job_identity(spec, *load_job_inputs(spec))
     (out / "shards").mkdir(parents=True)
-    return [
-        ShardTask(spec.to_dict(), s, str(out), identity["model_fingerprint"], identity["shard_data_fingerprints"][s])
-        for s in range(spec.num_shards)
-    ]
+    return [ShardTask(spec.to_dict(), s, str(out), shard_identity(identity, s)) for s in range(spec.num_shards)]
 
 
 def test_replicates_on_ray_train_the_same_weights_as_locally(cluster, files, tmp_path):

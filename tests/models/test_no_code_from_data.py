@@ -109,7 +109,7 @@ def test_the_worker_does_not_run_a_spec_it_was_sent(finished_job, tmp_path):
     job, _, _ = finished_job
     manifest = json.loads((job / "manifest.json").read_text())
     spec = dict(manifest["spec"], model=attack(tmp_path / "pwned"))
-    task = ShardTask(spec, 0, str(tmp_path / "out"), "0" * 16, "0" * 16)
+    task = ShardTask(spec, 0, str(tmp_path / "out"), {"model_fingerprint": "0" * 16})
     with pytest.raises(UntrustedCodeError):
         run_shard(task)
     with pytest.raises(UntrustedCodeError):

@@ -995,7 +995,7 @@ def audit(
     from overinterp.data.specs import open_dataset, parse_dataset, portable_spec
     from overinterp.jobs import JobSpec, load_job, run_job
     from overinterp.jobs.executors import LocalExecutor
-    from overinterp.jobs.job import describe_differences
+    from overinterp.jobs.identity import describe_differences
     from overinterp.jobs.shard import provide_job_inputs
     from overinterp.models.spec import ModelSpec, parse_model_spec
     from overinterp.results import model_fingerprint
@@ -1114,7 +1114,7 @@ def audit(
             plan_dict, stored_key = stored["plan"], stored["arguments"]
         except (OSError, ValueError, KeyError) as exc:
             raise UserInputError(f"{plan_file} is unreadable ({exc}); remove the folder to start afresh") from exc
-        diff = describe_differences(stored_key, key)
+        diff = describe_differences(stored_key, key, whose="this run's")
         if diff:
             raise UserInputError(
                 f"{out} holds an audit with other arguments ({'; '.join(diff)}): rerun with the same arguments to "

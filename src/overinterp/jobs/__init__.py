@@ -4,6 +4,7 @@ scheduled through an :class:`Executor` (local here; Ray with ``overinterp[ray]``
 from overinterp.errors import LockHeldError
 from overinterp.jobs.executor import Executor, LocalExecutor
 from overinterp.jobs.executors import get_executor, list_executors, register_executor
+from overinterp.jobs.identity import data_fingerprint, job_identity, shard_identity
 from overinterp.jobs.job import (
     ForeignShardError,
     JobMismatchError,
@@ -14,7 +15,7 @@ from overinterp.jobs.job import (
     select_positions,
 )
 from overinterp.jobs.shard import ShardResult, ShardTask, check_shard, run_shard, shard_complete, shard_paths
-from overinterp.jobs.spec import JobSpec, ModelSpec, images_fingerprint
+from overinterp.jobs.spec import JobSpec, ModelSpec
 
 __all__ = [
     "Executor",
@@ -38,5 +39,7 @@ __all__ = [
     "shard_paths",
     "JobSpec",
     "ModelSpec",
-    "images_fingerprint",
+    "data_fingerprint",
+    "job_identity",
+    "shard_identity",
 ]

@@ -46,19 +46,18 @@ from tqdm.auto import tqdm
 from overinterp._atomic import atomic_write_text
 from overinterp._locking import exclusive_lock, held_by_a_live_process
 from overinterp.jobs.executor import Executor, LocalExecutor
+from overinterp.jobs.identity import data_fingerprint, describe_differences, job_identity, shard_identity
 from overinterp.jobs.shard import (
     ForeignShardError,
     JobMismatchError,
     ShardResult,
     ShardTask,
-    baseline_identity,
     check_shard,
     load_job_inputs,
     remove_stale_temporaries,
-    shard_identity,
     shard_paths,
 )
-from overinterp.jobs.spec import JobSpec, images_fingerprint
+from overinterp.jobs.spec import JobSpec
 from overinterp.sis.trace import BackselectTrace, concat_traces
 
 __all__ = [
@@ -107,33 +106,6 @@ def _software() -> dict[str, Any]:
     return {"overinterp": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
-def _describe_identity(spec: JobSpec, model: Any, data: Any) -> dict[str, Any]:
-    from overinterp.results import model_fingerprint
-
-    idx = torch.tensor(spec.positions)
-    if int(idx.max()) >= len(data) or int(idx.min()) < 0:
-        raise ValueError(f"positions reach {int(idx.max())} but {spec.dataset} has {len(data)} images")
-    shard_fps = [
-        images_fingerprint(
-            data.images[torch.tensor(spec.shard_positions(s))], data.labels[torch.tensor(spec.shard_positions(s))]
-        )
-        for s in range(spec.num_shards)
-    ]
-    return {
-        "spec": spec.identity(),
-        "model_fingerprint": model_fingerprint(model),
-        "model_name": getattr(model, "name", type(model).__name__),
-        "data_fingerprint": images_fingerprint(data.images[idx], data.labels[idx]),
-        "shard_data_fingerprints": shard_fps,
-        "image_shape": list(data.images.shape[1:]),
-        "classes": data.classes,
-        "baseline": baseline_identity(spec, model),
-        "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
-        "num_images": len(spec.positions),
-        "num_shards": spec.num_shards,
-    }
-
-
 def _read_manifest(out: Path) -> dict[str, Any] | None:
     path = out / MANIFEST
     if not path.exists():
@@ -151,31 +123,16 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
     return m
 
 
-def describe_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """``"key.sub: X (in the folder) vs Y (now)"`` for every leaf where nested dicts ``a`` (stored) and ``b`` differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += describe_differences(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    if a != b:
-        show = lambda v: f"[{len(v)} items]" if isinstance(v, list) and len(v) > 6 else repr(v)  # noqa: E731
-        return [f"{prefix[:-1]}: {show(a)} (in the folder) vs {show(b)} (now)"]
-    return []
-
-
-def _expected_shard(identity: dict[str, Any], spec: JobSpec, shard: int) -> dict[str, Any]:
-    """The identity shard ``shard`` of the job (``identity``: the manifest's) must carry."""
-    fps = identity.get("shard_data_fingerprints") or []
-    expected = shard_identity(
-        spec, shard, identity["model_fingerprint"], fps[shard] if shard < len(fps) else None, identity.get("baseline")
-    )
+def _expected_shard(identity: dict[str, Any], shard: int) -> dict[str, Any]:
+    """The identity shard ``shard`` of the job (``identity``: the manifest's) must carry; an image
+    fingerprint a manifest did not record is not compared."""
+    expected = shard_identity(identity, shard)
     if expected["data_fingerprint"] is None:
-        del expected["data_fingerprint"]  # not recorded: not compared
+        del expected["data_fingerprint"]
     return expected
 
 
-def _check_shards(out: Path, identity: dict[str, Any], spec: JobSpec) -> list[int]:
+def _check_shards(out: Path, identity: dict[str, Any]) -> list[int]:
     """The shards still to compute; raises :class:`ForeignShardError` (naming
     each foreign shard, the first one's differences, and how to go on) when a
     shard in ``out`` was written for another identity."""
@@ -183,7 +140,7 @@ def _check_shards(out: Path, identity: dict[str, Any], spec: JobSpec) -> list[in
     foreign: list[tuple[int, ForeignShardError]] = []
     for s in range(identity["num_shards"]):
         try:
-            if check_shard(out, s, _expected_shard(identity, spec, s)) is None:
+            if check_shard(out, s, _expected_shard(identity, s)) is None:
                 missing.append(s)
         except ForeignShardError as exc:
             foreign.append((s, exc))
@@ -212,7 +169,7 @@ def job_status(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     if m is None:
         raise FileNotFoundError(f"no job in {out} (no {MANIFEST})")
     n = m["identity"]["num_shards"]
-    missing = _check_shards(out, m["identity"], JobSpec.from_dict(m["spec"]))
+    missing = _check_shards(out, m["identity"])
     return {"shards": n, "complete": n - len(missing), "missing": missing}
 
 
@@ -243,7 +200,7 @@ def run_job(
     from overinterp.sis.methods import method_from_description
 
     method_from_description(spec.method).check_model(model)  # forward-only model + gradient method: before any file
-    identity = _describe_identity(spec, model, data)
+    identity = job_identity(spec, model, data)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -270,21 +227,18 @@ def _run_locked(
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     if existing is not None:
-        # JSON round trip: tuples and lists compare equal; the display name is not identity
-        now = json.loads(json.dumps(identity))
-        diffs = [d for d in describe_differences(existing["identity"], now) if not d.startswith("model_name:")]
+        diffs = describe_differences(existing["identity"], identity, ignore=("model_name",))  # a display name
         if diffs:
             raise JobMismatchError(
-                f"{out} holds a job with other settings; refusing to mix shards. Differences: "
-                + "; ".join(diffs[:8])
+                f"{out} holds a job with other settings; refusing to mix shards. It was written for "
+                + "; and for ".join(diffs[:8])
                 + (" …" if len(diffs) > 8 else "")
                 + ". Use another --out folder, or the settings recorded in "
                 + str(out / MANIFEST)
             )
         manifest = existing
-    identity = json.loads(json.dumps(identity))
     # every shard already there must be this job's (also when the manifest was deleted): before writing anything
-    pending = _check_shards(out, identity, spec)
+    pending = _check_shards(out, identity)
     if existing is None:
         manifest = {
             "format": JOB_FORMAT,
@@ -318,8 +272,7 @@ def _run_locked(
             spec.to_dict(),
             s,
             str(out),
-            identity["model_fingerprint"],
-            identity["shard_data_fingerprints"][s],
+            shard_identity(identity, s),
             progress=inner,
             trust_code=spec.model.trust_code,
         )
@@ -400,7 +353,7 @@ class JobOutput:
         if not torch.equal(labels, self.labels):
             raise ValueError(f"{self.spec.dataset} now has other labels at the job's positions than {self.out_dir}")
         if len(self.shards) == self.spec.num_shards:
-            fp = images_fingerprint(images, labels)
+            fp = data_fingerprint(images, labels)
             if fp != self.manifest["identity"]["data_fingerprint"]:
                 raise ValueError(f"the images of {self.spec.dataset} changed since the job in {self.out_dir} ran")
         return images

@@ -13,9 +13,9 @@ process), runs backward selection on the shard's images, and writes
   shard's identity, seconds, device, threads, host), written after it.
 
 A shard is complete when both exist and the hash matches; it belongs to a job
-when the identity in its record *and* in its payload (:func:`shard_identity`:
-model and data fingerprints, positions, method, features, baseline, dtype)
-equal the job's. :func:`check_shard` refuses a complete shard of another
+when the identity in its record *and* in its payload
+(:func:`~overinterp.jobs.identity.shard_identity`: model and data fingerprints,
+positions, method, features, baseline, dtype) equal the job's. :func:`check_shard` refuses a complete shard of another
 identity with :class:`ForeignShardError` (never overwriting it). Shards written
 before the identity was recorded ("legacy") are checked on what they hold
 (model fingerprint, positions, method, dtype, feature type).
@@ -40,7 +40,8 @@ import torch
 
 from overinterp._atomic import atomic_torch_save, atomic_write_text, file_sha256, seal
 from overinterp._locking import held_by_a_live_process
-from overinterp.jobs.spec import JobSpec, images_fingerprint
+from overinterp.jobs.identity import data_fingerprint, describe, differences, plain
+from overinterp.jobs.spec import JobSpec
 
 __all__ = [
     "ShardTask",
@@ -52,8 +53,6 @@ __all__ = [
     "file_sha256",
     "JobMismatchError",
     "ForeignShardError",
-    "shard_identity",
-    "baseline_identity",
     "check_shard",
     "save_canonical",
     "remove_stale_temporaries",
@@ -76,13 +75,13 @@ class ForeignShardError(JobMismatchError):
 @dataclass(frozen=True)
 class ShardTask:
     """Everything a worker needs, as plain data: the job spec, which shard, where
-    to write, and the fingerprints the worker's model and images must have."""
+    to write, and the shard's identity (:func:`~overinterp.jobs.identity.shard_identity`
+    of the job's): the fingerprints the worker's model and images must have."""
 
     spec: dict[str, Any]
     shard: int
     out_dir: str
-    model_fingerprint: str
-    data_fingerprint: str  # of this shard's images and labels
+    identity: dict[str, Any]
     progress: bool = False
     trust_code: bool = False  # the driver's model spec may run code (ModelSpec.trust_code); never from a file
 
@@ -121,90 +120,6 @@ def shard_complete(out_dir: str | os.PathLike[str], shard: int) -> dict[str, Any
 # --------------------------------------------------------------------------- identity
 
 
-def _plain(v: Any) -> Any:
-    """JSON round trip: tuples and lists compare equal."""
-    return json.loads(json.dumps(v, sort_keys=True))
-
-
-def _digest(v: Any) -> str | None:
-    return None if v is None else hashlib.sha256(json.dumps(v, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def baseline_identity(spec: JobSpec, model: Any) -> list[float] | None:
-    """The baseline the manifest records: the model's own (flattened), or ``None``
-    when the job gives ``mask_value`` or the model has none."""
-    baseline = getattr(model, "baseline", None)
-    return None if spec.mask_value is not None or baseline is None else baseline.flatten().tolist()
-
-
-def shard_identity(
-    spec: JobSpec, shard: int, model_fingerprint: str, data_fingerprint: str | None, baseline: list[float] | None
-) -> dict[str, Any]:
-    """What makes ``shard`` this job's: stored in its commit record and its payload."""
-    return _plain(
-        {
-            "shard": shard,
-            "model_fingerprint": model_fingerprint,
-            "data_fingerprint": data_fingerprint,
-            "positions": list(spec.shard_positions(shard)),
-            "method": spec.method,
-            "features": {"type": "pixels" if spec.patch == 1 else "patches", "patch": spec.patch},
-            "baseline": _digest(baseline),
-            "mask_value": None if spec.mask_value is None else list(spec.mask_value),
-            "dtype": spec.dtype,
-            "shard_size": spec.shard_size,
-            "extra": spec.identity_extra,
-        }
-    )
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "method" and k != "extra":
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, str) and len(v) > 20:
-        return v[:16] + "…"
-    if isinstance(v, list) and len(v) > 6:
-        return f"[{', '.join(map(str, v[:3]))}, … {len(v)} items]"
-    return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
-
-
-_WHAT = {
-    "model_fingerprint": "model",
-    "data_fingerprint": "images",
-    "positions": "positions",
-    "method": "method",
-    "features.type": "features",
-    "features.patch": "patch size",
-    "baseline": "baseline",
-    "mask_value": "mask value",
-    "dtype": "dtype",
-    "shard_size": "shard size",
-    "extra": "extra identity",
-    "shard": "shard number",
-}
-
-
-def _identity_differences(
-    found: dict[str, Any], expected: dict[str, Any], alternatives: dict[str, list[Any]] | None = None
-) -> list[tuple[str, str, str]]:
-    """``(what, found, expected)`` for each key both hold that differs."""
-    f, e = _flat(_plain(found)), _flat(_plain(expected))
-    order = list(_WHAT)
-    out = []
-    for key in sorted((k for k in e if k in f), key=lambda k: order.index(k) if k in order else len(order)):
-        if f[key] != e[key] and f[key] not in (alternatives or {}).get(key, []):
-            out.append((_WHAT.get(key, key), _show(f[key]), _show(e[key])))
-    return out
-
-
 def _legacy_payload_identity(d: dict[str, Any]) -> dict[str, Any] | None:
     """What a shard written before identities were recorded holds of one
     (``None``: not a job's shard at all)."""
@@ -239,7 +154,7 @@ def _refuse(out_dir: Any, shard: int, reason: str) -> ForeignShardError:
 
 def check_shard(out_dir: str | os.PathLike[str], shard: int, expected: dict[str, Any]) -> dict[str, Any] | None:
     """The commit record of ``shard`` when it is complete and this job's
-    (``expected``: :func:`shard_identity`; keys it lacks are not compared);
+    (``expected``: :func:`~overinterp.jobs.identity.shard_identity`; keys it lacks are not compared);
     ``None`` when it is missing or incomplete (to be computed).
 
     Both the identity in the commit record and the one in the payload's
@@ -282,22 +197,17 @@ def check_shard(out_dir: str | os.PathLike[str], shard: int, expected: dict[str,
     from overinterp.sis.methods import method_from_description
 
     try:  # legacy traces hold the method as the worker rebuilt and described it
-        alternatives = {"method": [_plain(method_from_description(expected["method"]).describe())]}
+        alternatives = {"method": [plain(method_from_description(expected["method"]).describe())]}
     except Exception:  # noqa: BLE001
         alternatives = {}
-    diffs = {d: "payload" for d in _identity_differences(found, expected, alternatives)}
+    diffs = {d.key: (d, "payload") for d in differences(found, expected, common_only=True, alternatives=alternatives)}
     if complete and isinstance(record.get("identity"), dict):
-        for d in _identity_differences(record["identity"], expected):
-            diffs[d] = "payload and commit record" if d in diffs else "commit record"
+        for d in differences(record["identity"], expected, common_only=True):
+            diffs[d.key] = (d, "payload and commit record" if d.key in diffs else "commit record")
     if diffs:
         where = "" if complete else "; it has no valid commit record"
         raise _refuse(
-            out_dir,
-            shard,
-            "; and for ".join(
-                f"{what} {f}, this job's {what} is {e} ({src})" for (what, f, e), src in list(diffs.items())[:6]
-            )
-            + where,
+            out_dir, shard, "; and for ".join(f"{describe(d)} ({src})" for d, src in list(diffs.values())[:6]) + where
         )
     return record if complete else None
 
@@ -402,21 +312,21 @@ def run_shard(task: ShardTask) -> ShardResult:
     t0 = time.perf_counter()
     model, data = load_job_inputs(spec)
     fp = model_fingerprint(model)
-    if fp != task.model_fingerprint:
+    if fp != task.identity["model_fingerprint"]:
         raise RuntimeError(
-            f"worker built model {fp}, but the job is for model {task.model_fingerprint}: "
+            f"worker built model {fp}, but the job is for model {task.identity['model_fingerprint']}: "
             f"the checkpoint at {spec.model.checkpoint} differs on this machine"
         )
     idx = torch.tensor(positions)
     images_u8, labels = data.images[idx], data.labels[idx]
-    dfp = images_fingerprint(images_u8, labels)
-    expected = task.data_fingerprint
-    if dfp != expected:
+    dfp = data_fingerprint(images_u8, labels)
+    expected = task.identity.get("data_fingerprint")
+    if expected is not None and dfp != expected:
         raise RuntimeError(
             f"shard {task.shard}: the images of {spec.dataset} differ on this worker "
             f"(fingerprint {dfp}, job expects {expected})"
         )
-    identity = shard_identity(spec, task.shard, fp, dfp, baseline_identity(spec, model))
+    identity = plain({**task.identity, "data_fingerprint": dfp})
     done = check_shard(task.out_dir, task.shard, identity)
     if done is not None:
         return ShardResult(task.shard, str(pt), done["sha256"], len(positions), 0.0, skipped=True, record=done)

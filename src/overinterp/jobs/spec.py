@@ -8,24 +8,12 @@ worker process — local or on a Ray cluster — rebuilds the same model and ima
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from overinterp.models.spec import ModelSpec
 
-__all__ = ["ModelSpec", "JobSpec", "images_fingerprint"]
-
-
-def images_fingerprint(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """sha256 (16 hex) of uint8 images ``(N, C, H, W)`` and labels ``(N,)``."""
-    h = hashlib.sha256()
-    h.update(f"{tuple(images.shape)}|{images.dtype}|".encode())
-    h.update(images.contiguous().numpy().tobytes())
-    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+__all__ = ["ModelSpec", "JobSpec"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +41,7 @@ class JobSpec:
     batch_size: int | None = None
     identity_extra: dict[str, Any] = field(default_factory=dict)
 
+    #: the fields that are part of the job's identity (:func:`overinterp.jobs.identity.job_identity`)
     IDENTITY = ("positions", "method", "patch", "mask_value", "dtype", "shard_size")
 
     def __post_init__(self) -> None:
@@ -96,7 +85,3 @@ class JobSpec:
         if d.get("mask_value") is not None:
             d["mask_value"] = tuple(d["mask_value"])
         return cls(**d)
-
-    def identity(self) -> dict[str, Any]:
-        d = self.to_dict()
-        return {k: d[k] for k in self.IDENTITY} | {"extra": self.identity_extra}

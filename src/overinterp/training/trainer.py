@@ -58,6 +58,7 @@ from tqdm.auto import tqdm
 from overinterp._atomic import atomic_write_text
 from overinterp.data.augment import random_crop_flip
 from overinterp.data.base import LabeledImages, to_pixels
+from overinterp.data.fingerprint import data_fingerprint
 from overinterp.data.subsets import PixelSubsets, apply_stacked
 from overinterp.models.classifier import Classifier, resolve_baseline
 from overinterp.models.dropout import check_dropout_rate, pixel_dropout
@@ -212,8 +213,9 @@ def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float
     return config.lr * factor
 
 
-def data_fingerprint(images: Tensor, labels: Tensor) -> str:
-    """sha256 (16 hex) of the images' and labels' bytes, dtypes and shapes."""
+def _fingerprint_before_0_3(images: Tensor, labels: Tensor) -> str:
+    """The training-data fingerprint checkpoints recorded before :func:`data_fingerprint` became the
+    one of jobs too (labels' own dtype, other header): read only, so those runs still resume."""
     h = hashlib.sha256()
     for t in (images, labels):
         t = t.detach().to("cpu").contiguous()
@@ -432,9 +434,12 @@ def train_classifier(
     use_cl = True if channels_last is None else bool(channels_last)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels
-    fingerprint = data_fingerprint(images, labels)
-    if subset_fill is not None:  # the masking value changes what is trained on
-        fingerprint = hashlib.sha256((fingerprint + repr(subset_fill.flatten().tolist())).encode()).hexdigest()[:16]
+
+    def with_fill(fp: str) -> str:  # the masking value changes what is trained on
+        fill = None if subset_fill is None else repr(subset_fill.flatten().tolist())
+        return fp if fill is None else hashlib.sha256((fp + fill).encode()).hexdigest()[:16]
+
+    fingerprint = with_fill(data_fingerprint(images, labels))  # the one dataset identity (jobs use it too)
     cfg_dict = config.to_dict()
 
     out = Path(out_dir) if out_dir is not None else None
@@ -453,7 +458,7 @@ def train_classifier(
             if not isinstance(training, dict):
                 raise ValueError(f"{ckpt_path} holds no training state (not written by train_classifier)")
             changes = _hyperparameter_changes(saved["extra"].get("config", {}), cfg_dict)
-            if saved["extra"].get("data") != fingerprint:
+            if saved["extra"].get("data") not in (fingerprint, with_fill(_fingerprint_before_0_3(images, labels))):
                 changes.append(f"training data: fingerprint {saved['extra'].get('data')} → {fingerprint}")
             if changes and not force:
                 raise ValueError(
