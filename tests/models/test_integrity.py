@@ -9,7 +9,11 @@ accepted without a warning); ``resnet20@`` read as "no checkpoint" (random weigh
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -157,3 +161,42 @@ def test_the_architecture_record_is_declared_and_saved(tmp_path):
         warnings.simplefilter("error")
         again = create_model(None, checkpoint=path)
     assert again.architecture == model.architecture
+
+
+def test_foreign_files_are_hashed_into_the_results(tmp_path):
+    """A third-party state dict and a model file: their sha256 reaches the results rows."""
+    from jobkit import write_dataset
+    from overinterp.cli import main
+    from overinterp.results import read_results
+
+    torch.manual_seed(0)
+    net = create_model("smallcnn", num_classes=3, width=4).network
+    foreign = tmp_path / "theirs.pth"
+    torch.save({"state_dict": net.state_dict()}, foreign)
+    sha = hashlib.sha256(foreign.read_bytes()).hexdigest()
+    model = create_model("smallcnn", checkpoint=foreign, preprocessing="none", width=4)
+    assert (model.source_file, model.source_sha256) == (str(foreign.resolve()), sha)
+    data = write_dataset(tmp_path / "d.npz", n=6)
+    results = tmp_path / "r.csv"
+    argv = ["evaluate", "--model", "smallcnn?width=4", "--checkpoint", str(foreign), "--preprocessing", "none"]
+    assert main([*argv, "--dataset", f"{data}:test", "--results", str(results)]) == 0
+    rows = read_results(results)
+    assert rows and all(f"source sha256 {sha}" in r["notes"] for r in rows)
+    fixture = Path(__file__).parent / "fixtures" / "tiny_cnn_255_nhwc_float.tflite"
+    pytest.importorskip("ai_edge_litert")
+    shutil.copy(fixture, tmp_path / "tiny.tflite")
+    m = parse_model_spec(f"{tmp_path / 'tiny.tflite'}?range=0:255").load()
+    assert m.source_sha256 == hashlib.sha256(fixture.read_bytes()).hexdigest()
+
+
+def test_an_ensemble_file_names_no_code(tmp_path, monkeypatch):
+    from overinterp.models import load_ensemble
+
+    ckpt = save_checkpoint(tmp_path / "m.pt", small(), None)
+    monkeypatch.chdir(tmp_path)
+    member = {"checkpoint": str(ckpt), "arch": "import:subprocess:getoutput", "arch_kwargs": {"cmd": "touch x"}}
+    path = tmp_path / "e.json"
+    path.write_text(json.dumps({"format": "overinterp-ensemble", "format_version": 1, "members": [member]}))
+    with pytest.raises(ValueError):
+        load_ensemble(path)
+    assert not (tmp_path / "x").exists()

@@ -117,7 +117,9 @@ class Classifier(nn.Module):
             e.g. an imported or file model); ``num_classes`` defaults to its.
 
     Attributes ``architecture`` and ``num_classes`` (``None`` when unknown) are part of the
-    contract: checkpoints, ensembles and results read them.
+    contract: checkpoints, ensembles and results read them. ``source_file`` and
+    ``source_sha256`` name the file the model was loaded from and the sha256 of its bytes
+    (:meth:`record_source`; ``None`` for a model built in memory): results record them.
     """
 
     takes_pixels = True
@@ -135,6 +137,8 @@ class Classifier(nn.Module):
         super().__init__()
         self.architecture = architecture
         self.num_classes: int | None = None if architecture is None else architecture.num_classes
+        self.source_file: str | None = None
+        self.source_sha256: str | None = None
         self.network = network
         self.preprocessing = make_preprocessing(preprocessing)
         if baseline is None:
@@ -143,6 +147,16 @@ class Classifier(nn.Module):
         self.register_buffer("baseline", torch.as_tensor(baseline, dtype=torch.float32).clone())
         self.name = name or type(network).__name__
         self.class_names = list(class_names) if class_names is not None else None
+
+    def record_source(self, path: Any) -> "Classifier":
+        """Record ``path`` (absolute) and the sha256 of its bytes as where this model came from."""
+        from pathlib import Path
+
+        from overinterp._atomic import file_sha256
+
+        self.source_file = str(Path(path).resolve())
+        self.source_sha256 = file_sha256(path)
+        return self
 
     @property
     def arch(self) -> str | None:

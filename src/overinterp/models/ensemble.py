@@ -238,6 +238,7 @@ def load_ensemble(path: str | os.PathLike[str], device: str | torch.device | Non
         sources.append(str(ckpt))
     ensemble = Ensemble(members, spec.get("baseline"), name=spec.get("name") or p.stem, sources=sources)
     ensemble.checkpoint = str(p)
+    ensemble.record_source(p)
     if device is not None:
         ensemble.to(device)
     return ensemble.eval()

@@ -347,4 +347,6 @@ def user_model(
         network, preprocessing, baseline, name=name or target.rpartition(":")[2], class_names=class_names
     )
     model.source = target
+    if checkpoint is not None:
+        model.record_source(checkpoint)
     return model.eval()

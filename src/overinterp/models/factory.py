@@ -115,8 +115,10 @@ def create_model(
         ckpt = load_checkpoint_file(checkpoint)
 
     if is_own_checkpoint(ckpt):
-        return _from_own_checkpoint(ckpt, source, name, num_classes, preprocessing, baseline, arch_kwargs)
-    return _from_third_party(ckpt, source, name, num_classes, preprocessing, baseline, arch_kwargs)
+        model = _from_own_checkpoint(ckpt, source, name, num_classes, preprocessing, baseline, arch_kwargs)
+    else:
+        model = _from_third_party(ckpt, source, name, num_classes, preprocessing, baseline, arch_kwargs)
+    return model if isinstance(checkpoint, Mapping) else model.record_source(source)
 
 
 def load_model(

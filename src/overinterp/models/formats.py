@@ -794,6 +794,7 @@ def load_model_file(
     model.register_buffer("source_digest", torch.frombuffer(bytearray(digest), dtype=torch.uint8).clone())
     model.format = fmt  # type: ignore[assignment]
     model.source = str(p)  # type: ignore[assignment]
+    model.record_source(p)
     model.contract = {**contract.identity(), **resolved}  # type: ignore[assignment]
     if k is not None:
         model.num_classes = int(k)  # type: ignore[assignment]

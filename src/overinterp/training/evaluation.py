@@ -219,8 +219,16 @@ def result_rows(
     notes: str = "",
     metrics: Sequence[str] = ("accuracy", "loss"),
 ) -> list[dict[str, str]]:
-    """Rows for :func:`~overinterp.results.append_results`, one per evaluation × metric."""
+    """Rows for :func:`~overinterp.results.append_results`, one per evaluation × metric.
+
+    A model loaded from a file (``source_sha256``, :meth:`~overinterp.Classifier.record_source`)
+    puts that file's sha256 into ``notes`` and, without ``checkpoint``, its path into ``checkpoint``."""
     fingerprint = model_fingerprint(model)
+    sha = getattr(model, "source_sha256", None)
+    if sha:
+        notes = f"{notes}; source sha256 {sha}" if notes else f"source sha256 {sha}"
+    if checkpoint is None:
+        checkpoint = getattr(model, "source_file", None)
     arch = "ensemble" if hasattr(model, "combine") else getattr(model, "arch", None) or type(model).__name__
     name = model_name or getattr(model, "name", None) or arch
     rows = []
