@@ -12,6 +12,9 @@
 4. bad command-line inputs: the table of tests/faults/badinputs.py (also tests/cli/
    test_bad_inputs.py), each run in this process: exit code 2, one ``error:`` line, and no
    earlier output written or overwritten.
+5. tampered files: a shared run folder whose manifest names code (``import:`` with
+   ``cmd=touch …``) against report, subsets evaluate, human build and the shard worker; one
+   flipped bit in a checkpoint, a training ``checkpoint.pt`` and a trace; ``resnet20@``.
 
 Exit code 0 when every fault was survived, 1 otherwise.
 
@@ -40,6 +43,7 @@ from faults.badinputs import CASES, make_world, try_case  # noqa: E402
 from faults.fuzz import MAX_DIGITS, fuzz_app  # noqa: E402
 from faults.jobkill import run_job_kills  # noqa: E402
 from faults.serverkill import run_server_kills  # noqa: E402
+from faults.tamper import run_tamper_cases  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -166,6 +170,13 @@ def main() -> int:
             f"{refused}/{tried} refused clearly",
             "exit code 2, one error line, no traceback, the expected message; no earlier output written or overwritten",
         )
+        # 5. tampered files from outside (tests/faults/tamper.py)
+        t0, c0 = time.monotonic(), _cpu_seconds()
+        (tmp / "tamper").mkdir()
+        tamper = run_tamper_cases(tmp / "tamper")
+        phase("5. tampered files", t0, c0)
+        for name, survived, detail in tamper:
+            add(name, "1 try", survived, "refused" if survived else "ACCEPTED", detail)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
