@@ -64,7 +64,7 @@ def poisoned_copy(finished_job, tmp_path):
 
 def test_a_spec_read_back_from_json_is_untrusted(tmp_path):
     spec = ModelSpec.from_dict(attack(tmp_path / "pwned"))
-    with pytest.raises(UntrustedCodeError, match=r"trust_code=True .*--trust-code"):
+    with pytest.raises(UntrustedCodeError, match=r"opt in with trust_code=True"):
         spec.load()
     with pytest.raises(UntrustedCodeError):
         parse_model_spec(f"import:subprocess:getoutput?cmd=touch {tmp_path / 'pwned'}").load()

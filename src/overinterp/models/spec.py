@@ -136,8 +136,8 @@ class ModelSpec:
         if self.kind == "import" and not self.trust_code:
             raise UntrustedCodeError(
                 f"model spec {self.name!r} names Python code to import and run, and it was not given by you "
-                "directly (it was read from a file such as a job manifest); code named by files is never run "
-                "unless you opt in with trust_code=True (--trust-code on the command line) for files you trust"
+                "directly (it was read from a file such as a job manifest); code named by files runs only when "
+                "you opt in with trust_code=True for files you trust"
             )
 
     def load(self) -> nn.Module:
