@@ -35,3 +35,34 @@ def test_logit_edges():
     assert logit(0.5) == 0.0
     assert logit(0.0) == float("-inf") and logit(1.0) == float("inf")
     assert logit(0.99) == pytest.approx(math.log(99))
+
+
+def _plain_logodds(z: torch.Tensor, t: torch.Tensor) -> list[float]:
+    """Float64 reference, one row at a time in Python: ``z_t − log Σ_{j≠t} exp(z_j)`` (max-shifted)."""
+    out = []
+    for row, k in zip(z.double().tolist(), t.tolist()):
+        others = [v for j, v in enumerate(row) if j != k]
+        m = max(others)
+        out.append(row[k] - (m + math.log(math.fsum(math.exp(v - m) for v in others))))
+    return out
+
+
+def test_logodds_are_computed_in_the_precision_of_the_logits():
+    """float64 logits give float64-exact log-odds; float32 logits float32-accurate ones, over margins
+    from 0 to ~60 (where float32 ``p`` has long rounded to 1).
+
+    Wrong implementation caught: log-odds computed in bfloat16 (or float16) inside
+    ``target_logodds`` (errors of ~1e-2 relative), or float32 arithmetic for float64 logits."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(300, 10, generator=g, dtype=torch.float64) * 4
+    t = torch.randint(0, 10, (300,), generator=g)
+    z[torch.arange(300), t] += torch.linspace(0, 60, 300, dtype=torch.float64)  # saturating margins
+    ref = torch.tensor(_plain_logodds(z, t), dtype=torch.float64)
+    out64 = target_logodds(z, t)
+    assert out64.dtype == torch.float64
+    torch.testing.assert_close(out64, ref, rtol=1e-12, atol=1e-12)
+    z32 = z.float()
+    ref32 = torch.tensor(_plain_logodds(z32, t), dtype=torch.float64)  # the same float32 inputs, exactly
+    out32 = target_logodds(z32, t)
+    assert out32.dtype == torch.float32
+    torch.testing.assert_close(out32.double(), ref32, rtol=2e-6, atol=2e-5)

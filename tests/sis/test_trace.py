@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import math
+import os
 
 import pytest
 import torch
@@ -178,17 +180,36 @@ def test_load_refuses_bad_files(tmp_path, trace):
 
 
 def test_atomic_save_leaves_old_file_on_interrupt(tmp_path, trace, monkeypatch):
+    """A crash *in the middle of writing* (half the bytes written, then an interrupt) leaves the
+    previous trace intact and loadable, and no partial or temporary file behind.
+
+    Wrong implementations caught: the atomic save replaced by a plain ``torch.save(obj, path)``
+    or by writing into ``path`` opened in place (the old file is then truncated to half a
+    new one), and a temporary file left behind after the crash."""
     path = trace.save(tmp_path / "t.pt")
     before = path.read_bytes()
+    real_save = torch.save
 
-    def boom(*a, **k):
+    def crash_mid_write(obj, f, *a, **k):
+        buf = io.BytesIO()
+        real_save(obj, buf)
+        half = buf.getvalue()[: len(buf.getvalue()) // 2]
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "wb") as fh:
+                fh.write(half)
+        else:
+            f.write(half)
+            f.flush()
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(torch, "save", boom)
+    monkeypatch.setattr(torch, "save", crash_mid_write)
+    other = BackselectTrace.from_dict({**trace.to_dict(), "meta": {"run": 2}})
     with pytest.raises(KeyboardInterrupt):
-        trace.save(path)
+        other.save(path)
+    monkeypatch.undo()
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["t.pt"]
+    assert torch.equal(BackselectTrace.load(path).order_padded, trace.order_padded)
 
 
 def test_sis_collection_disjoint_sufficient_and_matches_reference(model, images):

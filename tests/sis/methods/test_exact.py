@@ -159,3 +159,27 @@ def test_cpu_and_cuda_agree(model64, images64):
     gpu = backselect(copy.deepcopy(model64).cuda(), images64.cuda(), batch_size=9, progress=False)
     assert torch.equal(cpu.order, gpu.order)
     torch.testing.assert_close(cpu.logodds, gpu.logodds, rtol=0, atol=1e-5)
+
+
+def test_autocast_runs_the_forward_in_reduced_precision():
+    """``Exact(autocast="bfloat16")`` records, for every prefix, the log-odds of the model's
+    forward *under bfloat16 autocast* (plain reference: one prefix per call, same semantics).
+
+    Wrong implementation caught: ``autocast`` accepted and recorded in the trace but silently
+    ignored (the forward runs in float32): the log-odds then match the float32 forward instead,
+    which differs from the bf16 one by far more than the tolerance here."""
+    model = TinyCNN(num_classes=3, height=H, width=W, seed=3).eval()
+    x = torch.rand(2, 3, H, W, generator=torch.Generator().manual_seed(4))
+    bf = backselect(model, x, method=Exact(autocast="bfloat16"), batch_size=64, progress=False)
+    ref_bf, ref_32 = torch.empty(2, H * W), torch.empty(2, H * W)
+    with torch.no_grad():
+        for i in range(2):
+            cur, t = x[i : i + 1].clone(), bf.target[i : i + 1]
+            for k, f in enumerate(bf.order[i].tolist()):
+                cur.view(1, 3, -1)[..., f] = 0.0  # mask pixel f (baseline 0)
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    ref_bf[i, k] = overinterp.target_logodds(model(cur), t)
+                ref_32[i, k] = overinterp.target_logodds(model(cur), t)
+    gap = (ref_bf - ref_32).abs().max()
+    assert gap > 1e-2  # bf16 rounding is visible on this model
+    torch.testing.assert_close(bf.logodds, ref_bf, rtol=0, atol=float(gap) / 10)
