@@ -15,6 +15,12 @@
 5. tampered files: a shared run folder whose manifest names code (``import:`` with
    ``cmd=touch …``) against report, subsets evaluate, human build and the shard worker; one
    flipped bit in a checkpoint, a training ``checkpoint.pt`` and a trace; ``resnet20@``.
+6. one writer per job folder: a second ``backselect-dataset`` into a folder whose job is
+   paused mid-write of a shard must exit 2 naming the holder's pid and host, leave the live
+   temporary alone, and the first must finish (tests/jobkit.py ``second_writer``);
+7. Ray start-up: a driver that starts its own local cluster SIGKILLed 0.5, 2 and 6 s after
+   it starts Ray must leave no process behind 20 s later (``kill_ray_driver_after``;
+   ``--no-ray`` skips it).
 
 Exit code 0 when every fault was survived, 1 otherwise.
 
@@ -44,6 +50,7 @@ from faults.fuzz import MAX_DIGITS, fuzz_app  # noqa: E402
 from faults.jobkill import run_job_kills  # noqa: E402
 from faults.serverkill import run_server_kills  # noqa: E402
 from faults.tamper import run_tamper_cases  # noqa: E402
+from jobkit import kill_ray_driver_after, second_writer  # noqa: E402
 
 
 def _cpu_seconds() -> float:
@@ -67,6 +74,7 @@ def main() -> int:
     ap.add_argument("--server-kills", type=int, default=2, help="SIGKILLs of the web server (default 2)")
     ap.add_argument("--clients", type=int, default=4, help="concurrent participant threads (default 4)")
     ap.add_argument("--participants", type=int, default=2, help="participants per client thread (default 2)")
+    ap.add_argument("--no-ray", action="store_true", help="skip the Ray start-up kills")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
@@ -177,6 +185,41 @@ def main() -> int:
         phase("5. tampered files", t0, c0)
         for name, survived, detail in tamper:
             add(name, "1 try", survived, "refused" if survived else "ACCEPTED", detail)
+
+        # 6. one writer per job folder
+        t0, c0 = time.monotonic(), _cpu_seconds()
+        (tmp / "writers").mkdir()
+        sw = second_writer(tmp / "writers")
+        phase("6. second writer", t0, c0)
+        said = sw.second_stderr.strip().splitlines()
+        names_holder = len(said) == 1 and f"process {sw.holder_pid} on host" in said[0]
+        add(
+            "job folder: a second writer",
+            "same job started while the first writes a shard",
+            sw.second_exit == 2 and names_holder and sw.live_temporaries_kept and sw.first_exit == 0 and sw.complete,
+            f"second exit {sw.second_exit}, first exit {sw.first_exit}",
+            f"second said: {said[-1][:120] if said else '(nothing)'}; the first's live temporary "
+            f"{'kept' if sw.live_temporaries_kept else 'REMOVED'}; job {'complete' if sw.complete else 'INCOMPLETE'}; "
+            f"files after: {', '.join(sw.files_after)}",
+        )
+
+        # 7. Ray start-up
+        if not args.no_ray:
+            t0, c0 = time.monotonic(), _cpu_seconds()
+            kills = [kill_ray_driver_after(d) for d in (0.5, 2.0, 6.0)]
+            phase("7. Ray start-up kills", t0, c0)
+            left = sum(len(k["left"]) for k in kills)
+            add(
+                "Ray driver: SIGKILL in start-up",
+                "kills 0.5, 2, 6 s after ray.init began",
+                left == 0,
+                f"{left} processes left after 20 s",
+                "; ".join(
+                    f"{k['delay']:g} s: {k['ray_processes_at_kill']} processes at the kill "
+                    f"({'in start-up' if k['in_start_up'] else 'after start-up'}), gone in {k['seconds_to_clean']} s"
+                    for k in kills
+                ),
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

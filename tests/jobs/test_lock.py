@@ -3,57 +3,24 @@ holder's lock is taken over, and a live writer's temporaries are never removed."
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import textwrap
-import time
-from pathlib import Path
 
 import pytest
 
 import overinterp
-from jobkit import make_spec, write_dataset, write_model
+from jobkit import make_spec, second_writer, start_paused_writer, temporaries, write_dataset, write_model
 from overinterp._atomic import atomic_write
 from overinterp._locking import exclusive_lock, read_holder
 from overinterp.errors import LockHeldError
 from overinterp.jobs import job_status, load_job, run_job, shard_paths
-from overinterp.jobs.shard import SHARD_TEMP, remove_stale_temporaries
+from overinterp.jobs.shard import remove_stale_temporaries
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock: POSIX only")
-
-#: process 1: a job whose first shard write stops half-way (its temporary written, not yet renamed)
-#: until ``gate`` exists — a live writer caught mid-shard, holding the folder's lock
-HOLDER = """
-import sys, time
-from pathlib import Path
-import overinterp
-import overinterp.jobs.shard as shard
-from overinterp._atomic import atomic_write
-from overinterp.jobs import JobSpec, run_job
-
-out, ready, gate, spec = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-calls = []
-
-def paused_save(obj, path, **kw):
-    with atomic_write(path, "wb") as fh:
-        shard.torch.save(obj, fh)
-        fh.flush()
-        if not calls:
-            calls.append(path)
-            ready.write_text("mid-write")
-            while not gate.exists():
-                time.sleep(0.02)
-    return Path(path)
-
-shard.atomic_torch_save = paused_save
-import json
-run_job(JobSpec.from_dict(json.loads(spec)), out, progress=False, log=lambda _: None)
-print("holder done")
-"""
 
 
 @pytest.fixture()
@@ -62,60 +29,23 @@ def job(tmp_path):
     return model, data, make_spec(model, data, method=overinterp.KStep(16))
 
 
-def _start_holder(tmp_path: Path, spec, out: Path) -> tuple[subprocess.Popen, Path]:
-    ready, gate = tmp_path / "ready", tmp_path / "gate"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(out), str(ready), str(gate), json.dumps(spec.to_dict())],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while not ready.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise AssertionError(f"the holder did not reach its first shard write: {proc.communicate()}")
-        time.sleep(0.05)
-    return proc, gate
-
-
-def _temporaries(out: Path) -> list[str]:
-    return sorted(p.name for p in (out / "shards").iterdir() if SHARD_TEMP.match(p.name))
-
-
 @pytest.mark.slow
-def test_a_second_writer_exits_2_naming_the_holder_and_the_first_finishes(job, tmp_path):
-    """Two real processes on one folder. Guards against: no lock at all (the second job "removed 1
-    temporary file(s)" — the first's live one — and the first died with FileNotFoundError; or both
-    exit 0 having done the work twice); a lock that waits instead of refusing (the second would hang
-    until the gate opens); a message without the holder's pid and host."""
-    model, data, spec = job
-    out = tmp_path / "job"
-    holder, gate = _start_holder(tmp_path, spec, out)
-    try:
-        live = _temporaries(out)
-        assert len(live) == 1, live  # the holder is mid-write of shard 0
-        cmd = [sys.executable, "-m", "overinterp", "backselect-dataset", "--model", str(model)]
-        cmd += ["--dataset", f"{data}:test", "--method", "kstep", "--k", "16", "--shard-size", "4"]
-        cmd += ["--threads", "1", "--no-progress", "--out", str(out)]
-        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ})
-        assert second.returncode == 2, (second.returncode, second.stderr)
-        lines = second.stderr.strip().splitlines()
-        assert len(lines) == 1 and "Traceback" not in second.stderr, second.stderr
-        assert f"process {holder.pid} on host {socket.gethostname()}" in lines[0], lines[0]
-        assert _temporaries(out) == live  # the live writer's temporary is untouched
-        assert not shard_paths(out, 1)[0].exists()  # the second process computed nothing
-    finally:
-        gate.write_text("go")
-        stdout, stderr = holder.communicate(timeout=120)
-    assert holder.returncode == 0, stderr
-    assert "holder done" in stdout
-    assert job_status(out) == {"shards": 3, "complete": 3, "missing": []}
-    assert len(load_job(out).positions) == 12
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "shards"]  # lock file gone
-    assert _temporaries(out) == []
+def test_a_second_writer_exits_2_naming_the_holder_and_the_first_finishes(tmp_path):
+    """Two real processes on one folder (the first paused mid-write of a shard, the second the command
+    line). Guards against: no lock at all (the second job "removed 1 temporary file(s)" — the first's
+    live one — and the first died with FileNotFoundError; or both exit 0 having done the work twice);
+    a lock that waits instead of refusing (the second would hang until the first goes on); a message
+    without the holder's pid and host."""
+    r = second_writer(tmp_path)
+    assert r.second_exit == 2, r
+    lines = r.second_stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.second_stderr, r.second_stderr
+    assert f"process {r.holder_pid} on host {socket.gethostname()}" in lines[0], lines[0]
+    assert r.live_temporaries_kept and r.second_wrote_nothing, r
+    assert r.first_exit == 0 and r.complete, r.first_stderr
+    assert r.files_after == ["manifest.json", "shards"]  # the lock file is gone
+    assert len(load_job(tmp_path / "job").positions) == 12
+    assert temporaries(tmp_path / "job") == []
 
 
 @pytest.mark.slow
@@ -125,16 +55,16 @@ def test_a_sigkilled_holders_lock_is_taken_over(job, tmp_path):
     checked only for existence, a lock file whose mere presence blocks)."""
     _, _, spec = job
     out = tmp_path / "job"
-    holder, _ = _start_holder(tmp_path, spec, out)
+    holder, _ = start_paused_writer(spec, out, tmp_path)
     os.kill(holder.pid, signal.SIGKILL)
     holder.communicate()
     assert (out / "job.lock").exists() and read_holder(out / "job.lock")["pid"] == holder.pid  # stale record
-    assert len(_temporaries(out)) == 1
+    assert len(temporaries(out)) == 1
     said: list[str] = []
     summary = run_job(spec, out, progress=False, log=said.append)
     assert summary["complete"] == 3 and summary["computed"] == 3
     assert any("removed 1 temporary" in s for s in said), said
-    assert _temporaries(out) == [] and not (out / "job.lock").exists()
+    assert temporaries(out) == [] and not (out / "job.lock").exists()
 
 
 def test_the_library_raises_lock_held_error_and_writes_nothing(job, tmp_path):
