@@ -214,7 +214,8 @@ def sis_collection(
     while active and (max_sis is None or len(found[active[0]]) < max_sis):
         sel = torch.tensor(active, device=images.device)
         sub_fmap = type(fmap)(fmap.groups[sel], fmap.num_features[sel], fmap.shared, fmap.is_pixels)
-        trace = _run(forward, images[sel], base, sub_fmap, tgt[sel], method, batch_size, progress, available[sel])
+        avail = available[sel][:, : sub_fmap.max_features]  # the active images may have fewer features
+        trace = _run(forward, images[sel], base, sub_fmap, tgt[sel], method, batch_size, progress, avail)
         res = trace.find_sis(tau, model, images[sel], batch_size=batch_size, allow_empty=allow_empty)
         extended += res.extended
         still = []

@@ -191,3 +191,18 @@ def test_block_larger_than_feature_count_is_refused(method):
     with pytest.raises(ValueError, match="larger than the 64 features"):
         backselect(model, images, method=method, progress=False)
     backselect(model, images, method=type(method)(64), progress=False)  # k = P is fine
+
+
+def test_sis_collection_with_ragged_group_maps():
+    """Images with different feature counts: once the image with the most features has left the
+    collection, the others go on (wrong: the availability mask keeps the full width and no longer
+    matches the active images' feature map — the run crashed on a shape mismatch)."""
+    model = TinyCNN(num_classes=4, height=6, width=6, seed=2)
+    g = torch.Generator().manual_seed(5)
+    torch.rand(3, 3, 6, 5, generator=g)  # (draws that give images whose collections end at different rounds)
+    x = torch.rand(3, 3, 6, 6, generator=g)
+    per = torch.stack([torch.arange(36).view(6, 6) // 2, torch.arange(36).view(6, 6), torch.arange(36).view(6, 6) // 3])
+    coll = sis_collection(model, x, 0.6, method=Exact(), features=per, batch_size=7, progress=False)
+    for i, sets in enumerate(coll):
+        ids = [f for s in sets for f in s.tolist()]
+        assert len(ids) == len(set(ids)) and all(0 <= f < (18, 36, 12)[i] for f in ids)
