@@ -227,7 +227,7 @@ def test_copied_job_without_manifest_is_refused_for_another_model(two_jobs, tmp_
         run_job(make_spec(model_b, data_path, method=method), copy, progress=False, log=lambda _: None)
     msg = str(exc.value)
     assert f"shard 0 was written for model {fa}, this job's model is {fb}" in msg
-    assert "3 shards" in msg and "another --out folder" in msg and "move their .pt and .json files" in msg
+    assert "3 shards" in msg and "run this job into another folder" in msg and "move their .pt and .json files" in msg
     assert isinstance(exc.value, JobMismatchError) and isinstance(exc.value, ValueError)
     assert _files(copy) == before and not (copy / "manifest.json").exists()  # nothing written
     # through the command line: exit code 2 and the message

@@ -33,7 +33,7 @@ def get_executor(name: str, **options: Any) -> Executor:
             from overinterp.jobs.ray_executor import RayExecutor
         except ImportError as exc:
             raise RuntimeError(
-                f"--executor ray needs Ray: pip install 'overinterp[ray]' (or pip install ray); import failed: {exc}"
+                f"the ray executor needs Ray: pip install 'overinterp[ray]' (or pip install ray); import failed: {exc}"
             ) from exc
         register_executor("ray", RayExecutor)
     if name not in _EXECUTORS:

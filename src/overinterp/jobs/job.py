@@ -153,7 +153,7 @@ def _check_shards(out: Path, identity: dict[str, Any]) -> list[int]:
             f"({shown[:10]}{' …' if len(shown) > 10 else ''}); the first: "
             + getattr(foreign[0][1], "reason", str(foreign[0][1]))
             + f". Refusing to adopt or overwrite them. To go on, move their .pt and .json files out of "
-            f"{out / 'shards'} (the job then recomputes them), or run this job into another --out folder"
+            f"{out / 'shards'} (the job then recomputes them), or run this job into another folder"
         )
     return missing
 
@@ -233,7 +233,7 @@ def _run_locked(
                 f"{out} holds a job with other settings; refusing to mix shards. It was written for "
                 + "; and for ".join(diffs[:8])
                 + (" …" if len(diffs) > 8 else "")
-                + ". Use another --out folder, or the settings recorded in "
+                + ". Use another folder, or the settings recorded in "
                 + str(out / MANIFEST)
             )
         manifest = existing
@@ -280,9 +280,9 @@ def _run_locked(
     ]
     say = log or (lambda msg: print(msg, file=sys.stderr))
     if stale:
-        say(f"backselect-dataset: removed {len(stale)} temporary file(s) of interrupted writes in {out}")
+        say(f"dataset job: removed {len(stale)} temporary file(s) of interrupted writes in {out}")
     say(
-        f"backselect-dataset: {len(spec.positions)} images of {spec.dataset} in {spec.num_shards} shards "
+        f"dataset job: {len(spec.positions)} images of {spec.dataset} in {spec.num_shards} shards "
         f"({spec.num_shards - len(pending)} complete), model {identity['model_name']} "
         f"[{identity['model_fingerprint']}], method {spec.method['name']}, executor {executor.name} → {out}"
     )

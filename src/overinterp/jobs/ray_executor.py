@@ -211,7 +211,7 @@ class RayExecutor(Executor):
             device = str(task.spec.get("device", "cpu"))
             if device.startswith("cuda") and self.num_gpus == 0:
                 raise ValueError(
-                    f"device {device!r} needs GPUs per task (--gpus-per-task, e.g. 1 or 0.25): "
+                    f"device {device!r} needs GPUs per task (num_gpus, e.g. 1 or 0.25): "
                     "Ray hides GPUs from tasks that reserve none"
                 )
         started = self._connect()

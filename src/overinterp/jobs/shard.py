@@ -146,7 +146,7 @@ def _refuse(out_dir: Any, shard: int, reason: str) -> ForeignShardError:
     exc = ForeignShardError(
         f"shard {shard} was written for {reason}. Refusing to adopt or overwrite it "
         f"({pt}). To go on, move {pt.name} and {rec.name} out of {pt.parent} (the job then recomputes "
-        "that shard), or run this job into another --out folder"
+        "that shard), or run this job into another folder"
     )
     exc.reason = f"shard {shard} was written for {reason}"  # type: ignore[attr-defined]
     return exc
