@@ -1024,7 +1024,7 @@ def audit(
     # -- the model: a spec string, a ModelSpec, or a module living in this process
     in_memory = isinstance(model, nn.Module)
     if isinstance(model, (str, os.PathLike)):
-        model = parse_model_spec(model)
+        model = parse_model_spec(model, trust_code=True)  # typed by the caller: an import: spec may run
     if isinstance(model, ModelSpec):
         spec: ModelSpec = model
         module = spec.load()

@@ -260,7 +260,7 @@ def open_inputs(
 
     spec = None
     if isinstance(model, (str, os.PathLike)):
-        spec = parse_model_spec(model)
+        spec = parse_model_spec(model, trust_code=True)  # given by the caller directly
     elif isinstance(model, ModelSpec):
         spec = model
     module = spec.load() if spec is not None else model
