@@ -200,3 +200,20 @@ def test_an_ensemble_file_names_no_code(tmp_path, monkeypatch):
     with pytest.raises(ValueError):
         load_ensemble(path)
     assert not (tmp_path / "x").exists()
+
+
+def test_a_written_ensemble_file_is_sealed(tmp_path):
+    from overinterp.models import load_ensemble, save_ensemble
+
+    a = save_checkpoint(tmp_path / "a.pt", small(0), None)
+    b = save_checkpoint(tmp_path / "b.pt", small(1), None)
+    path = save_ensemble(tmp_path / "e.json", [a, b])
+    assert load_ensemble(path).members[0] is not None
+    d = json.loads(path.read_text())
+    d["members"] = [d["members"][0], d["members"][0]]  # an edit that swaps a member
+    path.write_text(json.dumps(d))
+    with pytest.raises(IntegrityError, match="ensemble file .*e.json is corrupt"):
+        load_ensemble(path)
+    del d["content_sha256"]  # a hand-written file: read as it is
+    path.write_text(json.dumps(d))
+    assert len(load_ensemble(path).members) == 2

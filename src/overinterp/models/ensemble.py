@@ -20,7 +20,10 @@ An ensemble is defined by a small JSON file::
       "baseline": null                                   # optional: pixel-space masking value
     }
 
-Relative paths are relative to the JSON file. :func:`save_ensemble` writes one,
+Relative paths are relative to the JSON file. A file written by :func:`save_ensemble` also
+carries ``content_sha256`` (the hash of the rest, :func:`overinterp._atomic.seal`), checked on
+load; a hand-written file without it is read as it is (its members are checked checkpoints).
+:func:`save_ensemble` writes one,
 :func:`load_ensemble` reads one, :func:`load_model` takes either a registry
 name (+ checkpoint) or an ensemble file.
 """
@@ -35,7 +38,7 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from overinterp._atomic import atomic_write_text
+from overinterp._atomic import SEAL_KEY, atomic_write_text, check_seal, seal
 from overinterp.models.classifier import Classifier
 
 __all__ = ["Ensemble", "MeanLogits", "load_ensemble", "save_ensemble", "ENSEMBLE_FORMAT", "ENSEMBLE_FORMAT_VERSION"]
@@ -208,6 +211,8 @@ def load_ensemble(path: str | os.PathLike[str], device: str | torch.device | Non
         raise ValueError(f"ensemble file {p} is not valid JSON: {exc}") from exc
     if not isinstance(spec, dict) or spec.get("format") != ENSEMBLE_FORMAT:
         raise ValueError(f'{p} is not an overinterp ensemble file (needs "format": "{ENSEMBLE_FORMAT}")')
+    if SEAL_KEY in spec:
+        spec = check_seal(spec, f"ensemble file {p}", required=True)
     version = spec.get("format_version")
     if not isinstance(version, int) or version < 1 or version > ENSEMBLE_FORMAT_VERSION:
         raise ValueError(f"ensemble file {p}: unsupported format_version {version!r} (this overinterp reads 1)")
@@ -276,5 +281,5 @@ def save_ensemble(
     }
     if baseline is not None:
         spec["baseline"] = baseline
-    atomic_write_text(target, json.dumps(spec, indent=2) + "\n")
+    atomic_write_text(target, json.dumps(seal(spec), indent=2) + "\n")
     return target
