@@ -11,7 +11,7 @@
    known defect fixed elsewhere);
 4. bad command-line inputs: the table of tests/faults/badinputs.py (also tests/cli/
    test_bad_inputs.py), each run in this process: exit code 2, one ``error:`` line, and no
-   earlier output written or overwritten.
+   earlier output written or overwritten (issue 26's hostile command lines included);
 5. tampered files: a shared run folder whose manifest names code (``import:`` with
    ``cmd=touch …``) against report, subsets evaluate, human build and the shard worker; one
    flipped bit in a checkpoint, a training ``checkpoint.pt`` and a trace; ``resnet20@``.
@@ -21,6 +21,13 @@
 7. Ray start-up: a driver that starts its own local cluster SIGKILLed 0.5, 2 and 6 s after
    it starts Ray must leave no process behind 20 s later (``kill_ray_driver_after``;
    ``--no-ray`` skips it).
+8. forwarded headers (issue 26 item 4): 30 wrong admin logins from 127.0.0.1 to a real
+   ``human serve``, each with a different ``X-Forwarded-For``: a 429 by the 11th;
+9. disk full (issue 26 item 6): a trace write and a job's second shard hit ENOSPC
+   (``/dev/full``): one error line naming the file, the earlier file unchanged, the job's
+   finished shard kept and not redone on the rerun;
+10. large images (issue 26 item 9): ``evaluate`` on two 6000×6000 PNGs: peak resident
+   memory under 1 GB (the attack: 8.07 GB).
 
 Exit code 0 when every fault was survived, 1 otherwise.
 
@@ -45,7 +52,10 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "human")]
 
 import torch  # noqa: E402
 
-from faults.badinputs import CASES, make_world, try_case  # noqa: E402
+from faults.badinputs import BACKSELECT, CASES, SENTINEL, make_world, try_case  # noqa: E402
+from faults.bigimages import evaluate_peak_rss  # noqa: E402
+from faults.diskfull import disk_full_for  # noqa: E402
+from faults.forwarded import rotating_forwarded_logins  # noqa: E402
 from faults.fuzz import MAX_DIGITS, fuzz_app  # noqa: E402
 from faults.jobkill import run_job_kills  # noqa: E402
 from faults.serverkill import run_server_kills  # noqa: E402
@@ -64,6 +74,49 @@ def _show(problems: list[str], what: str) -> None:
         print(f"   {what}: {p}")
     if len(problems) > 10:
         print(f"   {what}: … {len(problems) - 10} more")
+
+
+def _disk_full(world: Path) -> list[str]:
+    """Problems of the two disk-full cases (empty: survived)."""
+    import contextlib
+    import io
+    import json
+
+    from overinterp.cli import main as cli
+
+    world = make_world(world)
+    problems: list[str] = []
+
+    def run(argv: list[str], prefix: str | None) -> tuple[int, str, str]:
+        err, out = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+            with disk_full_for(prefix) if prefix else contextlib.nullcontext():
+                rc = cli(argv)
+        return rc, err.getvalue(), out.getvalue()
+
+    def one_line(rc: int, err: str, what: str) -> None:
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        if rc != 2 or "Traceback" in err or not lines or "error:" not in lines[-1]:
+            problems.append(f"{what}: exit {rc}, {err.strip()[-200:]!r}")
+        elif "No space left on device" not in lines[-1] or "kept" not in lines[-1]:
+            problems.append(f"{what}: {lines[-1]!r}")
+
+    argv = [a.format(w=world) for a in BACKSELECT + ["--images", "{w}/good.npz", "--limit", "2"]]
+    rc, err, _ = run(argv, "trace.pt")
+    one_line(rc, err, "trace")
+    if (world / "trace.pt").read_bytes() != SENTINEL or list(world.glob(".trace.pt*")):
+        problems.append("trace: the earlier trace changed or a temporary was left")
+    job = ["backselect-dataset", "--model", str(world / "small.pt"), "--dataset", str(world / "good.npz")]
+    job += ["--method", "exact", "--limit", "6", "--shard-size", "2", "--out", str(world / "job"), "--no-progress"]
+    rc, err, _ = run(job, "shard-00001.pt")
+    one_line(rc, err, "job")
+    kept = world / "job" / "shards" / "shard-00000.pt"
+    before = kept.read_bytes() if kept.is_file() else None
+    rc, err, out = run(job, None)
+    summary = json.loads(out.strip().splitlines()[-1]) if rc == 0 else {}
+    if before is None or kept.read_bytes() != before or summary.get("skipped") != 1 or summary.get("complete") != 3:
+        problems.append(f"job rerun: exit {rc}, {summary or err.strip()[-200:]}")
+    return problems
 
 
 def main() -> int:
@@ -220,6 +273,49 @@ def main() -> int:
                     for k in kills
                 ),
             )
+
+        # 8. forwarded headers
+        t0, c0 = time.monotonic(), _cpu_seconds()
+        build_tiny_study(tmp / "fwd-study")
+        codes = rotating_forwarded_logins(tmp / "fwd-study", tmp / "fwd-server.log")
+        phase("8. forwarded headers", t0, c0)
+        first = next((i + 1 for i, code in enumerate(codes) if code == 429), None)
+        add(
+            "web app: X-Forwarded-For rotation",
+            f"{len(codes)} wrong logins, each another forwarded address",
+            first is not None and first <= 11,
+            f"first 429 at attempt {first}" if first else "no 429",
+            f"{codes.count(401)} × 401, {codes.count(429)} × 429 (limit 10 a minute per client; "
+            "forwarded headers believed only from --forwarded-allow-ips, default none)",
+        )
+
+        # 9. disk full
+        t0, c0 = time.monotonic(), _cpu_seconds()
+        problems = _disk_full(Path(tempfile.mkdtemp(prefix="diskfull-", dir=tmp)))
+        phase("9. disk full", t0, c0)
+        _show(problems, "disk full")
+        add(
+            "disk full (ENOSPC)",
+            "a trace write; a job's second shard",
+            not problems,
+            "one error line naming the file" if not problems else f"{len(problems)} problems",
+            "earlier trace unchanged, no temporary left; finished shard kept, rerun computes only the rest",
+        )
+
+        # 10. large images
+        t0, c0 = time.monotonic(), _cpu_seconds()
+        rc, peak_mb, err = evaluate_peak_rss(Path(tempfile.mkdtemp(prefix="big-", dir=tmp)))
+        phase("10. large images", t0, c0)
+        if rc:
+            print(f"   evaluate: exit {rc}: {err.strip()[-300:]}")
+        add(
+            "large images: evaluate two 6000×6000 PNGs",
+            "210 KB on disk, 108 MB each decoded",
+            rc == 0 and peak_mb < 1000,
+            f"peak RSS {peak_mb:.0f} MB (limit 1 GB; attack: 8.07 GB)",
+            "decoded downscaled to 1024 px on the longer side ($OVERINTERP_MAX_IMAGE_SIDE); "
+            "over 100 Mpx refused from the header ($OVERINTERP_MAX_IMAGE_PIXELS)",
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

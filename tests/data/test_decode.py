@@ -4,9 +4,6 @@ their header, and ``evaluate`` on two 6000×6000 PNGs stays under 1 GB."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
@@ -75,21 +72,8 @@ def test_array_files_are_checked_from_their_headers(tmp_path):
 def test_evaluate_on_two_6000_pixel_pngs_stays_under_1_gb(tmp_path):
     """Issue 26 item 9: the attack took 8.07 GB resident. Guards against decoding full-size
     images into the dataset (or any cap applied after stacking)."""
-    import torch
+    from faults.bigimages import evaluate_peak_rss
 
-    from overinterp.models import create_model, save_checkpoint
-
-    torch.manual_seed(0)
-    save_checkpoint(tmp_path / "m.pt", create_model("smallcnn", num_classes=2, width=4), "smallcnn")
-    for i in range(2):
-        (tmp_path / "data" / f"c{i}").mkdir(parents=True)
-        _png(tmp_path / "data" / f"c{i}" / "x.png", 6000, 6000)
-    code = (
-        "import resource, sys; from overinterp.cli import main; rc = main(sys.argv[1:]); "
-        "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
-    )
-    argv = ["evaluate", "--model", str(tmp_path / "m.pt"), "--dataset", str(tmp_path / "data"), "--no-progress"]
-    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    peak_kb = int(r.stdout.split("PEAK")[1].split()[0])
-    assert peak_kb < 1_000_000, f"peak RSS {peak_kb / 1e6:.2f} GB"
+    rc, peak_mb, err = evaluate_peak_rss(tmp_path)
+    assert rc == 0, err
+    assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB\n{err}"

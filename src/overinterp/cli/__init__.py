@@ -98,8 +98,8 @@ def flag_of(ap: argparse.ArgumentParser, args: argparse.Namespace, argument: str
 
 
 def _message(ap: argparse.ArgumentParser, args: argparse.Namespace, exc: BaseException) -> str:
-    """The error's message, its library argument (if any) shown as this command's flag, and its
-    hints " with ARGUMENT=True" as this command's flag (dropped where the command has none)."""
+    """The error's message on one line, its library argument (if any) shown as this command's flag, and
+    its hints " with ARGUMENT=True" as this command's flag (dropped where the command has none)."""
     argument = getattr(exc, "argument", None)
     text = str(exc)
     if argument:
@@ -111,7 +111,7 @@ def _message(ap: argparse.ArgumentParser, args: argparse.Namespace, exc: BaseExc
         flag = flag_of(ap, args, m.group(1))
         return f" with {flag}" if flag and flag.startswith("--") else ""
 
-    return _HINT.sub(hint, text)
+    return " ".join(line.strip() for line in _HINT.sub(hint, text).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

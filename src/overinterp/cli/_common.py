@@ -22,6 +22,7 @@ __all__ = [
     "positive_int",
     "nonnegative_int",
     "port",
+    "thread_count",
     "positive_float",
     "nonnegative_float",
     "finite_float",
@@ -101,6 +102,20 @@ def nonnegative_int(text: str) -> int:
     return value
 
 
+#: the most threads --threads takes (torch crashes, not errs, on some larger counts)
+MAX_THREADS = 1024
+
+
+def thread_count(text: str) -> int:
+    """A thread count, 1 to :data:`MAX_THREADS` (an argparse ``type``)."""
+    value = _number(text, int, f"an integer 1-{MAX_THREADS}")
+    if not 1 <= value <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer 1-{MAX_THREADS} (this machine has {os.cpu_count()} CPUs), got {value}"
+        )
+    return value
+
+
 def port(text: str) -> int:
     """A TCP port, 1-65535 (an argparse ``type``)."""
     value = _number(text, int, "a port number 1-65535")
@@ -168,6 +183,8 @@ def _writable_parent(path: Path) -> None:
 
 def output_file(text: str) -> Path:
     """A file to write (an argparse ``type``): not an existing folder, under a writable folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a file name, got an empty one")
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a folder; give a file name")
@@ -177,6 +194,8 @@ def output_file(text: str) -> Path:
 
 def output_dir(text: str) -> Path:
     """A folder to write into (an argparse ``type``): not an existing file, writable."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder name, got an empty one")
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{path} is a file, not a folder")
@@ -382,7 +401,7 @@ def device(args: argparse.Namespace) -> str:
 
 
 def add_threads(p: argparse.ArgumentParser, help: str = "CPU threads for torch") -> None:
-    p.add_argument("--threads", type=positive_int, help=help)
+    p.add_argument("--threads", type=thread_count, help=help)
 
 
 def apply_threads(args: argparse.Namespace) -> None:

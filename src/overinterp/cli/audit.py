@@ -23,12 +23,7 @@ def _duration(text: str) -> float:
 
 
 def _audit_dir(text: str) -> Path:
-    p = Path(text)
-    if p.exists() and not p.is_dir():
-        raise argparse.ArgumentTypeError(f"{p} is a file, not a folder")
-    if not p.exists():
-        c.output_dir(text)  # a writable parent
-    return p
+    return c.output_dir(text)  # not a file, not empty, writable (or under a writable folder)
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

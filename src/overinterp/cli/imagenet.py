@@ -185,7 +185,7 @@ def _add_blackbox(sub: c.Subparsers) -> None:
     tgroup.add_argument("--threshold", type=c.fraction, help="a fixed τ instead")
     p.add_argument("--batch-size", type=c.positive_int, default=64, help="candidates per interpreter call (default 64)")
     p.add_argument("--out", type=c.output_dir, required=True, help="folder for trace.pt, panels.png, summary.json")
-    p.add_argument("--threads", type=c.positive_int, default=1, help="interpreter threads (default 1)")
+    p.add_argument("--threads", type=c.thread_count, default=1, help="interpreter threads (default 1)")
     c.add_progress(p)
     p.set_defaults(func=_cmd_blackbox)
 

@@ -138,7 +138,7 @@ def make_engine(url: str, *, create: bool = True) -> Engine:
     """
     try:
         u = make_url(url)
-        u.get_dialect()  # an unknown dialect or a missing driver fails here, before anything is created
+        u.get_dialect().import_dbapi()  # an unknown dialect or a missing driver fails here, before anything is made
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UserInputError(
             f"{url!r} is not a database URL this Python can open (sqlite:///path/study.sqlite; other "
