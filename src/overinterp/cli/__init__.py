@@ -55,6 +55,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         ap.print_help()
         return 2
+    import warnings
+
+    from overinterp.training.pipeline import PipelineWarning
+
+    default_show = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        if issubclass(category, PipelineWarning):  # a warning to the user: one line, no source line
+            print(f"overinterp {args.command}: warning: {_HINT.sub(' with --force', str(message))}", file=sys.stderr)
+        else:
+            default_show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -73,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    finally:
+        warnings.showwarning = default_show
 
 
 def _leaf(ap: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:

@@ -28,7 +28,6 @@ def _audit_dir(text: str) -> Path:
 
 def _cmd_audit(args: argparse.Namespace) -> int:
     from overinterp.report.audit import audit
-    from overinterp.training.pipeline import PipelineError
 
     c.apply_threads(args)
     args.model = args.model_spec
@@ -60,8 +59,6 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             progress=c.progress(args),
             report=not args.no_report,
         )
-    except PipelineError as exc:
-        raise PipelineError(str(exc).replace("force=True", "--force")) from None
     except KeyboardInterrupt:
         print(
             f"\ninterrupted: the plan and every finished shard are kept in {args.out}; rerun the same command to "

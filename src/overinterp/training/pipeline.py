@@ -103,7 +103,7 @@ class PipelineCheck:
     def accuracy(self) -> float | None:
         return None if self.correct is None else self.correct / self.n
 
-    def message(self, where: str = "", override: str = "To audit anyway: force=True") -> str:
+    def message(self, where: str = "", override: str = "To audit anyway, rerun with force=True.") -> str:
         """One line: what failed, the likely causes with their fixes, and ``override`` (what to do instead)."""
         prefix = f"{where}: " if where else ""
         return (
@@ -181,7 +181,7 @@ def validate_pipeline(
     where: str = "",
     force: bool = False,
     batch_size: int = 256,
-    override: str = "To audit anyway: force=True",
+    override: str = "To audit anyway, rerun with force=True.",
 ) -> PipelineCheck:
     """:func:`check_pipeline` on ``model``'s predictions for ``images`` ``(N, C, H, W)``.
 
