@@ -189,6 +189,13 @@ CASES: dict[str, BadInput] = {
     "backselect --out /proc/x.pt": BadInput(
         BACKSELECT[:-3] + ["--out", "/proc/x.pt", "--images", "{w}/good.npz"], "cannot write under /proc"
     ),
+    "backselect --batch-size beyond the memory": BadInput(
+        BACKSELECT + ["--images", "{w}/good.npz", "--batch-size", "99999999999"],
+        "--batch-size 99999999999 (candidate images of (3, 8, 8)) would need 1",
+    ),
+    "backselect-dataset --batch-size beyond the memory": BadInput(
+        JOB + ["--dataset", "{w}/good.npz", "--batch-size", "99999999999"], "--batch-size 99999999999 (candidate"
+    ),
     # minor: a folder without runs
     "report of a folder without runs": BadInput(["report", "{w}/a-folder"], "holds no runs"),
 }

@@ -203,6 +203,18 @@ def output_dir(text: str) -> Path:
     return path
 
 
+def check_batch_size(batch_size: int | None, image_shape: Sequence[int]) -> None:
+    """Refuse a --batch-size whose candidate buffer (``batch_size`` images of ``image_shape``,
+    float32, with its masked copy) would not fit in this machine's memory — before allocating it."""
+    from overinterp._memory import check_fits
+
+    if batch_size:
+        check_fits(
+            2 * 4 * batch_size * math.prod(int(d) for d in image_shape),
+            f"--batch-size {batch_size} (candidate images of {tuple(int(d) for d in image_shape)})",
+        )
+
+
 def check_device(name: str | torch.device) -> torch.device:
     """``name`` as a device, refused (a user error) when this machine has no such device."""
     from overinterp.models.predict import available_device

@@ -48,6 +48,7 @@ def _cmd_backselect(args: argparse.Namespace) -> int:
     features = None if args.patch == 1 else overinterp.patch_features(images.shape[2], images.shape[3], args.patch)
     num_features = images.shape[2] * images.shape[3] if features is None else int(features.max()) + 1
     method = c.method_from_args(args, num_features)
+    c.check_batch_size(args.batch_size, images.shape[1:])
     bs = args.batch_size or overinterp.DEFAULT_BATCH_SIZE
     print(
         f"backselect: {len(images)} images {tuple(images.shape[1:])} from {args.images}, model {args.model}, "

@@ -59,6 +59,7 @@ def _cmd_backselect_dataset(args: argparse.Namespace) -> int:
     from overinterp.training.pipeline import validate_inputs
 
     validate_inputs(model_spec.load(), data, positions=positions, where=f"--dataset {args.dataset}")
+    c.check_batch_size(args.batch_size, data.images.shape[1:])
     spec = JobSpec(
         model=model_spec,
         dataset=dataset,
