@@ -2,9 +2,11 @@
 
 :func:`build_report` finds the run's backward-selection jobs and results file and
 writes one self-contained HTML file, a Markdown summary, the figures (PNG, SVG)
-and the tables (CSV). See :mod:`.build`.
+and the tables (CSV). See :mod:`.build`. An audit folder (``overinterp audit``) gets its own,
+verdict-first report: :func:`build_audit_report` (:mod:`.audit`).
 """
 
+from overinterp.report.audit import build_audit_report
 from overinterp.report.build import ReportOptions, build_report
 from overinterp.report.discover import JobEntry, RunInputs, discover
 from overinterp.report.model import Figure, Report, Section, Table
@@ -35,4 +37,5 @@ __all__ = [
     "render_html",
     "render_markdown",
     "demo_report",
+    "build_audit_report",
 ]
