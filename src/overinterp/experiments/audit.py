@@ -324,7 +324,7 @@ def plan_audit(
     if available_images < 1:
         raise UserInputError("the dataset has no images")
     if images is not None and images < 1:
-        raise UserInputError(f"--images must be >= 1, got {images}")
+        raise UserInputError(f"images must be >= 1, got {images}")
     cap = min(available_images, images) if images is not None else available_images
     job_budget = None
     if budget_seconds is not None:
@@ -369,7 +369,7 @@ def plan_audit(
         elif some:
             chosen = max(some, key=lambda r: r.images_in_budget or 0)
             reason = (
-                f"no faithful method fits {want} images: the one that fits the most (a larger --budget buys more; "
+                f"no faithful method fits {want} images: the one that fits the most (a larger budget buys more; "
                 "unfaithful methods are used only when no faithful one fits one image)"
             )
         else:
