@@ -144,3 +144,19 @@ def test_open_images_takes_files_and_specs(tmp_path):
     assert from_spec.images.dtype == torch.float32 and from_spec.labels.tolist() == [0, 1, 2, 0, 1]
     assert torch.equal(open_images(path).images, from_spec.images)
     assert len(open_images(f"{path}:test", limit=2).images) == 2
+
+
+def test_one_alias_table():
+    """Issue 22: one dataset alias table. Guards against a second table (specs' spec aliases
+    beside the registry's names) that the other entry point does not know: ``load_dataset``
+    of ``cifar10-train`` loading the test split, or ``parse_dataset`` refusing ``cifar-10:test``."""
+    from overinterp.data import registry, specs
+    from overinterp.data.registry import parse_dataset_spec
+
+    assert specs.ALIASES is registry.ALIASES
+    for alias, target in registry.ALIASES.items():
+        assert canonical_spec(alias) == canonical_spec(target), alias
+        assert canonical_spec(alias.upper() + "@r") == canonical_spec(target + "@r"), alias
+        assert parse_dataset_spec(alias) == parse_dataset_spec(target), alias
+    assert parse_dataset_spec("cifar10-train@/d") == ("cifar10", "train", "/d")
+    assert canonical_spec("cifar-10:test") == "cifar10:test"

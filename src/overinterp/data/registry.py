@@ -28,20 +28,23 @@ from overinterp.data.cifar10c import load_cifar10c
 from overinterp.data.cifar101 import load_cifar101
 from overinterp.data.folder import load_image_folder
 
-__all__ = ["load_dataset", "list_datasets", "parse_dataset_spec", "dataset_key"]
+__all__ = ["load_dataset", "list_datasets", "parse_dataset_spec", "dataset_key", "ALIASES", "expand_alias"]
 
-_ALIASES = {
-    "cifar10": "cifar10",
+#: The one alias table: every other name a dataset (or a split of one) goes by → its
+#: canonical ``NAME[:SPLIT]``. Dataset names and the short specs every command takes
+#: (``cifar10-train``) alike; :func:`expand_alias` applies it, case-insensitively.
+ALIASES: dict[str, str] = {
     "cifar-10": "cifar10",
-    "cifar10.1": "cifar10.1",
     "cifar10_1": "cifar10.1",
     "cifar101": "cifar10.1",
     "cifar-10.1": "cifar10.1",
-    "cifar10c": "cifar10c",
     "cifar10-c": "cifar10c",
     "cifar-10-c": "cifar10c",
-    "folder": "folder",
     "imagefolder": "folder",
+    "cifar10.1": "cifar10.1:v6",
+    "cifar10-train": "cifar10:train",
+    "cifar10-test": "cifar10:test",
+    "cifar10c-sample": "cifar10c:sample",
 }
 _DEFAULT_SPLIT = {"cifar10": "test", "cifar10.1": "v6", "cifar10c": "all", "folder": None}
 
@@ -51,9 +54,23 @@ def list_datasets() -> list[str]:
     return sorted(_DEFAULT_SPLIT)
 
 
+def expand_alias(spec: str) -> str:
+    """``spec`` (``NAME[:SPLIT][@ROOT]``) with an alias in front of its ``@ROOT`` replaced by
+    the canonical ``NAME[:SPLIT]`` (:data:`ALIASES`); anything else is returned as it is."""
+    head, at, root = spec.partition("@")
+    whole = ALIASES.get(head.strip().lower())
+    if whole is not None:
+        return whole + at + root
+    name, colon, split = head.partition(":")
+    short = ALIASES.get(name.strip().lower())
+    if short is not None and ":" not in short:
+        return short + colon + split + at + root
+    return spec
+
+
 def _canonical(name: str) -> str:
-    key = _ALIASES.get(name.lower())
-    if key is None:
+    key = expand_alias(name.strip()).partition(":")[0].lower()
+    if key not in _DEFAULT_SPLIT:
         raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(list_datasets())}")
     return key
 
@@ -68,8 +85,9 @@ def dataset_key(name: str, split: str | None = None) -> str:
 
 
 def parse_dataset_spec(spec: str) -> tuple[str, str | None, str | None]:
-    """``"NAME[:SPLIT][@ROOT]"`` → ``(name, split, root)`` (split and root may be ``None``)."""
-    text, _, root = spec.partition("@")
+    """``"NAME[:SPLIT][@ROOT]"`` (or an alias, :data:`ALIASES`) → ``(name, split, root)``
+    (split and root may be ``None``)."""
+    text, _, root = expand_alias(spec).partition("@")
     name, _, split = text.partition(":")
     if not name:
         raise ValueError(f"dataset spec {spec!r}: expected NAME[:SPLIT][@ROOT], e.g. cifar10:test")
@@ -107,7 +125,7 @@ def load_dataset(
         ValueError: unknown name or split, malformed or corrupt files (by path).
     """
     check_limit(limit)
-    if ":" in name or "@" in name:
+    if ":" in name or "@" in name or name.strip().lower() in ALIASES:
         name, spec_split, spec_root = parse_dataset_spec(name)
         split = split if split is not None else spec_split
         root = root if root is not None else spec_root

@@ -30,7 +30,7 @@ import torch
 
 from overinterp.data.base import LabeledImages, check_limit
 from overinterp.data.decode import check_array_file
-from overinterp.data.registry import dataset_key, load_dataset, parse_dataset_spec
+from overinterp.data.registry import ALIASES, dataset_key, expand_alias, load_dataset, parse_dataset_spec
 
 __all__ = [
     "DatasetSpec",
@@ -42,14 +42,6 @@ __all__ = [
     "ALIASES",
     "FORMS",
 ]
-
-#: Short names every command also takes.
-ALIASES = {
-    "cifar10-train": "cifar10:train",
-    "cifar10-test": "cifar10:test",
-    "cifar10.1": "cifar10.1:v6",
-    "cifar10c-sample": "cifar10c:sample",
-}
 
 #: One line for error messages and help texts.
 FORMS = (
@@ -153,7 +145,9 @@ def parse_dataset(spec: str | os.PathLike[str] | DatasetSpec) -> DatasetSpec:
     """Parse any dataset spec (see the module doc); ``ValueError`` names the forms for one it cannot read."""
     if isinstance(spec, DatasetSpec):
         return spec
-    text = ALIASES.get(os.fspath(spec).strip(), os.fspath(spec).strip())
+    text = os.fspath(spec).strip()
+    if not Path(text).expanduser().exists():
+        text = expand_alias(text)  # the one alias table (data/registry.py)
     if not text:
         raise ValueError(f"empty dataset spec; expected {FORMS}")
     if text.lower().startswith(("folder:", "imagefolder:")):
