@@ -196,6 +196,10 @@ CASES: dict[str, BadInput] = {
     "backselect-dataset --batch-size beyond the memory": BadInput(
         JOB + ["--dataset", "{w}/good.npz", "--batch-size", "99999999999"], "--batch-size 99999999999 (candidate"
     ),
+    "imagenet-sis --crop 99999999": BadInput(
+        ["imagenet-sis", "--data", "{w}/a-folder", "--out", "{w}/new-sis", "--crop", "99999999"],
+        "--crop: must be an image side of 1-4096 pixels",
+    ),
     # minor: a folder without runs
     "report of a folder without runs": BadInput(["report", "{w}/a-folder"], "holds no runs"),
 }

@@ -22,6 +22,7 @@ __all__ = [
     "positive_int",
     "nonnegative_int",
     "port",
+    "image_side",
     "thread_count",
     "positive_float",
     "nonnegative_float",
@@ -113,6 +114,18 @@ def thread_count(text: str) -> int:
         raise argparse.ArgumentTypeError(
             f"must be an integer 1-{MAX_THREADS} (this machine has {os.cpu_count()} CPUs), got {value}"
         )
+    return value
+
+
+#: the largest image side --crop/--resize take (a 4096² RGB image is 50 MB as uint8)
+MAX_SIDE = 4096
+
+
+def image_side(text: str) -> int:
+    """An image side in pixels, 1 to :data:`MAX_SIDE` (an argparse ``type``)."""
+    value = _number(text, int, f"an integer 1-{MAX_SIDE}")
+    if not 1 <= value <= MAX_SIDE:
+        raise argparse.ArgumentTypeError(f"must be an image side of 1-{MAX_SIDE} pixels, got {value}")
     return value
 
 

@@ -133,7 +133,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     )
     p.add_argument(
         "--size",
-        type=c.positive_int,
+        type=c.image_side,
         help="resize and centre-crop folder images to SIZE×SIZE (default: the model file's input size)",
     )
     p.add_argument("--batch-size", type=c.positive_int, help="candidates per forward call (default 64)")

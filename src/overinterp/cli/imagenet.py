@@ -46,9 +46,9 @@ def _add_imagenet(sub: c.Subparsers) -> None:
     p.add_argument("--batch-size", type=c.positive_int, default=32, help="images per forward call (default 32)")
     p.add_argument("--seed", type=int, default=0, help="order in which validation images are drawn")
     p.add_argument("--correct-only", action="store_true", help="only correctly classified images")
-    p.add_argument("--crop", type=c.positive_int, help="input size (default: the model's, 299 for Inception-v3)")
+    p.add_argument("--crop", type=c.image_side, help="input size (default: the model's, 299 for Inception-v3)")
     p.add_argument(
-        "--resize", type=c.positive_int, help="shorter side before the centre crop (default: the model's, 342)"
+        "--resize", type=c.image_side, help="shorter side before the centre crop (default: the model's, 342)"
     )
     p.add_argument(
         "--transform",
