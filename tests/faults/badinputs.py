@@ -200,6 +200,7 @@ CASES: dict[str, BadInput] = {
         ["imagenet-sis", "--data", "{w}/a-folder", "--out", "{w}/new-sis", "--crop", "99999999"],
         "--crop: must be an image side of 1-4096 pixels",
     ),
+    "a path too long for the file system": BadInput(EVAL + ["--dataset", "x" * 5000], "File name too long"),
     # minor: a folder without runs
     "report of a folder without runs": BadInput(["report", "{w}/a-folder"], "holds no runs"),
 }

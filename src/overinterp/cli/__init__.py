@@ -25,6 +25,8 @@ ARGUMENT_DESTS = {"database_url": "database", "out_dir": "out"}
 _HINT = re.compile(r" with ([a-z_]+)=True\b")
 #: errno of a write that failed for want of room or a writable disk
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+#: errno of a path no file system takes (too long, a symlink loop)
+_PATH_ERRNOS = {errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"overinterp {args.command}: error: {_message(ap, args, exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
+        if exc.errno in _PATH_ERRNOS:  # a path the user typed that no file system takes
+            name = f"{str(exc.filename)[:80]}…" if len(str(exc.filename)) > 80 else exc.filename
+            print(f"overinterp {args.command}: error: cannot use the path {name!r}: {exc.strerror}", file=sys.stderr)
+            return 2
         if exc.errno not in _DISK_ERRNOS:
             raise
         where = f" {exc.filename}" if exc.filename else ""
