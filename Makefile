@@ -29,10 +29,10 @@ typecheck: $(STAMP)
 
 # the documentation site, built strictly into site/ (docs-serve: live preview on http://127.0.0.1:8000)
 docs: $(STAMP)
-	$(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 docs-serve: $(STAMP)
-	$(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 # sdist + wheel into dist/, metadata checked by twine
 dist: $(STAMP)

@@ -8,7 +8,7 @@ set -euo pipefail
 RUN=${RUN:-runs/paper}
 DEVICE=${DEVICE:-cuda}
 PY=${PY:-python}
-METHOD=${METHOD:---method exact}          # the paper: exact BackSelect; see README "Faster methods"
+METHOD=${METHOD:---method exact}          # the paper: exact BackSelect; see docs/concepts/methods.md
 EXECUTOR=(--executor ${EXECUTOR:-local})
 [ -n "${ADDRESS:-}" ] && EXECUTOR+=(--address $ADDRESS --gpus-per-task ${GPUS_PER_TASK:-0.25})
 SEEDS=0,1,2,3,4

@@ -48,7 +48,7 @@ __all__ = [
 Subparsers = argparse._SubParsersAction
 Handler = Callable[[argparse.Namespace], int]
 
-DATASET_HELP = f"dataset spec: {DATASET_FORMS} (README: Model and dataset specs)"
+DATASET_HELP = f"dataset spec: {DATASET_FORMS} (docs/how-to/datasets.md)"
 MODEL_HELP = (
     "model spec: a registry name (`overinterp models`) [@CKPT], an overinterp checkpoint, an ensemble "
     ".json, robustbench:NAME, import:pkg.module:Class[@CKPT], or a TorchScript, torch.export (.pt2), ONNX "
@@ -57,7 +57,7 @@ MODEL_HELP = (
     "int8/uint8 inputs: their quantisation's range), mean=…&std=… (then (v-mean)/std per channel), "
     "layout=nchw|nhwc, size=HxW, resize=none|bilinear|nearest, outputs=logits|probs|auto, e.g. "
     "model.tflite?range=0:255&outputs=probs; ONNX and TFLite are forward-only (exact, kstep, screened, "
-    "adaptive --head kstep) (README: Model and dataset specs, Model formats)"
+    "adaptive --head kstep) (docs/how-to/model-formats.md)"
 )
 
 

@@ -103,7 +103,7 @@ def add_parsers(sub: c.Subparsers) -> None:
     p.add_argument(
         "--images",
         required=True,
-        help="a .npy/.npz/.pt file, an image file, a folder, or any dataset spec (README: Model and dataset specs)",
+        help="a .npy/.npz/.pt file, an image file, a folder, or any dataset spec (docs/how-to/datasets.md)",
     )
     p.add_argument("--limit", type=c.positive_int, help="only the first N images")
     p.add_argument("--out", type=c.output_file, required=True, help="trace file to write (atomically)")

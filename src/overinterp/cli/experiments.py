@@ -13,7 +13,7 @@
     overinterp evaluate --model runs/resnet20x5.json --results results.csv
     overinterp table results.csv --out table1.md
 
-Dataset and model arguments take the specs of the README's "Model and dataset specs".
+Dataset and model arguments take the specs of docs/how-to/datasets.md and docs/how-to/model-formats.md.
 """
 
 from __future__ import annotations

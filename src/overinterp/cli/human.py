@@ -61,8 +61,8 @@ def add_parsers(sub: c.Subparsers) -> None:
         action="append",
         required=True,
         metavar="ARG",
-        help="NAME TRACE IMAGES (trace file + images file/folder or a dataset spec, see the README's "
-        "Model and dataset specs) "
+        help="NAME TRACE IMAGES (trace file + images file/folder or a dataset spec, see "
+        "docs/how-to/datasets.md) "
         "or NAME JOB_DIR (an `overinterp backselect-dataset --out` folder); repeat per model",
     )
     p.add_argument("--proportions", type=c.floats, help="share of images per model, in --model order (default equal)")

@@ -1,6 +1,6 @@
 """Bounded image decoding: every image file the package reads goes through :func:`decode_image`.
 
-The rule (README: "Large images"):
+The rule (docs/how-to/datasets.md, "Large images"):
 
 1. An image whose header declares more than ``max_pixels`` pixels (default 100 million,
    ``$OVERINTERP_MAX_IMAGE_PIXELS``) is refused before any pixel is decoded: the error

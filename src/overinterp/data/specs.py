@@ -1,6 +1,6 @@
 """One string names any labelled image set: the one dataset-spec parser of every command.
 
-The forms (documented once, in the README's "Model and dataset specs"):
+The forms (documented once, in docs/how-to/datasets.md):
 
 * ``NAME[:SPLIT][@ROOT]`` — a registered dataset (:func:`~overinterp.data.load_dataset`),
   e.g. ``cifar10:test``, ``cifar10c:fog/5@/data``, ``folder:test@data/cifar10-jpeg.zip``;

@@ -35,10 +35,13 @@ def pass_seconds(
 ) -> dict[str, float]:
     """Seconds per image of a forward pass and of a forward+backward pass (the target
     log-odds' gradient w.r.t. the input) on ``batch_size`` copies of ``image`` ``(C, H, W)``;
-    medians over ``rounds``, after one warm-up each."""
+    medians over ``rounds``, after one warm-up each. A forward-only model (ONNX, TFLite: its
+    output has no gradient) gets ``nan`` for the forward+backward pass."""
     x = image.unsqueeze(0).expand(batch_size, -1, -1, -1).contiguous()
     with torch.no_grad():
         target = model(x[:1]).argmax(1).expand(batch_size).clone()
+    probe = x[:1].detach().clone().requires_grad_(True)
+    differentiable = model(probe).requires_grad
 
     def fwd() -> None:
         with torch.inference_mode():
@@ -48,8 +51,8 @@ def pass_seconds(
         xi = x.detach().clone().requires_grad_(True)
         target_logodds(model(xi), target).sum().backward()
 
-    out = {}
-    for name, f in (("forward_s", fwd), ("forward_backward_s", fb)):
+    out = {"forward_backward_s": math.nan}
+    for name, f in (("forward_s", fwd), ("forward_backward_s", fb))[: 2 if differentiable else 1]:
         f()
         times = []
         for _ in range(rounds):
@@ -94,7 +97,9 @@ class CheckPlan:
         return (
             f"{self.images} images, P = {self.num_features} features each: exact {self.exact['forward']:,} forward "
             f"passes per image; {self.method_name} planned {self.method['forward']:,} forward + "
-            f"{self.method['forward_backward']:,} forward+backward (= {self.fb_ratio:.2f} forward each) = "
+            f"{self.method['forward_backward']:,} forward+backward"
+            + (f" (= {self.fb_ratio:.2f} forward each)" if self.method["forward_backward"] else "")
+            + " = "
             f"{self.method_forward_equivalents:,.0f} forward-equivalents "
             f"({100 * self.method_forward_equivalents / self.exact_forward_equivalents:.2f}% of exact). "
             f"Estimated time here: {_duration(s['total'])} (exact {_duration(s['exact'])}, "
@@ -134,7 +139,8 @@ def plan_check(
         num_features=p,
         exact=Exact().planned_cost(p),
         method=method.planned_cost(p),
-        fb_ratio=times["forward_backward_s"] / times["forward_s"],
+        # a forward-only model runs only forward-only methods: no forward+backward pass to weigh
+        fb_ratio=0.0 if math.isnan(times["forward_backward_s"]) else times["forward_backward_s"] / times["forward_s"],
         forward_s=times["forward_s"],
         method_name=method.name,
     )

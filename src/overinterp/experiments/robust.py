@@ -8,7 +8,7 @@ to ``<out>/traces/<label>.pt``; ``summary.json`` and ``summary.csv`` hold one
 line per model; rows go to a results file via :func:`~overinterp.append_results`.
 
 Models are given as model specs (:func:`overinterp.models.parse_model_spec`, every
-form in the README's "Model and dataset specs": registry names with ``@CKPT``,
+form in docs/how-to/model-formats.md: registry names with ``@CKPT``,
 checkpoints, ensembles, ``robustbench:NAME``, ``import:pkg.module:Class@CKPT``,
 each with ``LABEL=`` and ``?key=value`` options); :func:`load_robust_model` loads one
 as a :class:`RobustModel` of a group.

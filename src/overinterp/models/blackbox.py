@@ -186,7 +186,8 @@ class BlackBoxClassifier(Classifier):
         sum_tolerance: allowed ``|Σ_j p_j − 1|`` per row; default 0.05 for float
             outputs and ``K·scale/2`` (the most rounding can move the sum) for
             quantised ones, so for quantised outputs mainly the range is checked.
-        name, class_names: recorded in traces / used in figures.
+        name: recorded in traces.
+        class_names: used in figures.
         preprocessing: applied to the pixels before ``fn`` sees them (as in
             :class:`~overinterp.Classifier`); ``input_format`` then describes
             the preprocessed values.

@@ -1,6 +1,6 @@
 """One model-spec parser: a string (or command-line options) → :class:`ModelSpec` → a model.
 
-The forms (documented once, in the README's "Model and dataset specs"), each
+The forms (documented once, in docs/how-to/model-formats.md), each
 optionally prefixed by ``LABEL=`` and followed by ``?key=value&…`` options:
 
 * ``NAME[@CKPT]`` — a registry architecture (``overinterp models``) with optional weights;

@@ -55,7 +55,7 @@ SKEW_TV = 0.3
 #: fewest labelled predictions the skew check judges
 SKEW_MIN = 20
 
-#: the likely causes of a broken pipeline and the spec options that fix each (README: Model and dataset specs)
+#: the likely causes of a broken pipeline and the spec options that fix each (docs/how-to/model-formats.md)
 FIXES = (
     "input range (a model file that takes 0-255 pixels: add ?range=0:255 to the model spec)",
     "preprocessing (a network trained on normalised inputs: ?preprocessing=imagenet or ?mean=...&std=...)",

@@ -22,7 +22,7 @@ crop (zero padding 4) and horizontal flip, per-channel normalisation (CIFAR-10
 mean/std). ``fast`` is for small hardware: 4 epochs, batch 256, a one-cycle
 schedule (linear warm-up over 2 epochs from 0.02 to 0.2, then linear decay to
 0), label smoothing 0.1 — ResNet20 reached 77.4% on the 10,000 JPEG CIFAR-10
-test images after 9 minutes on one CPU thread (see the README). Any field can be
+test images after 9 minutes on one CPU thread (docs/how-to/training.md). Any field can be
 overridden.
 
 ``input_dropout`` (default 0: off) is the input-dropout mitigation: each
