@@ -1,4 +1,5 @@
-"""MkDocs hook: the command-line reference, generated from the argparse parsers at build time.
+"""MkDocs hooks: the command-line reference, generated from the argparse parsers at build time,
+and Sphinx roles in rendered docstrings shown as code.
 
 A page holding the marker ``<!-- cli-reference -->`` gets one section per command (sub-commands
 included): its description, usage, positional arguments and options with their help, defaults and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import html
+import re
 
 MARKER = "<!-- cli-reference -->"
 
@@ -114,3 +116,13 @@ def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ANN001
     if MARKER in markdown:
         markdown = markdown.replace(MARKER, cli_markdown())
     return markdown
+
+
+#: a Sphinx role left in a rendered docstring: ":class:<code>~pkg.Name</code>"
+_ROLE = re.compile(r":(?:class|func|meth|mod|attr|data|exc|obj):\s*<code>(~?)([\w.]+)</code>")
+
+
+def on_page_content(html_text: str, page, config, files) -> str:  # noqa: ANN001 (MkDocs hook signature)
+    """The docstrings use Sphinx roles (``:func:`~overinterp.x```); show them as code, with ``~``
+    meaning the last component only, as Sphinx does."""
+    return _ROLE.sub(lambda m: f"<code>{m.group(2).rsplit('.', 1)[-1] if m.group(1) else m.group(2)}</code>", html_text)
