@@ -474,6 +474,7 @@ class _Engine:
         self.q_exact = _Queue(lambda i: self.m_count[i])
         self.q_grad: deque[int] = deque()
         self.q_last: deque[int] = deque()
+        self.exact_done: list[int] = []  # gradient screen: images of this round whose candidates are scored
         self.pending_exact = 0
         self.n_scan = self.n_exact = self.n_fb = self.n_last = 0
 
@@ -650,12 +651,16 @@ class _Engine:
         self.cand_score[img_d, idx_d] = lo
         self.n_exact += b
         self.bar.update(b)
+        if self.gradient:  # nothing else runs before the round's exact candidates are done: choose once
+            self.exact_done += finished
+            finished = [] if self.q_exact else self.exact_done
         if finished:
             f_img, f_cnt = self.upload(finished, [self.m_count[i] for i in finished])
             mmax = self.cand.shape[1]
             valid = torch.arange(mmax, device=self.device).view(1, -1) < f_cnt.view(-1, 1)
             s = self.cand_score[f_img].masked_fill(~valid, float("-inf"))
             if self.gradient:
+                self.exact_done = []
                 self._choose_screened(finished, f_img, s, valid)
             else:
                 self._choose(finished, s, s, self.cand[f_img])
