@@ -18,6 +18,7 @@ METHODS = [
     overinterp.BatchedGradient(5),
     overinterp.Fast(recall=0),
     overinterp.Fast(step_fraction=0.2, pool=3, screened=0.2, exact=0.1, width=4, recall=0),
+    overinterp.Screened(rescore_top=3),
 ]
 
 
