@@ -451,7 +451,7 @@ class _Engine:
             masked = self.col.view(1, -1) >= fmap.num_features.view(-1, 1)  # 1 = masked (pads too)
             self.masked = masked | ~problem.available if problem.available is not None else masked
             self.shared = fmap.shared.flatten() if fmap.shared is not None else None
-            self.groups = fmap.groups.flatten(1) if self.shared is None else None
+            self.groups = fmap.groups.flatten(1) if self.shared is None else None  # (N, H·W)
             self.stale = torch.full((n, pmax), float("-inf"), dtype=self.score_dtype, device=device)
             self.screen_rank = torch.full((n, pmax), -1, dtype=torch.int32, device=device)
             self.screen_width = torch.full((n, pmax), -1, dtype=torch.int32, device=device)
@@ -460,14 +460,12 @@ class _Engine:
             self.remaining = problem.remaining_table()  # (N, Pmax): present feature ids, ascending
             self.rank = torch.full((n, pmax), float("-inf"), dtype=self.score_dtype, device=device)
             self.lo_buf = self.rank if sched.rank_by == "logodds" else torch.full_like(self.rank, float("nan"))
-        self.cand: Tensor | None = None  # (N, M) exact candidates: positions (reduced) or feature ids (gradient)
-        self.cand_score: Tensor | None = None
-        self.cand_rank: Tensor | None = None
+        self._alloc_cand(0)  # (N, M) exact candidates: positions (reduced) or feature ids (gradient)
         self.channels_last = default_channels_last(problem, channels_last)
         fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         graphed = _use_cuda_graph(cuda_graph, device)
         alloc = torch.zeros if graphed else torch.empty  # a graph reads the whole buffer: keep unused rows finite
-        self.buf = alloc((self.bs, c, h, w), dtype=images.dtype, device=device, memory_format=fmt)
+        self.buf = alloc((self.bs, c, h, w), dtype=images.dtype, device=device, memory_format=fmt)  # type: ignore[call-overload]
         self.graph = _GraphedForward(problem.forward, self.buf, sched.autocast) if graphed else None
         self.upload = _Uploader(device)
         self.q_scan = _Queue(lambda i: self.counts[i] + int(self.need_state[i]))
@@ -569,7 +567,10 @@ class _Engine:
 
     def _pixel_index(self, act: Tensor) -> Tensor:
         """``(A, H·W)`` feature id of each pixel of images ``act``."""
-        return self.shared.expand(act.shape[0], -1) if self.shared is not None else self.groups[act]
+        if self.shared is not None:
+            return self.shared.expand(act.shape[0], -1)
+        assert self.groups is not None
+        return self.groups[act]
 
     # ---- screen none/reduced: every remaining feature (+ the state candidate)
     def _scan_batch(self) -> None:
@@ -622,7 +623,7 @@ class _Engine:
             return
         ms = [self.s.exact_count(i, self.counts[i], self.totals[i], 1) for i in live]
         mm = max(ms)
-        if self.cand is None or self.cand.shape[1] < mm:
+        if self.cand.shape[1] < mm:
             self._alloc_cand(max(mm, self.s.exact_count(None, self.pmax, self.pmax, 1)))
         top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :mm]
         self.cand[f_img, :mm] = top.sort(dim=1).values  # ascending positions: ties → lowest id
@@ -632,8 +633,8 @@ class _Engine:
             self.pending_exact += m
 
     def _alloc_cand(self, m: int) -> None:
-        m = max(1, m)
-        old = self.cand
+        """(Re)allocate the exact-candidate tables with ``m`` columns (only between rounds: keeps ``cand``)."""
+        old = getattr(self, "cand", None)
         self.cand = torch.zeros((self.n, m), dtype=torch.int64, device=self.device)
         self.cand_score = torch.full((self.n, m), float("-inf"), dtype=self.score_dtype, device=self.device)
         self.cand_rank = torch.zeros((self.n, m), dtype=torch.int64, device=self.device)
@@ -728,7 +729,7 @@ class _Engine:
     def _gradient_round(self) -> None:
         """Gradient passes of every queued image, ``batch_size`` images per call; images whose
         step the gradient alone decides go straight back into the batch."""
-        screened: list[tuple[list[int], Tensor]] = []
+        screened: list[tuple[list[int], Tensor, list[int]]] = []
         while self.q_grad:
             batch = [self.q_grad.popleft() for _ in range(min(self.bs, len(self.q_grad)))]
             again, picked = self._gradient_batch(batch)
@@ -823,7 +824,7 @@ class _Engine:
         cand, perm = cand.sort(dim=1)  # ascending ids, pads last
         grank = grank.gather(1, perm)
         m = cand.shape[1]
-        if self.cand is None or self.cand.shape[1] < m:
+        if self.cand.shape[1] < m:
             self._alloc_cand(max(m, self.s.exact_count(None, pmax, pmax, pmax) + self.s.recall))
         self.cand[act, :m] = cand
         self.cand[act, m:] = pmax

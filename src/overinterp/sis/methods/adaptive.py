@@ -88,11 +88,17 @@ class Adaptive(Method):
         return cost
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        kw = dict(batch_size=batch_size, progress=progress, channels_last=self.channels_last)
-        head = select(problem, self.head_schedule(), **kw)
+        cl = self.channels_last
+        head = select(problem, self.head_schedule(), batch_size=batch_size, progress=progress, channels_last=cl)
         if self.head == "kstep":
             return head
-        tail = select(without_removed(problem, head), Schedule(desc="adaptive tail"), **kw)
+        tail = select(
+            without_removed(problem, head),
+            Schedule(desc="adaptive tail"),
+            batch_size=batch_size,
+            progress=progress,
+            channels_last=cl,
+        )
         stats = {
             "channels_last": tail.stats.get("channels_last"),
             "forward_backward_passes": head.stats["forward_backward_passes"],

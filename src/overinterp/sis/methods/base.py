@@ -335,11 +335,13 @@ def append_output(head: MethodOutput, tail: MethodOutput, stats: dict[str, Any] 
     order[rows[valid], dest[valid]] = tail.order[valid]
     logodds[rows[valid], dest[valid]] = tail.logodds[valid]
     evaluated[rows[valid], dest[valid]] = tail.evaluated[valid]
-    screen = [head.screen_rank, head.screen_width]
+    screen: list[Tensor | None] = [head.screen_rank, head.screen_width]
     if tail.screen_rank is not None and tail.screen_width is not None:
-        screen = [t.clone() if t is not None else torch.full_like(order, -1, dtype=torch.int32) for t in screen]
-        for t, src in zip(screen, (tail.screen_rank, tail.screen_width)):
-            t[rows[valid], dest[valid]] = src[valid]
+        screen = []
+        for h_t, t_t in ((head.screen_rank, tail.screen_rank), (head.screen_width, tail.screen_width)):
+            t = h_t.clone() if h_t is not None else torch.full_like(order, -1, dtype=torch.int32)
+            t[rows[valid], dest[valid]] = t_t[valid]
+            screen.append(t)
     return MethodOutput(
         order, logodds, evaluated, head.num_features + tail.num_features, stats or {}, screen[0], screen[1]
     )

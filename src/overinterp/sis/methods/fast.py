@@ -172,9 +172,15 @@ class Fast(Method):
         return cost
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
-        kw = dict(batch_size=batch_size, progress=progress, channels_last=self.channels_last)
-        head = select(problem, self.head_schedule(), **kw)
-        end = select(without_removed(problem, head), Schedule(desc="fast end"), **kw)
+        cl = self.channels_last
+        head = select(problem, self.head_schedule(), batch_size=batch_size, progress=progress, channels_last=cl)
+        end = select(
+            without_removed(problem, head),
+            Schedule(desc="fast end"),
+            batch_size=batch_size,
+            progress=progress,
+            channels_last=cl,
+        )
         stats = {
             "channels_last": end.stats.get("channels_last"),
             "forward_backward_passes": head.stats["forward_backward_passes"],
