@@ -214,9 +214,10 @@ class Schedule:
 
     Subclasses may adapt per image: ``block`` and ``exact_count`` receive the
     image index (``None`` in :meth:`planned_cost`'s dry run, which must then give
-    the per-image cap), and :meth:`observe` sees, after each gradient-screened
-    step, the rank in the screen of the step's exact best (device tensors; reading
-    them on the host costs one device sync per call).
+    the per-image cap), and :meth:`observe` sees, once per gradient-screened round
+    (every image's step of that round), the rank in the screen of each step's exact
+    best (device tensors; reading them on the host costs one device sync per round,
+    before the next round's ``exact_count`` calls).
 
     :meth:`planned_cost` is a dry run of the same functions, so a method's plan
     and its run cannot drift.
