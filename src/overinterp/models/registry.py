@@ -108,15 +108,23 @@ def check_options(name: str, num_classes: int, kwargs: Mapping[str, Any]) -> Non
     try:
         with torch.device("meta"):
             shell = entry.builder(num_classes=num_classes, **kwargs)
-    except (RuntimeError, ValueError, TypeError) as exc:
-        given = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
-        raise UserInputError(f"model {name} cannot be built with {given or 'its defaults'}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # the builder's own argument checks
+        raise UserInputError(f"model {name} cannot be built with {_given(kwargs)}: {exc}") from None
+    except (RuntimeError, NotImplementedError):
+        return  # ops without a meta version (or bad sizes): build_network's real build says which
     nbytes = sum(t.numel() * t.element_size() for t in (*shell.parameters(), *shell.buffers()))
     given = "".join(f", {k}={v!r}" for k, v in kwargs.items())
     check_fits(nbytes, f"model {name} (num_classes={num_classes}{given})")
 
 
+def _given(kwargs: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in kwargs.items()) or "its defaults"
+
+
 def build_network(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """``name``'s network, its options checked first (:func:`check_options`)."""
     check_options(name, num_classes, kwargs)
-    return get_model_entry(name).builder(num_classes=num_classes, **kwargs)
+    try:
+        return get_model_entry(name).builder(num_classes=num_classes, **kwargs)
+    except (RuntimeError, ValueError, TypeError) as exc:  # e.g. a negative size within declared bounds
+        raise UserInputError(f"model {name} cannot be built with {_given(kwargs)}: {exc}") from None
