@@ -69,6 +69,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast-e10": ("fast", {"width": 16, "screened": 0.15, "exact": 0.10, "exact_cap": 64, "recall": 0}),
     "fast-w8e10": ("fast", {"width": 8, "screened": 0.15, "exact": 0.10, "exact_cap": 64, "recall": 0}),
     "fast-w8p4": ("fast", {"width": 8, "screened": 0.15, "pool": 4.0, "exact_cap": 48, "recall": 0}),
+    # per-image adaptation (issue 24): a narrower base screen, widened after steps whose best came from its bottom
+    "fast-x24": ("fast", {"width": 24, "extend": 2, "extend_budget": 1.15}),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),
@@ -147,6 +149,29 @@ def measure_fb_ratio(model, images: torch.Tensor, batch: int, rounds: int = 3) -
 def quality(trace, model, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-image quality measures of one trace (:func:`overinterp.analysis.faithfulness.trace_measures`)."""
     return trace_measures(trace, model, images, labels)
+
+
+def screening_summary(trace, d_prob5: torch.Tensor, base_width: int) -> dict[str, Any]:
+    """The per-image screening diagnostic of one method's traces: per image the share of screened
+    steps whose exact best came from the bottom quarter of the gradient screen (or from outside
+    it), the steps screened wider than ``base_width``, and how the share ranks against the
+    image's Δp on its 5% subset (Spearman; negative: the diagnostic flags the images where the
+    method lost confidence)."""
+    from scipy.stats import spearmanr
+
+    scr = trace.meta["screening"]
+    share = [b / s if s else float("nan") for b, s in zip(scr["bottom_quarter_steps"], scr["steps"])]
+    wide = (trace.screen_width > base_width).sum(1).tolist() if trace.screen_width is not None else []
+    d = d_prob5.tolist()
+    rho = float(spearmanr(share, d).statistic) if len(set(share)) > 1 and len(set(d)) > 1 else float("nan")
+    return {
+        "bottom_quarter_share": share,
+        "mean_bottom_quarter_share": float(np.nanmean(share)),
+        "max_bottom_quarter_share": float(np.nanmax(share)),
+        "widened_steps_per_image": float(np.mean(wide)) if wide else float("nan"),
+        "spearman_share_vs_d_prob5": rho,
+        "d_prob5_per_image": d,
+    }
 
 
 def cost_of(trace, stats: dict[str, Any], ratio: float) -> dict[str, float]:
@@ -233,6 +258,8 @@ def run_model(
             "wall_s_per_image": wall,
             "method": method.describe(),
         }
+        if "screening" in trace.meta:
+            row["screening"] = screening_summary(trace, q["prob5"] - ref["prob5"], int(params.get("width", 32)))
         rows[name] = row
         log(
             f"[{label}] {name}: {row['cost']['forward_equivalents']:.0f} fe/image ({wall:.2f} s), "
@@ -326,6 +353,16 @@ def _select(trace, keep: list[int]):
         # a shared (H, W) grouping stays as it is; per-image groupings are selected with the images
         features=trace.features if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
         labels=None if trace.labels is None else trace.labels[idx],
+        screen_rank=None if trace.screen_rank is None else trace.screen_rank[idx],
+        screen_width=None if trace.screen_width is None else trace.screen_width[idx],
+        meta={
+            **trace.meta,
+            **(
+                {"screening": {k: [v[i] for i in keep] for k, v in trace.meta["screening"].items()}}
+                if "screening" in trace.meta
+                else {}
+            ),
+        },
     )
 
 
@@ -557,13 +594,14 @@ def markdown(result: dict[str, Any], headline_methods: tuple[str, ...] = ("fast"
             "",
             "| method | forward-equiv./image | % of exact | s/image | acc. 5% (Δ pts [95% CI]) | "
             "p(class) 5% (Δ [95% CI]) | conf. drop | SIS τ=0.99 (× exact) | SIS τ=0.9 (× exact) | "
-            "with SIS 0.99 / 0.9 |",
-            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|",
+            "with SIS 0.99 / 0.9 | screen: bottom-quarter share mean / max, widened steps per image, "
+            "ρ(share, Δp) |",
+            "|---|---:|---:|---:|---|---|---:|---:|---:|---:|---|",
         ]
         exact_fe = r["P"] * (r["P"] + 1) / 2
         for m, row in r["methods"].items():
             if "skipped" in row:
-                out.append(f"| {m} | – | – | – | {row['skipped']} | | | | | |")
+                out.append(f"| {m} | – | – | – | {row['skipped']} | | | | | | |")
                 continue
             fe = row["cost"]["forward_equivalents"]
             sis = [
@@ -574,7 +612,15 @@ def markdown(result: dict[str, Any], headline_methods: tuple[str, ...] = ("fast"
                 f"| {m} | {fe:,.0f} | {100 * fe / exact_fe:.2f}% | {row['wall_s_per_image']:.2f} | "
                 f"{100 * row['acc5']:.1f}% ({_ci(row['d_acc5'], 100, 1)}) | "
                 f"{row['prob5']:.3f} ({_ci(row['d_prob5'])}) | "
-                f"{row['drop5']:.3f} | {sis[0]} | {sis[1]} | {row['has_sis99']:.2f} / {row['has_sis90']:.2f} |"
+                f"{row['drop5']:.3f} | {sis[0]} | {sis[1]} | {row['has_sis99']:.2f} / {row['has_sis90']:.2f} | "
+                + (
+                    f"{row['screening']['mean_bottom_quarter_share']:.2f} / "
+                    f"{row['screening']['max_bottom_quarter_share']:.2f}, "
+                    f"{row['screening']['widened_steps_per_image']:.1f}, "
+                    f"{row['screening']['spearman_share_vs_d_prob5']:+.2f} |"
+                    if "screening" in row
+                    else "– |"
+                )
             )
     for label, lev in result.get("levers", {}).items():
         rates = ", ".join(f"{k} {v:,.0f}" for k, v in lev["images_per_s"].items())

@@ -179,6 +179,8 @@ def reference_fast(
     recall: int = 0,
     exact_cap: int = 10**9,
     groups: Tensor | None = None,
+    extend: int = 0,
+    diagnostics: dict | None = None,
 ):
     """Fast's semantics, one image, one candidate per forward call (float64).
 
@@ -186,7 +188,11 @@ def reference_fast(
     features (never passing that count); after it, single steps; the last ceil(exact·P) features
     are plain exact steps. A non-exact step: the gradient of the log-odds w.r.t. the mask ranks
     the remaining features (ties: lowest id), the best max(width, ceil(pool·r)) are each scored by a
-    forward pass, the r best scores are masked (ties: lowest id). Returns the order.
+    forward pass, the r best scores are masked (ties: lowest id). With ``extend`` (no cost cap
+    here) single steps screen max(width, ...)·2**k candidates, k starting at 0: after a single
+    step whose best sat at gradient position >= L - L//4 of the L screened (or came from
+    recall) k = min(k + 1, extend), else k = max(k - 1, 0). Returns the order; ``diagnostics``
+    (a dict) receives per single step the screen width used and the rank of its best.
     """
     import math
 
@@ -199,6 +205,7 @@ def reference_fast(
     t_s = max(t_s, t_e)
     masked = torch.zeros(p, dtype=image.dtype)
     stale: dict[int, float] = {}  # feature -> its last exact single-removal score
+    level = 0  # screen doublings of the next single step (extend)
     order: list[int] = []
     while p - len(order) > t_e:
         rem = [f for f in range(p) if masked[f] == 0]
@@ -211,7 +218,8 @@ def reference_fast(
         lo = ref_logodds(model(x[None])[0], target)
         (g,) = torch.autograd.grad(lo, m)
         ranked = sorted(rem, key=lambda f: (-float(g[f]), f))
-        cands = ranked[: min(big, max(width, math.ceil(pool * r)))]
+        n_screen = min(big, max(width, math.ceil(pool * r)) * (2**level if r == 1 else 1))
+        cands = ranked[:n_screen]
         if recall:
             known = sorted((f for f in rem if f in stale and f not in cands), key=lambda f: (-stale[f], f))
             cands = cands + known[:recall]
@@ -220,6 +228,13 @@ def reference_fast(
             scores = [float(score_removal(model, image, target, baseline, order + [f], groups)) for f in cands]
         stale.update(zip(cands, scores))
         best = sorted(range(len(cands)), key=lambda k: (-scores[k], cands[k]))[:r]
+        if r == 1:
+            pos = ranked[:n_screen].index(cands[best[0]]) if cands[best[0]] in ranked[:n_screen] else n_screen
+            bottom = pos >= n_screen - n_screen // 4
+            if diagnostics is not None:
+                diagnostics.setdefault("width", []).append(n_screen)
+                diagnostics.setdefault("rank", []).append(pos)
+            level = min(extend, level + 1) if bottom else max(0, level - 1)
         for k in best:
             order.append(cands[k])
             masked[cands[k]] = 1.0

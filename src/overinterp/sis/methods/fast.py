@@ -35,14 +35,16 @@ measures it at P = 256, 1,024 and 4,096.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Callable, ClassVar
+
+from torch import Tensor
 
 from overinterp.sis.methods._engine import Schedule, ceil_fraction, select
 from overinterp.sis.methods.base import Method, MethodOutput, Problem, append_output, param, without_removed
 from overinterp.sis.methods.registry import register
 
-__all__ = ["Fast"]
+__all__ = ["Fast", "AdaptiveScreen"]
 
 
 def _fraction(name: str, value: object, low_open: bool = False) -> float:
@@ -77,6 +79,14 @@ class Fast(Method):
         recall: per step, also score exactly the ``recall`` remaining features
             with the best exact scores from earlier steps that the gradient did
             not pick (``0``: off).
+        extend: per-image adaptation (issue 24): after a single step whose exact best came
+            from the last quarter of its gradient screen (or from ``recall``), the image's
+            next single step screens twice as many candidates, up to ``2**extend`` times
+            ``width``; after a step whose best came from higher up, the width halves back
+            (``0``: off). Head blocks keep ``max(width, ⌈pool·r⌉)``.
+        extend_budget: with ``extend``, each image spends at most ``extend_budget`` times
+            its planned forward passes without adaptation: a wider screen is taken only
+            while the rest of the image's plan still fits (linear in ``P``).
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
@@ -95,6 +105,12 @@ class Fast(Method):
     width: int = param(32, help="gradient-screened candidates scored exactly per single step", low=1)
     recall: int = param(4, help="per step also score the best earlier-scored features the gradient missed", low=0)
     exact_cap: int = param(40, help="at most this many exact end steps", low=0)
+    extend: int = param(
+        0, help="per-image adaptation: screen doublings after steps whose best came from the screen's bottom", low=0
+    )
+    extend_budget: float = param(
+        1.15, help="with extend: per-image cap on forward passes, x the planned ones without adaptation", low=1.0
+    )
     channels_last: bool | None = param(None, help="build inputs channels-last (None: automatic)", cli=False)
 
     name: ClassVar[str] = "fast"
@@ -132,6 +148,14 @@ class Fast(Method):
             raise ValueError(f"Fast: recall must be an integer >= 0, got {self.recall!r}")
         if isinstance(self.exact_cap, bool) or not isinstance(self.exact_cap, int) or self.exact_cap < 0:
             raise ValueError(f"Fast: exact_cap must be an integer >= 0, got {self.exact_cap!r}")
+        if isinstance(self.extend, bool) or not isinstance(self.extend, int) or self.extend < 0:
+            raise ValueError(f"Fast: extend (screen doublings) must be an integer >= 0, got {self.extend!r}")
+        b = self.extend_budget
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not (1.0 <= float(b) < math.inf):
+            raise ValueError(
+                f"Fast: extend_budget (per-image cap on forward passes, × the planned ones) must be a number >= 1, "
+                f"got {b!r}"
+            )
         if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
             raise ValueError(
                 f"Fast: width (candidates scored exactly per screened step) must be an integer >= 1, got {self.width!r}"
@@ -152,9 +176,10 @@ class Fast(Method):
         return max(1, min(int(float(self.step_fraction) * remaining), remaining - ts))
 
     def head_schedule(self) -> Schedule:
-        """Head blocks and screened single steps, down to the exact end's ``T_e`` features."""
+        """Head blocks and screened single steps, down to the exact end's ``T_e`` features
+        (with ``extend``: a new :class:`AdaptiveScreen`, whose per-image state lives for one run)."""
         width, pool = int(self.width), float(self.pool)
-        return Schedule(
+        kw = dict(
             screen="gradient",
             step=self.step_size,
             stop_at=lambda total: self.stage_counts(total)[1],
@@ -162,14 +187,38 @@ class Fast(Method):
             recall=int(self.recall),
             desc="fast screened",
         )
+        if not self.extend:
+            return Schedule(**kw)
+        return AdaptiveScreen(**kw, extend=int(self.extend), budget=float(self.extend_budget), base=self._base_plan)
+
+    def _base_plan(self, total: int) -> list[int]:
+        """``cost[R]``: planned forward passes without adaptation from ``R`` remaining features
+        (of ``total``) to the end of the exact end, at every ``R`` a step starts from and at ``T_e``."""
+        ts, te = self.stage_counts(total)
+        width, pool, recall = int(self.width), float(self.pool), int(self.recall)
+        states, rem = [], total
+        while rem > te:
+            r = max(1, min(self.step_size(rem, total), rem - te))
+            states.append((rem, r))
+            rem -= r
+        cost = [0] * (total + 1)
+        acc = Schedule().planned_cost(te)["forward"] + int(bool(states) and states[-1][1] > 1)
+        cost[te] = acc
+        for rem, r in reversed(states):
+            acc += min(rem, max(width, math.ceil(pool * r)) + recall)
+            cost[rem] = acc
+        return cost
 
     def planned_cost(self, total: int) -> dict[str, int]:
         """Host-side count for one image of ``total`` features: forward+backward
         passes and forward passes (exact candidate evaluations) the method makes
-        (with ``recall``: at most that many forward passes more per step)."""
-        cost = self.head_schedule().planned_cost(total)
-        cost["forward"] += Schedule().planned_cost(self.stage_counts(total)[1])["forward"]
-        return cost
+        (with ``recall``: at most that many forward passes more per step; with
+        ``extend``: at most ``⌊extend_budget ×⌋`` that many)."""
+        base = replace(self, extend=0).head_schedule().planned_cost(total)
+        base["forward"] += Schedule().planned_cost(self.stage_counts(total)[1])["forward"]
+        if self.extend:
+            base["forward"] = math.floor(float(self.extend_budget) * base["forward"])
+        return base
 
     def run(self, problem: Problem, *, batch_size: int, progress: bool) -> MethodOutput:
         cl = self.channels_last
@@ -190,3 +239,55 @@ class Fast(Method):
             "screening": head.stats["screening"],
         }
         return append_output(head, end, stats)
+
+
+@dataclass
+class AdaptiveScreen(Schedule):
+    """Fast's gradient screen with a per-image width (:attr:`Fast.extend`).
+
+    Each image keeps a doubling level ``k ∈ [0, extend]``: its single steps score the
+    gradient's best ``width · 2**k`` candidates (head blocks: the plain width). After a
+    single step, :meth:`observe` raises ``k`` by one when the step's exact best sat in the
+    last quarter of the screen (rank ``≥ L − ⌊L/4⌋``, recall included) and lowers it by one
+    otherwise. A wider screen is used only while the image's forward passes so far, this
+    step's and the rest of its unadapted plan (``base(total)[R − 1]``) fit in
+    ``⌊budget · base(total)[total]⌋``; otherwise the widest that fits (at least the plain one).
+    """
+
+    extend: int = 0
+    budget: float = 1.0
+    base: Callable[[int], list[int]] | None = None
+    level: dict[int, int] = field(default_factory=dict)
+    spent: dict[int, int] = field(default_factory=dict)
+    last_r: dict[int, int] = field(default_factory=dict)
+    plans: dict[int, list[int]] = field(default_factory=dict)
+
+    def _plan(self, total: int) -> list[int]:
+        if total not in self.plans:
+            self.plans[total] = self.base(total) if self.base is not None else [0] * (total + 1)
+        return self.plans[total]
+
+    def exact_count(self, image: int | None, remaining: int, total: int, r: int) -> int:
+        plain = super().exact_count(image, remaining, total, r)
+        if image is None:  # dry run / buffer size: the widest screen a step may take
+            return min(remaining, plain * 2**self.extend) if r == 1 else plain
+        self.last_r[image] = r
+        w = plain
+        if r == 1:
+            plan = self._plan(total)
+            cap = math.floor(self.budget * plan[total])
+            after = plan[remaining - 1] if remaining - 1 < len(plan) else 0
+            for k in range(self.level.get(image, 0), 0, -1):
+                wide = min(remaining, plain * 2**k)
+                if self.spent.get(image, 0) + min(remaining, wide + self.recall) + after <= cap:
+                    w = wide
+                    break
+        self.spent[image] = self.spent.get(image, 0) + min(remaining, w + self.recall)
+        return w
+
+    def observe(self, images: Tensor, rank: Tensor, width: Tensor) -> None:
+        for i, rk, wd in zip(images.tolist(), rank.tolist(), width.tolist()):
+            if self.last_r.get(i) != 1:
+                continue
+            k = self.level.get(i, 0)
+            self.level[i] = min(self.extend, k + 1) if rk >= wd - wd // 4 else max(0, k - 1)
