@@ -25,20 +25,20 @@ lint: $(STAMP)
 
 # mypy on src/ (settings and the per-module baseline in pyproject.toml)
 typecheck: $(STAMP)
-	$(VENV)/bin/mypy
+	$(PY) -m mypy
 
 # the documentation site, built strictly into site/ (docs-serve: live preview on http://127.0.0.1:8000)
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 docs-serve: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
 
 # sdist + wheel into dist/, metadata checked by twine
 dist: $(STAMP)
 	rm -rf dist
 	$(PY) -m build -q --outdir dist . >/dev/null
-	$(VENV)/bin/twine check --strict dist/*
+	$(PY) -m twine check --strict dist/*
 
 # install the wheel into a new venv that sees only the tested dependency set (the project venv's
 # site-packages, read-only, through a .pth file) with no index: it fails if the wheel's declared
@@ -48,10 +48,10 @@ WHEEL_VENV ?= build/wheel-venv
 wheel-check: dist
 	rm -rf $(WHEEL_VENV)
 	$(PY) -m venv --without-pip $(WHEEL_VENV)
-	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" \
+	$(PY) -c "import sys; print('\n'.join(p for p in sys.path if p.endswith('-packages')))" \
 	  > "$$($(WHEEL_VENV)/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tested-deps.pth"
-	$(WHEEL_VENV)/bin/python -m pip install -q --no-index --no-deps --no-build-isolation dist/*.whl
-	$(WHEEL_VENV)/bin/python -m pip check
+	$(PY) -m pip --python $(WHEEL_VENV)/bin/python install -q --no-index --no-deps --no-build-isolation dist/*.whl
+	$(PY) -m pip --python $(WHEEL_VENV)/bin/python check
 	cd $(WHEEL_VENV) && bin/overinterp --help >/dev/null && bin/python -c "import overinterp, pathlib; \
 	  p = pathlib.Path(overinterp.__file__); assert 'wheel-venv' in str(p), p; \
 	  assert (p.parent / 'py.typed').is_file(); print('wheel ok:', overinterp.__version__, p.parent)"
