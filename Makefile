@@ -20,8 +20,8 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check src tests bench docs/hooks
+	$(VENV)/bin/ruff format --check src tests bench docs/hooks
 
 # mypy on src/ (settings and the per-module baseline in pyproject.toml)
 typecheck: $(STAMP)
