@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from overinterp._atomic import atomic_write_text
+from overinterp.errors import UserInputError
 from overinterp.sis.methods import Method
 
 __all__ = ["pixel_groups", "run_blackbox_sis"]
@@ -32,7 +33,7 @@ def pixel_groups(
         features = superpixel_features(images, superpixels)
         return features, [int(f.max()) + 1 for f in features]
     if patch < 1:
-        raise ValueError(f"--patch must be ≥ 1, got {patch}")
+        raise UserInputError(f"must be ≥ 1, got {patch}", argument="patch")
     grid = patch_features(images.shape[2], images.shape[3], patch)
     return grid, [int(grid.max()) + 1] * len(images)
 

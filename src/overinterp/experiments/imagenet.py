@@ -35,6 +35,7 @@ from overinterp._atomic import atomic_torch_save, atomic_write_text
 from overinterp.analysis import location_frequency, save_heatmap
 from overinterp.analysis.panels import save_sis_panels
 from overinterp.data.imagenet import ImageNetVal
+from overinterp.errors import UserInputError
 from overinterp.models.classifier import Classifier
 from overinterp.models.predict import predict_logits
 from overinterp.sis.backselect import backselect
@@ -144,9 +145,10 @@ def _load_or_select(model, val, config, device, out: Path, progress: bool, log) 
     if path.is_file():
         sel = json.loads(path.read_text(encoding="utf-8"))
         if sel.get("settings") != settings:
-            raise ValueError(
-                f"{path} was made with other settings ({sel.get('settings')}); use another --out folder or "
-                "delete it to start over"
+            raise UserInputError(
+                f"{path} was made with other settings ({sel.get('settings')}); use another folder or "
+                "delete it to start over",
+                argument="out_dir",
             )
         log(f"resuming: {len(sel['indices'])} images selected earlier ({path})")
         return sel

@@ -337,9 +337,9 @@ def build_study(
         raise ValueError(f"{len(props)} proportions for {len(sources)} models")
     out = Path(out_dir)
     if (out / MANIFEST).exists() and not force:
-        raise ValueError(f"{out} already holds a study; pass force=True (--force) to replace it")
+        raise ValueError(f"{out} already holds a study; replace it with force=True")
     if out.exists() and any(out.iterdir()) and not force:
-        raise ValueError(f"{out} is not empty; choose a new folder or pass force=True (--force)")
+        raise ValueError(f"{out} is not empty; choose a new folder or start over with force=True")
 
     num_classes = len(classes)
     quotas = _quotas(per_class * num_classes, props)

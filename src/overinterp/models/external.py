@@ -198,7 +198,7 @@ def _torchvision_classifier(name: str, spec: tuple[Any, dict[str, Any]], weights
                 raise FileNotFoundError(
                     f"no weights for {name}: none given and none in the torch hub cache at {path}. With internet, "
                     f"torchvision downloads them there ({enum.url}, e.g. torchvision.models.{name}(weights="
-                    "'DEFAULT')); offline, copy that file there or pass weights=PATH (--weights PATH). "
+                    "'DEFAULT')); offline, copy that file there or pass weights=PATH. "
                     "weights='random' gives random weights, for timing only"
                 )
         else:

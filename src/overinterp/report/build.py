@@ -154,7 +154,7 @@ class _Builder:
             if self.opt.use_model and d.images is not None:
                 d.subset, d.subset_error = self._subset_predictions(entry, d.images)
             elif not self.opt.use_model:
-                d.subset_error = "forward passes turned off (--no-model)"
+                d.subset_error = "forward passes turned off (`overinterp report --no-model`)"
             else:
                 d.subset_error = f"the images are not readable ({d.images_error})"
             self.data.append(d)

@@ -340,7 +340,7 @@ def _check_losses(
         f"training {config.arch}: the loss is {value} (not finite) at epoch {epoch}, step {i + 1} of {steps} "
         f"(learning rate {learning_rate(config, (epoch - 1) * steps + i, steps):g}); training stopped"
         + _kept(epoch, ckpt_path)
-        + ". Lower --lr, or check the training images and labels"
+        + ". Lower the learning rate (lr), or check the training images and labels"
     )
 
 
@@ -464,7 +464,7 @@ def train_classifier(
                 raise ValueError(
                     f"refusing to resume {out}: the checkpoint was trained with other settings — "
                     + "; ".join(changes)
-                    + ". Use the same settings, another folder, or force=True (--force)"
+                    + ". Use the same settings, another folder, or start over with force=True"
                 )
 
     # ---- model, optimizer, generators

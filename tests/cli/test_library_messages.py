@@ -1,0 +1,73 @@
+"""The library speaks in library arguments, the command line maps them to flags (issue 22,
+item 4): no message outside ``overinterp.cli`` names a command-line flag as the thing to change.
+
+A ``--flag`` may appear only inside a whole command shown to run (the text holds
+``overinterp …`` or a backticked command, as the report's "how to make this" notes do).
+Exempt: the study pages' CSS variables, and the method descriptions in ``sis/methods``
+(the CLI's ``--method`` help is generated from them).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src" / "overinterp"
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+EXEMPT = {SRC / "human" / "pages.py"}
+EXEMPT_DIRS = {SRC / "cli", SRC / "sis" / "methods"}
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def _texts(tree: ast.AST):
+    """(line, text) of every string literal that is not a docstring; an f-string as its constant parts joined."""
+    skip = _docstrings(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            parts = [v for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
+            skip.update(id(v) for v in parts)
+            yield node.lineno, "{}".join(v.value for v in parts)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip:
+            yield node.lineno, node.value
+
+
+def library_flag_mentions(src: Path = SRC) -> list[str]:
+    """``path:line: --flag`` for every flag a library message names outside a command shown to run."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if path in EXEMPT or any(d in path.parents for d in EXEMPT_DIRS):
+            continue
+        for line, text in _texts(ast.parse(path.read_text(encoding="utf-8"))):
+            flags = FLAG.findall(text)
+            if flags and "overinterp " not in text and "`" not in text:
+                found += [f"{path.relative_to(src)}:{line}: {f} in {text[:80]!r}" for f in flags]
+    return found
+
+
+def test_library_messages_name_arguments_not_flags():
+    """Wrong implementations caught: ``raise ValueError("use another --out folder")`` in
+    experiments/, ``"(--force)"`` in human/study.py, ``"Lower --lr"`` in training/ — the
+    library called from Python then tells its caller to change a flag it never passed."""
+    found = library_flag_mentions()
+    assert not found, "library messages that name CLI flags (name the argument; cli maps it):\n" + "\n".join(found)
+
+
+def test_the_scan_finds_a_flag(tmp_path):
+    (tmp_path / "m.py").write_text(
+        '"""Doc --ok."""\nX = "use another --out folder"\nY = f"run `overinterp x --y {1}`"\nZ = f"a {1} --zed"\n'
+    )
+    found = library_flag_mentions(tmp_path)
+    assert [f.split(": ")[1].split(" in")[0] for f in found] == ["--zed", "--out"] or sorted(
+        f.split(": ")[1].split(" in")[0] for f in found
+    ) == ["--out", "--zed"]
