@@ -232,7 +232,7 @@ def test_contract_that_contradicts_the_model_is_refused_before_work(files):
         parse_model_spec(f"{onnx}?colour=red")
     with pytest.raises(UserInputError, match="expected LO:HI"):
         parse_model_spec(f"{onnx}?range=255:0")
-    with pytest.raises(ValueError, match="do not also give a checkpoint"):
+    with pytest.raises(ValueError, match="checkpoint: model .* holds its weights; do not also give one"):
         parse_model_spec(str(onnx), checkpoint=str(onnx))
     model = load_model_spec(f"{tfl}?range=0:255")
     with pytest.raises(UserInputError, match="takes 3-channel images; these have 1"):

@@ -285,7 +285,9 @@ def _model_file(
     if fmt == "checkpoint":
         return None
     if ckpt is not None:
-        raise ValueError(f"model {spec!r} is a {fmt} file, which holds its weights; do not also give a checkpoint")
+        raise UserInputError(
+            f"model {spec!r} is a {fmt} file, which holds its weights; do not also give one", argument="checkpoint"
+        )
     InputContract.from_options(options, load.get("preprocessing"))
     n = load.get("num_classes")
     return ModelSpec(
@@ -361,7 +363,7 @@ def _parse(spec: Any, ckpt: str | None, preprocessing: str | None, num_classes: 
         if file_spec is not None:
             return file_spec
         if ckpt is not None:
-            raise ValueError(f"model {text!r} is a checkpoint file; do not also give checkpoint {ckpt}")
+            raise UserInputError(f"model {text!r} is a checkpoint file; do not also give {ckpt}", argument="checkpoint")
         return ModelSpec(None, text, preprocessing, num_classes, label=label)
     body, _, query = text.partition("?")
     options: dict[str, Any] = {}
@@ -411,7 +413,9 @@ def _parse(spec: Any, ckpt: str | None, preprocessing: str | None, num_classes: 
     if ref is None and start == 0 and _is_file(name) and not name.lower().endswith(".json"):
         name, ref = None, name  # an own checkpoint with options: it records its architecture
     if ref is not None and ckpt is not None and ref != ckpt:
-        raise ValueError(f"model spec {spec!r} names checkpoint {ref}, but checkpoint {ckpt} was also given")
+        raise UserInputError(
+            f"{ckpt} was also given, but model spec {spec!r} names checkpoint {ref}", argument="checkpoint"
+        )
     preproc = load.get("preprocessing")
     n = load.get("num_classes")
     return ModelSpec(
