@@ -38,13 +38,22 @@ def test_check_method_prints_plan_and_differences(files, tmp_path, capsys):
 
 
 def test_plan_only_runs_nothing(files, capsys, monkeypatch):
-    """--plan-only prints the estimate and stops (wrong: it still runs exact)."""
+    """--plan-only prints the estimate and stops (wrong: it still runs exact on the images); the
+    only backward selection allowed is the engine calibration over about 64 patches of one image."""
     import overinterp.experiments.check_method as cm
 
+    real = cm.backselect
+    calls = []
+
+    def guarded(model, images, *a, features=None, **k):
+        assert features is not None and int(features.max()) + 1 <= 64 and len(images) == 1, "ran beyond calibration"
+        calls.append(1)
+        return real(model, images, *a, features=features, **k)
+
     ckpt, data = files
-    monkeypatch.setattr(cm, "backselect", lambda *a, **k: pytest.fail("backselect ran under --plan-only"))
+    monkeypatch.setattr(cm, "backselect", guarded)
     assert main(["check-method", str(ckpt), str(data), "--plan-only", "--method", "fast"]) == 0
-    assert "forward-equivalents" in capsys.readouterr().out
+    assert "forward-equivalents" in capsys.readouterr().out and len(calls) == 1
 
 
 @pytest.mark.parametrize(
