@@ -39,7 +39,7 @@ def _cmd_check_method(args: argparse.Namespace) -> int:
     model = c.model_spec(args).load().to(device)
     num_classes = probe_model(model, tuple(images.shape[1:]), where=str(args.data))
     check_labels(data.labels, num_classes, str(args.data))
-    method.check_model(model)
+    overinterp.sis.methods.check_model_supports(method, model)
     bs = args.batch_size or overinterp.DEFAULT_BATCH_SIZE
     plan = plan_check(model, images, method, features=features, batch_size=bs)
     if args.plan_only:

@@ -197,9 +197,10 @@ def run_job(
     if spec.threads:
         torch.set_num_threads(spec.threads)
     model, data = load_job_inputs(spec)
-    from overinterp.sis.methods import method_from_description
+    from overinterp.sis.methods import check_model_supports, method_from_description
 
-    method_from_description(spec.method).check_model(model)  # forward-only model + gradient method: before any file
+    # a forward-only model and a gradient method: refused before any file is written
+    check_model_supports(method_from_description(spec.method), model)
     identity = job_identity(spec, model, data)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)

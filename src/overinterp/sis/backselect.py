@@ -16,6 +16,7 @@ from overinterp.sis._inputs import batched_logits, check_images, check_target, p
 from overinterp.sis.features import resolve_features
 from overinterp.sis.methods.base import Method, Problem
 from overinterp.sis.methods.exact import Exact
+from overinterp.sis.methods.registry import check_model_supports
 from overinterp.sis.scoring import check_threshold, target_logodds
 from overinterp.sis.trace import BackselectTrace
 
@@ -86,7 +87,7 @@ def _run(
     start = problem.start_images()
     with torch.inference_mode():
         full = target_logodds(batched_logits(forward, start, batch_size), tgt)
-    method.check_model(forward, problem)  # a forward-only model and a gradient method: refused before any work
+    check_model_supports(method, forward)  # a forward-only model and a gradient method: refused before any work
     out = method.run(problem, batch_size=batch_size, progress=progress)
     c, h, w = images.shape[1:]
     return BackselectTrace(

@@ -278,24 +278,6 @@ class Method(abc.ABC):
         """Passes the method makes on one image of ``total`` features:
         ``{"forward_backward": …, "forward": …}`` (the audit's cost model; tests pin it to the passes made)."""
 
-    def check_model(self, model: Any, problem: Problem | None = None) -> None:
-        """Refuse a forward-only model (``model.supports_gradients is False``) when this method needs gradients.
-
-        Raises:
-            GradientsUnavailableError: naming the forward-only methods.
-        """
-        if getattr(model, "supports_gradients", True) is not False or not self.needs_gradients:
-            return
-        from overinterp.sis.methods.registry import forward_only_methods
-
-        who = getattr(model, "name", None) or type(model).__name__
-        fmt = getattr(model, "format", None)
-        raise GradientsUnavailableError(
-            f"method {self.name!r} needs the model's gradients, but {who} is forward-only"
-            + (f" ({fmt})" if fmt else "")
-            + f"; use a forward-only method: {', '.join(forward_only_methods())}"
-        )
-
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 

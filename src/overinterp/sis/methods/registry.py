@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from overinterp.sis.methods.base import Method, ParamSpec
+from overinterp.sis.methods.base import GradientsUnavailableError, Method, ParamSpec
 
 __all__ = [
     "register",
@@ -27,6 +27,7 @@ __all__ = [
     "audit_ladder",
     "forward_only_methods",
     "unfaithful_methods",
+    "check_model_supports",
 ]
 
 _BY_NAME: dict[str, type[Method]] = {}
@@ -115,6 +116,23 @@ def forward_only_methods() -> list[str]:
 def unfaithful_methods() -> frozenset[str]:
     """Methods the frontier measured as not faithful (``faithful = False``)."""
     return frozenset(n for n, cls in _BY_NAME.items() if not cls.faithful)
+
+
+def check_model_supports(method: Method, model: Any) -> None:
+    """Refuse a forward-only model (``model.supports_gradients is False``) when ``method`` needs gradients.
+
+    Raises:
+        GradientsUnavailableError: naming the forward-only methods.
+    """
+    if getattr(model, "supports_gradients", True) is not False or not method.needs_gradients:
+        return
+    who = getattr(model, "name", None) or type(model).__name__
+    fmt = getattr(model, "format", None)
+    raise GradientsUnavailableError(
+        f"method {method.name!r} needs the model's gradients, but {who} is forward-only"
+        + (f" ({fmt})" if fmt else "")
+        + f"; use a forward-only method: {', '.join(forward_only_methods())}"
+    )
 
 
 def _defaults(cls: type[Method]) -> Method:
