@@ -77,3 +77,21 @@ def test_evaluate_on_two_6000_pixel_pngs_stays_under_1_gb(tmp_path):
     rc, peak_mb, err = evaluate_peak_rss(tmp_path)
     assert rc == 0, err
     assert peak_mb < 1000, f"peak RSS {peak_mb:.0f} MB\n{err}"
+
+
+def test_a_folder_too_large_for_the_memory_is_refused_while_read(tmp_path, monkeypatch):
+    """Guards against decoding every image of a folder before any check (the OOM killer, not a
+    message): the images held are counted against half the available memory as they are read."""
+    import overinterp.data.decode as decode
+    from overinterp.data.folder import load_image_folder
+
+    for k in range(3):
+        (tmp_path / "f" / f"c{k}").mkdir(parents=True)
+        Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "f" / f"c{k}" / "x.png")
+    assert len(load_image_folder(tmp_path / "f")) == 3
+    monkeypatch.setattr(decode, "available_memory", lambda: 2 * 2 * 64 * 64 * 3)  # room for two images
+    with pytest.raises(UserInputError, match=r"the 3 images of .*f need more than the 24.6 kB of memory"):
+        load_image_folder(tmp_path / "f")
+    with pytest.raises(UserInputError, match="need more than"):
+        load_images(tmp_path / "f")
+    assert len(load_image_folder(tmp_path / "f", limit=2)) == 2

@@ -13,6 +13,8 @@ The rule (docs/how-to/datasets.md, "Large images"):
    Each downscaling is reported once per process on stderr.
 3. Arrays (``.npy``/``.npz``) declare their shape in their header: one that would not fit
    in the memory this machine has available is refused before it is read.
+4. A folder of images is held at most in half the memory available (stacking copies it once):
+   one too large is refused while it is read (:class:`MemoryBudget`), not by the OOM killer.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from __future__ import annotations
 import io
 import os
 import sys
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from overinterp._memory import check_fits
+from overinterp._memory import available_memory, check_fits, human_bytes
 from overinterp.errors import UserInputError
 
 __all__ = [
@@ -34,6 +37,7 @@ __all__ = [
     "check_image_size",
     "image_limits",
     "check_array_file",
+    "MemoryBudget",
     "DEFAULT_MAX_PIXELS",
     "DEFAULT_MAX_SIDE",
 ]
@@ -106,6 +110,26 @@ def decode_image(
         raise FileNotFoundError(f"no image at {label}") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
         raise ValueError(f"cannot decode image {label}: {type(exc).__name__}: {exc}") from exc
+
+
+class MemoryBudget:
+    """Decoded images held so far, refused past half the memory available when it was made (thread-safe)."""
+
+    def __init__(self, what: str, count: int) -> None:
+        self.what, self.count = what, count
+        self.limit, self.held, self._lock = available_memory() // 2, 0, threading.Lock()
+
+    def hold(self, array: np.ndarray) -> np.ndarray:
+        """``array``, counted; :class:`~overinterp.errors.UserInputError` once the images exceed the budget."""
+        with self._lock:
+            self.held += array.nbytes
+            if self.held > self.limit:
+                raise UserInputError(
+                    f"the {self.count} images of {self.what} need more than the {human_bytes(self.limit)} of memory "
+                    "this machine can hold them in (half of what is available); read fewer (limit) or smaller "
+                    "ones (size, $OVERINTERP_MAX_IMAGE_SIDE)"
+                )
+        return array
 
 
 def _report(label: str, size: tuple[int, int], target: tuple[int, int]) -> None:

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from overinterp.data.base import check_limit
-from overinterp.data.decode import check_array_file, decode_image
+from overinterp.data.decode import MemoryBudget, check_array_file, decode_image
 
 __all__ = ["ImageSet", "load_images", "IMAGE_SUFFIXES"]
 
@@ -87,7 +87,8 @@ def load_images(path: str | Path, limit: int | None = None) -> ImageSet:
         if not files:
             raise ValueError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {path}")
         files = files[:limit] if limit is not None else files
-        arrays = [_read_image(f) for f, _ in files]
+        budget = MemoryBudget(str(path), len(files))
+        arrays = [budget.hold(_read_image(f)) for f, _ in files]
         shapes = {a.shape for a in arrays}
         if len(shapes) > 1:
             raise ValueError(f"images in {path} differ in size ({sorted(shapes)[:3]} …); resize them to one size first")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from overinterp.data.base import LabeledImages, from_hwc
-from overinterp.data.decode import decode_image
+from overinterp.data.decode import MemoryBudget, decode_image
 
 __all__ = ["load_image_folder", "fit_image", "IMAGE_EXTENSIONS"]
 
@@ -219,13 +219,17 @@ def load_image_folder(
         source = blobs
     else:
         work, source = load, [rel for rel, _ in items]
+    budget = MemoryBudget(str(root), len(items))  # a folder too large is refused while it is read
+
+    def bounded(item) -> np.ndarray:
+        a = work(item)
+        return budget.hold(a if size is None else fit_image(a, size))  # per image: only fitted ones are held
+
     if threads > 1 and len(items) > 256:
         with ThreadPoolExecutor(threads) as pool:
-            arrays = list(pool.map(work, source, chunksize=256))
+            arrays = list(pool.map(bounded, source, chunksize=256))
     else:
-        arrays = [work(s) for s in source]
-    if size is not None:
-        arrays = [fit_image(a, size) for a in arrays]
+        arrays = [bounded(s) for s in source]
     shape = arrays[0].shape
     for a, (rel, _) in zip(arrays, items):
         if a.shape != shape:
