@@ -79,3 +79,24 @@ def test_real_server_limits_rotating_forwarded_addresses(study, tmp_path):
     out, _ = study
     codes = rotating_forwarded_logins(out, tmp_path / "server.log")
     assert codes[:10] == [401] * 10 and codes[10] == 429, codes
+
+
+def test_serve_on_a_port_in_use_is_one_line(study):
+    """Guards against uvicorn's exit 1 (a log line, no message of ours) when the port is taken."""
+    import socket
+    import subprocess
+    import sys
+
+    out, _ = study
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = [sys.executable, "-m", "overinterp", "human", "serve", "--study", str(out), "--port", str(port)]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert (
+        lines[-1]
+        == f"overinterp human: error: the server could not listen on 127.0.0.1:{port} (the line above says why)"
+    )

@@ -200,7 +200,12 @@ def _serve(args: argparse.Namespace) -> int:
     )
     # uvicorn's own proxy headers are off: by default it believes X-Forwarded-For from 127.0.0.1,
     # which would let any local client choose the address its rate limits count under
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
+    except SystemExit as exc:  # uvicorn logs why it could not start (a port in use, an unknown host), then exits
+        if exc.code in (None, 0):
+            return 0
+        raise UserInputError(f"the server could not listen on {args.host}:{args.port} (the line above says why)")
     return 0
 
 
