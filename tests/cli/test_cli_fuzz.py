@@ -210,7 +210,12 @@ def _base_argv(name: str, parser: argparse.ArgumentParser, chosen: dict[str, str
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     """make_world's inputs plus a finished 4-image job, a trace, a results file, a study."""
-    import sympy.logic.boolalg  # noqa: F401 - torch imports it lazily; never half-imported by a stopped run
+    # modules imported lazily on the way: imported here, so a run stopped by the budget never leaves one half-imported
+    import matplotlib.pyplot  # noqa: F401
+    import scipy.stats  # noqa: F401
+    import sympy.logic.boolalg  # noqa: F401
+
+    import overinterp.report  # noqa: F401
 
     w = make_world(tmp_path_factory.mktemp("fuzz-world"))
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
