@@ -874,10 +874,14 @@ def verdict(
         if s99.get("n")
         else f"None of the {n} images reaches confidence 0.99 on the full image."
     )
-    conf = f"Its confidence drops by {100 * drop['value']:.1f} points on average from the full image to those 5% " + (
-        f"[{100 * drop['low']:.1f}, {100 * drop['high']:.1f}]."
-        if drop["low"] == drop["low"]
-        else f"({drop['n']} images, too few for an interval)."
+    moves = "drops" if drop["value"] >= 0 else "rises"
+    conf = (
+        f"Its confidence {moves} by {abs(100 * drop['value']):.1f} points on average from the full image to those 5% "
+        + (
+            f"[{100 * drop['low']:.1f}, {100 * drop['high']:.1f}]."
+            if drop["low"] == drop["low"]
+            else f"({drop['n']} images, too few for an interval)."
+        )
     )
     base = f"On the full images: {_pct(full)} {what} ({n} images)."
     unknown = "" if ev["labelled"] else " The images carry no labels, so accuracy is unknown."

@@ -196,7 +196,7 @@ def build_audit_report(out_dir: str | os.PathLike[str], report_dir: str | os.Pat
         ),
         (
             "Images audited",
-            f"{rec['finished_images']} of {rec['planned_images']} planned ({rec['available_images']} available)",
+            f"{rec['finished_images']} (the plan expected {rec['planned_images']}, of {rec['available_images']})",
         ),
         (
             "Budget and time spent",
