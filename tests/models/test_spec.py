@@ -45,6 +45,16 @@ def test_errors():
         parse_model_spec(None)
 
 
+@pytest.mark.parametrize("spec", ["smallcnn?width=4&width=8", "smallcnn?preprocessing=cifar10&preprocessing=imagenet"])
+def test_option_given_twice_is_refused(spec):
+    """An option repeated after ``?`` is an error naming it. Catches a parser that keeps the last
+    (or first) value silently: ``net.onnx?range=0:255&range=0:1`` audited the model in the wrong
+    range and stopped at the pipeline check, which blamed the range the user had declared."""
+    key = spec.split("?")[1].split("=")[0]
+    with pytest.raises(ValueError, match=f"gives {key} twice"):
+        parse_model_spec(spec)
+
+
 def test_load_and_manifest_dict(tmp_path):
     ckpt = write_model(tmp_path / "m.pt")
     model = load_model_spec(f"{ckpt}")

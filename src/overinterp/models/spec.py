@@ -371,6 +371,8 @@ def _parse(spec: Any, ckpt: str | None, preprocessing: str | None, num_classes: 
         key, eq, val = part.partition("=")
         if not eq or not key:
             raise ValueError(f"model spec {spec!r}: options are key=value pairs joined by '&', got {part!r}")
+        if key in options:  # 'range=0:255&range=0:1' would silently keep the last one
+            raise ValueError(f"model spec {spec!r} gives {key} twice; give each option once")
         options[key] = _value(val)
     load = {k: options.pop(k) for k in _LOAD_KEYS if k in options}
     for key, given in (("preprocessing", preprocessing), ("num_classes", num_classes)):
