@@ -155,11 +155,20 @@ def probe_throughput(
     Forward passes run in the layout the engine uses (channels-last for float32
     conv nets); the forward+backward pass is timed with gradients w.r.t. the
     inputs, as gradient methods take them, and is ``None`` when the model cannot
-    be differentiated (forward-only formats)."""
+    be differentiated (forward-only formats). A slow model (``batch_size`` single-image passes
+    would outlast ``seconds``) is timed on a smaller batch, so that the probe stays near ``seconds``."""
     if seconds <= 0:
         raise ValueError(f"probe seconds must be > 0, got {seconds}")
     start = time.perf_counter()
     dev = torch.device(device)
+    one = torch.rand((1, *image_shape), generator=torch.Generator().manual_seed(0), dtype=dtype).to(dev)
+    with torch.inference_mode():
+        model(one)  # warm-up
+        t0 = time.perf_counter()
+        model(one)
+        t_one = time.perf_counter() - t0
+    if batch_size * t_one > seconds:  # one batch would outlast the probe: a smaller batch
+        batch_size = max(1, int(seconds / 2 / max(t_one, 1e-9)))
     x = torch.rand((batch_size, *image_shape), generator=torch.Generator().manual_seed(0), dtype=dtype).to(dev)
     layout = "channels_last" if dtype != torch.float64 and _has_conv(model) else "contiguous"
     if layout == "channels_last":
