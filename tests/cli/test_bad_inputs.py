@@ -73,7 +73,10 @@ def test_limit_is_the_first_n_images_in_every_command(world, capsys):
     from overinterp.training.evaluation import evaluate_datasets
 
     model = load_model(None, checkpoint=world / "small.pt")
-    (res,) = evaluate_datasets(model, [str(world / "good.npz")], limit=5, progress=False)
+    from overinterp.training.pipeline import PipelineWarning
+
+    with pytest.warns(PipelineWarning):  # an untrained model on 5 images: the pipeline check warns
+        (res,) = evaluate_datasets(model, [str(world / "good.npz")], limit=5, progress=False)
     assert res["n"] == 5 and res["dataset"] == "file:good.npz"
     (world / "results.csv").unlink()
     assert (
