@@ -391,3 +391,26 @@ def test_a_hugging_face_image_classifier_is_audited_as_it_is(tmp_path):
         report=False,
     )
     assert r.finished_images == 6 and r.evaluation["accuracy"]["full"]["value"] == 1.0
+
+
+def test_verdict_states_the_interval_of_what_it_says():
+    """A confidence that rises from the full image to the 5% subsets is written as a rise with a
+    positive interval. Wrong implementation caught: the text says "rises by 1.7 points" but prints
+    the drop's interval [-4.1, -0.3], whose signs contradict the words."""
+    from overinterp.experiments.audit import verdict
+
+    def cell(value, low, high, n=50):
+        return {"value": value, "low": low, "high": high, "n": n}
+
+    ev = {
+        "accuracy": {"bs5": cell(0.96, 0.87, 0.99), "random5": cell(0.1, 0.04, 0.21), "full": cell(0.96, 0.87, 0.99)},
+        "labelled": True,
+        "images": 50,
+        "confidence_drop": {"bs5": cell(-0.017, -0.041, -0.003)},
+        "sis": {},
+    }
+    _, text = verdict(ev, model="m", dataset="d")
+    assert "rises by 1.7 points" in text and "[0.3, 4.1]" in text
+    ev["confidence_drop"]["bs5"] = cell(0.05, 0.02, 0.08)
+    _, text = verdict(ev, model="m", dataset="d")
+    assert "drops by 5.0 points" in text and "[2.0, 8.0]" in text

@@ -883,11 +883,12 @@ def verdict(
         if s99.get("n")
         else f"None of the {n} images reaches confidence 0.99 on the full image."
     )
-    moves = "drops" if drop["value"] >= 0 else "rises"
+    moves, sign = ("drops", 1) if drop["value"] >= 0 else ("rises", -1)  # the interval is of what the text says
+    lo, hi = sorted((sign * 100 * drop["low"], sign * 100 * drop["high"]))
     conf = (
         f"Its confidence {moves} by {abs(100 * drop['value']):.1f} points on average from the full image to those 5% "
         + (
-            f"[{100 * drop['low']:.1f}, {100 * drop['high']:.1f}]."
+            f"[{lo:.1f}, {hi:.1f}]."
             if drop["low"] == drop["low"]
             else f"({drop['n']} images, too few for an interval)."
         )
