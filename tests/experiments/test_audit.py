@@ -227,6 +227,14 @@ def test_intervals_in_the_audit_numbers_and_report_stay_in_range_on_tiny_and_deg
     assert "too few images (n = 3)" in page
     for lo, hi in re.findall(r"\[(-?[\d.]+), (-?[\d.]+)\]", page):
         assert -100.0 <= float(lo) <= float(hi) <= 100.0
+    # audit.json is strict JSON (a missing interval is null, not NaN, which other readers refuse) and the
+    # report rebuilt from it is the same page. Wrong implementation caught: json.dumps' default NaN output.
+    from overinterp.report import build_audit_report
+
+    text = (tmp_path / "a" / "audit.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"audit.json holds {c}, which is not JSON"))
+    again = build_audit_report(tmp_path / "a").read_text()
+    assert "too few images (n = 3)" in again and "nan" not in again.lower()
 
 
 def test_unlabelled_images_are_audited_against_the_predicted_class(tmp_path):

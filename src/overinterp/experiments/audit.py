@@ -830,6 +830,38 @@ def evaluate_audit(
     return out
 
 
+_STAT_KEYS = frozenset({"value", "low", "high"})
+
+
+def record_json(record: dict[str, Any]) -> str:
+    """``record`` as strict JSON (``audit.json``): a missing statistic (NaN, inf) is written as ``null``,
+    so any JSON reader takes the file (``NaN`` is not JSON)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return v
+
+    return json.dumps(clean(record), indent=1, default=str, allow_nan=False) + "\n"
+
+
+def read_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read ``audit.json``: the ``null`` of a statistic cell (``value``/``low``/``high``) is NaN again."""
+
+    def back(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: (math.nan if x is None and k in _STAT_KEYS else back(x)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [back(x) for x in v]
+        return v
+
+    return back(json.loads(Path(path).read_text()))
+
+
 def _pct(d: dict[str, Any], digits: int = 0) -> str:
     from overinterp.analysis.stats import MIN_VALUES, too_few
 
@@ -945,7 +977,7 @@ class AuditResult:
         if p.is_dir() or not p.suffix:
             p.mkdir(parents=True, exist_ok=True)
             p = p / "audit.json"
-        atomic_write_text(p, json.dumps(self.record, indent=1, default=str) + "\n")
+        atomic_write_text(p, record_json(self.record))
         return p
 
     def __repr__(self) -> str:
@@ -1219,7 +1251,7 @@ def audit(
     word, paragraph = verdict(ev, model=spec.display_name, dataset=data_name, needed=needed, unit=unit)
     _write_results(out / "results.csv", ev, spec.display_name, model_fingerprint(module), data_name)
     timings["evaluation"] = time.perf_counter() - t
-    previous = json.loads((out / "audit.json").read_text()) if (out / "audit.json").is_file() else {}
+    previous = read_record(out / "audit.json") if (out / "audit.json").is_file() else {}
     if summary.get("computed") == 0 and previous.get("seconds") and previous.get("finished_images") == len(pos):
         timings = {**previous["seconds"], **{f"rerun_{k}": v for k, v in timings.items()}}
     record: dict[str, Any] = {
@@ -1240,7 +1272,7 @@ def audit(
         "estimated_seconds": plan_dict.get("total_seconds"),
         "report": None,
     }
-    atomic_write_text(out / "audit.json", json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(out / "audit.json", record_json(record))
     if report is not None:
         t = time.perf_counter()
         record["report"] = str(report(out))
@@ -1248,7 +1280,7 @@ def audit(
     record["seconds"]["total"] = sum(
         v for k, v in record["seconds"].items() if k in ("plan", "job", "evaluation", "report")
     )
-    atomic_write_text(out / "audit.json", json.dumps(record, indent=1, default=str) + "\n")
+    atomic_write_text(out / "audit.json", record_json(record))
     return AuditResult(out, record)
 
 

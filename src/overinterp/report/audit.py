@@ -16,7 +16,6 @@ cells with fewer than five values say "too few images (n = 3)".
 from __future__ import annotations
 
 import html
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -170,7 +169,9 @@ def build_audit_report(out_dir: str | os.PathLike[str], report_dir: str | os.Pat
     """Write the audit report of the audit folder ``out_dir`` (its ``audit.json``, job and images) to
     ``report_dir`` (default ``out_dir/report``); returns ``index.html``'s path."""
     out = Path(out_dir)
-    rec = json.loads((out / "audit.json").read_text())
+    from overinterp.experiments.audit import read_record
+
+    rec = read_record(out / "audit.json")
     rdir = Path(report_dir) if report_dir is not None else out / "report"
     rdir.mkdir(parents=True, exist_ok=True)
     ev = rec["evaluation"]
