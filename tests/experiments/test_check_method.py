@@ -102,3 +102,17 @@ def test_exact_trace_reused(model, images):
     assert math.isnan(a.seconds["exact"]) and not math.isnan(b.seconds["exact"])
     assert a.comparison["d_prob5"] == b.comparison["d_prob5"]
     assert np.isfinite(a.cost["fb_ratio"])
+
+
+def test_paired_interval_stays_in_range_and_needs_five_images():
+    """Differences of accuracies lie in [-1, 1]: a t interval on 2 values reached [-685, +585]
+    points. Wrong implementations caught: a raw t interval on fewer than 5 images, and an
+    interval left uncut outside the range a difference can take."""
+    few = Paired.of(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), bounds=(-1.0, 1.0))
+    assert few.n == 2 and few.low != few.low and few.high != few.high
+    a = torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    b = torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0], dtype=torch.float64)
+    wide = Paired.of(a, b, bounds=(-1.0, 1.0))
+    assert -1.0 <= wide.low <= wide.mean <= wide.high <= 1.0
+    row = compare_measures({"acc5": a, "sis99": a, "sis90": a}, {"acc5": b, "sis99": b, "sis90": b})
+    assert -1.0 <= row["d_acc5"]["lo"] and row["d_acc5"]["hi"] <= 1.0

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import Tensor
 
-from overinterp.analysis.stats import mean_ci
+from overinterp.analysis.stats import MIN_VALUES, mean_ci
 from overinterp.analysis.subsets import subset_predictions
 
 __all__ = ["TAUS", "Paired", "trace_measures", "compare_measures", "screening_report", "TARGETS"]
@@ -36,8 +36,10 @@ TARGETS = {"d_prob5": -0.02, "d_acc5": -0.01, "sis_ratio": 1.25, "cost_fraction"
 @dataclass(frozen=True)
 class Paired:
     """``mean`` of per-image differences (method − exact) with a paired ``level`` t interval
-    ``[low, high]`` over ``n`` images (the interval collapses to the mean when every
-    difference is equal; NaN with fewer than two images)."""
+    ``[low, high]`` over ``n`` images, cut to ``bounds`` (the range a difference of the measure
+    can take, e.g. ``(-1, 1)`` for accuracies and probabilities). The interval collapses to the
+    mean when every difference is equal and is NaN with fewer than
+    :data:`~overinterp.analysis.stats.MIN_VALUES` images (a t interval on 2-4 values is no verdict)."""
 
     mean: float
     low: float
@@ -45,7 +47,9 @@ class Paired:
     n: int
 
     @classmethod
-    def of(cls, a: Tensor, b: Tensor, level: float = 0.95) -> "Paired":
+    def of(
+        cls, a: Tensor, b: Tensor, level: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)
+    ) -> "Paired":
         d = torch.as_tensor(a, dtype=torch.float64) - torch.as_tensor(b, dtype=torch.float64)
         d = d[~torch.isnan(d)]
         n = int(d.numel())
@@ -54,8 +58,10 @@ class Paired:
         m = float(d.mean())
         if n >= 2 and float(d.std()) == 0.0:
             return cls(m, m, m, n)
+        if n < MIN_VALUES:
+            return cls(m, math.nan, math.nan, n)
         ci = mean_ci(d, level)
-        return cls(m, ci.low, ci.high, n)
+        return cls(m, max(ci.low, bounds[0]), min(ci.high, bounds[1]), n)
 
     def as_dict(self) -> dict[str, float]:
         return {"mean": self.mean, "lo": self.low, "hi": self.high, "n": self.n}
@@ -100,7 +106,8 @@ def compare_measures(method: Mapping[str, Tensor], exact: Mapping[str, Tensor], 
     for k, v in method.items():
         ok = ~torch.isnan(v)
         row[k] = float(v[ok].mean()) if bool(ok.any()) else math.nan
-        row[f"d_{k}"] = Paired.of(v, exact[k], level).as_dict()
+        bounds = (-math.inf, math.inf) if k.startswith("sis") else (-1.0, 1.0)  # shares, probabilities
+        row[f"d_{k}"] = Paired.of(v, exact[k], level, bounds).as_dict()
     for tau in TAUS:
         key = f"sis{int(round(tau * 100))}"
         both = ~(torch.isnan(method[key]) | torch.isnan(exact[key]))

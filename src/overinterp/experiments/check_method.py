@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from overinterp.analysis.faithfulness import TARGETS, compare_measures, trace_measures
+from overinterp.analysis.stats import too_few
 from overinterp.sis import backselect
 from overinterp.sis.backselect import DEFAULT_BATCH_SIZE
 from overinterp.sis.methods import Exact, Method
@@ -221,6 +222,8 @@ class MethodCheck:
             d = c[key]
             if d["n"] == 0:
                 return "–"
+            if d["lo"] != d["lo"]:  # no interval: too few images, or all differences equal and n = 1
+                return f"{scale * d['mean']:+.{digits}f} ({too_few(d['n'])})"
             return f"{scale * d['mean']:+.{digits}f} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}]"
 
         ok = self.meets_targets()
