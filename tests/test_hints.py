@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import re
-from pathlib import Path
 
 import pytest
 
 from overinterp.cli import build_parser, main
+from source_scan import FLAG, SRC, docstrings
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "overinterp"
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
 NOT_HINTS = {SRC / "human" / "pages.py"}  # CSS custom properties (--accent, --bg, …)
 
 
@@ -34,16 +31,6 @@ def _flags(parser: argparse.ArgumentParser) -> set[str]:
     return {f for a in parser._actions for f in a.option_strings}
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                found.add(id(first.value))
-    return found
-
-
 def test_every_flag_named_in_a_message_exists():
     """Wrong implementations caught: a message naming a renamed or removed option (``--exact``
     after it became ``--exact-end``), a hint inventing a flag no command has."""
@@ -53,7 +40,7 @@ def test_every_flag_named_in_a_message_exists():
         if path in NOT_HINTS:
             continue
         tree = ast.parse(path.read_text())
-        docs = _docstrings(tree)
+        docs = docstrings(tree)
         for node in ast.walk(tree):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
                 unknown += [

@@ -10,28 +10,17 @@ Exempt: the study pages' CSS variables, and the method descriptions in ``sis/met
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src" / "overinterp"
-FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+from source_scan import FLAG, SRC, docstrings
+
 EXEMPT = {SRC / "human" / "pages.py"}
 EXEMPT_DIRS = {SRC / "cli", SRC / "sis" / "methods"}
 
 
-def _docstrings(tree: ast.AST) -> set[int]:
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
-                found.add(id(first.value))
-    return found
-
-
 def _texts(tree: ast.AST):
     """(line, text) of every string literal that is not a docstring; an f-string as its constant parts joined."""
-    skip = _docstrings(tree)
+    skip = docstrings(tree)
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
             parts = [v for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
