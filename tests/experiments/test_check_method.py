@@ -116,3 +116,26 @@ def test_paired_interval_stays_in_range_and_needs_five_images():
     assert -1.0 <= wide.low <= wide.mean <= wide.high <= 1.0
     row = compare_measures({"acc5": a, "sis99": a, "sis90": a}, {"acc5": b, "sis99": b, "sis90": b})
     assert -1.0 <= row["d_acc5"]["lo"] and row["d_acc5"]["hi"] <= 1.0
+
+
+def test_the_cost_in_advance_comes_from_the_audits_probe(model, images, monkeypatch):
+    """One throughput probe for the audit's plan and check-method's cost: ``plan_check`` takes its
+    forward seconds and forward+backward ratio from :func:`probe_throughput`. Wrong
+    implementations caught: a second timing loop of its own (the probe below is ignored), a
+    forward-only model's missing gradient cost read as NaN instead of 0."""
+    import overinterp.experiments.check_method as cm
+    from overinterp.experiments.throughput import Throughput, probe_throughput
+
+    seen = []
+
+    def probe(m, shape, **kw):
+        seen.append((tuple(shape), kw["dtype"]))
+        return Throughput(forwards_per_s=1e9, fb_cost=None, batch_size=4, layout="contiguous", seconds=0.0)
+
+    monkeypatch.setattr(cm, "probe_throughput", probe)
+    plan = plan_check(model, images, Exact(), batch_size=8)
+    assert seen == [((3, H, W), images.dtype)] and plan.fb_ratio == 0.0
+    monkeypatch.undo()
+    tp = probe_throughput(lambda x: model(x).detach(), (3, H, W), batch_size=4, seconds=0.05, dtype=images.dtype)
+    assert tp.fb_cost is None and tp.forward_seconds > 0  # no gradient through the output: forward-only
+    assert probe_throughput(model, (3, H, W), batch_size=4, seconds=0.05, dtype=images.dtype).fb_cost >= 1.0

@@ -18,50 +18,19 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-import torch
 from torch import Tensor
 
 from overinterp.analysis.faithfulness import TARGETS, compare_measures, trace_measures
 from overinterp.analysis.stats import too_few
+from overinterp.experiments.throughput import probe_throughput
 from overinterp.sis import backselect
 from overinterp.sis.backselect import DEFAULT_BATCH_SIZE
 from overinterp.sis.methods import Exact, Method
-from overinterp.sis.scoring import target_logodds
 
-__all__ = ["CheckPlan", "MethodCheck", "plan_check", "check_method", "pass_seconds", "engine_seconds"]
+__all__ = ["CheckPlan", "MethodCheck", "plan_check", "check_method", "engine_seconds", "PROBE_SECONDS"]
 
-
-def pass_seconds(
-    model: Callable[[Tensor], Tensor], image: Tensor, batch_size: int, rounds: int = 2
-) -> dict[str, float]:
-    """Seconds per image of a forward pass and of a forward+backward pass (the target
-    log-odds' gradient w.r.t. the input) on ``batch_size`` copies of ``image`` ``(C, H, W)``;
-    medians over ``rounds``, after one warm-up each. A forward-only model (ONNX, TFLite: its
-    output has no gradient) gets ``nan`` for the forward+backward pass."""
-    x = image.unsqueeze(0).expand(batch_size, -1, -1, -1).contiguous()
-    with torch.no_grad():
-        target = model(x[:1]).argmax(1).expand(batch_size).clone()
-    probe = x[:1].detach().clone().requires_grad_(True)
-    differentiable = model(probe).requires_grad
-
-    def fwd() -> None:
-        with torch.inference_mode():
-            model(x)
-
-    def fb() -> None:
-        xi = x.detach().clone().requires_grad_(True)
-        target_logodds(model(xi), target).sum().backward()
-
-    out = {"forward_backward_s": math.nan}
-    for name, f in (("forward_s", fwd), ("forward_backward_s", fb))[: 2 if differentiable else 1]:
-        f()
-        times = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            f()
-            times.append((time.perf_counter() - t0) / batch_size)
-        out[name] = sorted(times)[len(times) // 2]
-    return out
+#: seconds of the throughput probe behind the cost printed in advance
+PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -134,7 +103,14 @@ def plan_check(
     if not hasattr(method, "planned_cost"):
         raise ValueError(f"method {method.name!r} has no planned_cost: its cost cannot be shown in advance")
     p = images.shape[2] * images.shape[3] if features is None else int(features.max()) + 1
-    times = pass_seconds(model, images[0], min(batch_size, 64))
+    tp = probe_throughput(
+        model,
+        tuple(images.shape[1:]),
+        batch_size=min(batch_size, 64),
+        seconds=PROBE_SECONDS,
+        device=images.device,
+        dtype=images.dtype,
+    )
     engine_s = engine_seconds(model, images[0], batch_size)
     return CheckPlan(
         images=int(images.shape[0]),
@@ -142,9 +118,9 @@ def plan_check(
         exact=Exact().planned_cost(p),
         method=method.planned_cost(p),
         # a forward-only model runs only forward-only methods: no forward+backward pass to weigh
-        fb_ratio=0.0 if math.isnan(times["forward_backward_s"]) else times["forward_backward_s"] / times["forward_s"],
+        fb_ratio=0.0 if tp.fb_cost is None else tp.fb_cost,
         # seconds per exact evaluation through the engine (candidate building included), not a bare forward
-        forward_s=max(times["forward_s"], engine_s),
+        forward_s=max(tp.forward_seconds, engine_s),
         method_name=method.name,
     )
 
