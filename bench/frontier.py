@@ -60,17 +60,24 @@ from frontier_models import ROLES  # noqa: E402  (tuning vs held out, fixed befo
 #: label → (method name, parameters). The frontier's default set.
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "fast": ("fast", {}),
-    "fast-w32r4": ("fast", {"width": 32, "step_fraction": 0.05, "recall": 4}),
-    "fast-w32": ("fast", {"width": 32, "step_fraction": 0.05, "recall": 0}),
-    "fast-w44s8": ("fast", {"width": 44, "step_fraction": 0.08, "recall": 0}),
-    "fast-w16s15": ("fast", {"width": 16, "screened": 0.15, "recall": 0}),
-    "fast-w8": ("fast", {"width": 8, "screened": 0.15, "exact_cap": 48, "recall": 0}),
-    "fast-w4": ("fast", {"width": 4, "screened": 0.15, "recall": 0}),
-    "fast-e10": ("fast", {"width": 16, "screened": 0.15, "exact": 0.10, "exact_cap": 64, "recall": 0}),
-    "fast-w8e10": ("fast", {"width": 8, "screened": 0.15, "exact": 0.10, "exact_cap": 64, "recall": 0}),
-    "fast-w8p4": ("fast", {"width": 8, "screened": 0.15, "pool": 4.0, "exact_cap": 48, "recall": 0}),
-    # per-image adaptation (issue 24): a narrower base screen, widened after steps whose best came from its bottom
-    "fast-x24": ("fast", {"width": 24, "extend": 2, "extend_budget": 1.15}),
+    # round 1's default (before the head's blocks grew from small ones; bench/results/frontier-split.md)
+    "fast-r1": ("fast", {"growth": 0.0, "screened": 0.08, "recall": 4}),
+    # earlier sweeps, all on round 1's schedule (growth 0)
+    "fast-w32r4": ("fast", {"width": 32, "step_fraction": 0.05, "recall": 4, "growth": 0.0, "screened": 0.08}),
+    "fast-w32": ("fast", {"width": 32, "step_fraction": 0.05, "recall": 0, "growth": 0.0, "screened": 0.08}),
+    "fast-w44s8": ("fast", {"width": 44, "step_fraction": 0.08, "recall": 0, "growth": 0.0, "screened": 0.08}),
+    "fast-w16s15": ("fast", {"width": 16, "screened": 0.15, "recall": 0, "growth": 0.0}),
+    "fast-w8": ("fast", {"width": 8, "screened": 0.15, "exact_cap": 48, "recall": 0, "growth": 0.0}),
+    "fast-w4": ("fast", {"width": 4, "screened": 0.15, "recall": 0, "growth": 0.0}),
+    "fast-e10": ("fast", {"width": 16, "screened": 0.15, "exact": 0.10, "exact_cap": 64, "recall": 0, "growth": 0.0}),
+    "fast-w8e10": ("fast", {"width": 8, "screened": 0.15, "exact": 0.10, "exact_cap": 64, "recall": 0, "growth": 0.0}),
+    "fast-w8p4": ("fast", {"width": 8, "screened": 0.15, "pool": 4.0, "exact_cap": 48, "recall": 0, "growth": 0.0}),
+    # per-image adaptation (issue 24, round 1): a narrower base screen, widened after steps whose best came from its
+    # bottom
+    "fast-x24": (
+        "fast",
+        {"width": 24, "extend": 2, "extend_budget": 1.15, "growth": 0.0, "screened": 0.08, "recall": 4},
+    ),
     "adaptive-gradient": ("adaptive", {"head": "gradient"}),
     "adaptive": ("adaptive", {}),
     "kstep16": ("kstep", {"k": 16}),
@@ -830,9 +837,28 @@ def add_recorded(result: dict[str, Any], specs: list[str]) -> None:
             if label not in old["models"]:
                 raise SystemExit(f"--recorded {spec}: no model {label!r} in {path} (has {', '.join(old['models'])})")
             r = dict(old["models"][label])
+            r["methods"] = relabel_recorded(r.get("methods", {}))
             r["role"] = ROLES.get(label, "unassigned")
             r["source"] = f"recorded in {Path(path).name} ({cpu} {cap}); anchors not recomputed here"
             result["models"][label] = r
+
+
+def relabel_recorded(rows: dict[str, Any]) -> dict[str, Any]:
+    """A recorded model's method rows under today's labels: a row whose recorded setting is not what
+    its label means today (``fast`` before round 2's default) moves to the label that means it now
+    (``fast-r1``), or is marked ``LABEL (recorded setting)``; never shown as today's setting."""
+    from overinterp.sis.methods import method_from_description
+
+    today = {lab: make_method(n, **p) for lab, (n, p) in METHODS.items()}
+    out: dict[str, Any] = {}
+    for label, row in rows.items():
+        desc = row.get("method") if isinstance(row, dict) else None
+        if desc is None or label not in today or method_from_description(desc) == today[label]:
+            out[label] = row
+            continue
+        same = [lab for lab, m in today.items() if m == method_from_description(desc)]
+        out[same[0] if same else f"{label} (recorded setting)"] = row
+    return out
 
 
 def write_outputs(result: dict[str, Any], out: Path, fig: Path, log: Callable[[str], None]) -> None:

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-PRIORITY = ("mixer", "adv_cnn", "resnet_gn", "resnet_wide", "adv_resnet", "cnn_nobn", "cnn_ls")  # held out first (frontier_models ROLES)
+#: held out first (frontier_models ROLES)
+PRIORITY = ("mixer", "adv_cnn", "resnet_gn", "resnet_wide", "adv_resnet", "cnn_nobn", "cnn_ls")
 
 
 def job_spec(name: str, models: Path, data: Path, n: int, batch: int):

@@ -102,9 +102,7 @@ class TinyResNet(nn.Module):
         super().__init__()
         self.stem = nn.Conv2d(3, w, 3, 2, 1, bias=False)
         self.bn = _norm(norm, w)
-        self.blocks = nn.Sequential(
-            _Block(w, w, 1, norm), _Block(w, 2 * w, 2, norm), _Block(2 * w, 4 * w, 2, norm)
-        )
+        self.blocks = nn.Sequential(_Block(w, w, 1, norm), _Block(w, 2 * w, 2, norm), _Block(2 * w, 4 * w, 2, norm))
         self.fc = nn.Linear(4 * w, 10)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -181,18 +181,21 @@ def reference_fast(
     groups: Tensor | None = None,
     extend: int = 0,
     diagnostics: dict | None = None,
+    growth: float = 0.0,
+    first_block: int = 4,
 ):
     """Fast's semantics, one image, one candidate per forward call (float64).
 
     While more than ceil(screened·P) features remain, a step masks r = max(1, floor(step_fraction·R))
-    features (never passing that count); after it, single steps; the last ceil(exact·P) features
-    are plain exact steps. A non-exact step: the gradient of the log-odds w.r.t. the mask ranks
-    the remaining features (ties: lowest id), the best max(width, ceil(pool·r)) are each scored by a
-    forward pass, the r best scores are masked (ties: lowest id). With ``extend`` (no cost cap
-    here) single steps screen max(width, ...)·2**k candidates, k starting at 0: after a single
-    step whose best sat at gradient position >= L - L//4 of the L screened (or came from
-    recall) k = min(k + 1, extend), else k = max(k - 1, 0). Returns the order; ``diagnostics``
-    (a dict) receives per single step the screen width used and the rank of its best.
+    features (never passing that count), and with ``growth`` at most max(first_block, floor(growth·removed))
+    of them (removed: features masked so far); after it, single steps; the last ceil(exact·P) features are
+    plain exact steps. A non-exact step: the gradient of the log-odds w.r.t. the mask ranks the remaining
+    features (ties: lowest id), the best max(width, ceil(pool·r)) are each scored by a forward pass, the r
+    best scores are masked (ties: lowest id). With ``extend`` (no cost cap here) single steps screen
+    max(width, ...)·2**k candidates, k starting at 0: after a single step whose best sat at gradient
+    position >= L - L//4 of the L screened (or came from recall) k = min(k + 1, extend), else k = max(k - 1,
+    0). Returns the order; ``diagnostics`` (a dict) receives per single step the screen width used and the
+    rank of its best.
     """
     import math
 
@@ -210,7 +213,10 @@ def reference_fast(
     while p - len(order) > t_e:
         rem = [f for f in range(p) if masked[f] == 0]
         big = len(rem)
-        r = 1 if big <= t_s else max(1, min(int(step_fraction * big), big - t_s))
+        r = int(step_fraction * big)
+        if growth:
+            r = min(r, max(first_block, int(growth * len(order))))
+        r = 1 if big <= t_s else max(1, min(r, big - t_s))
         r = min(r, big - t_e)
         m = masked.clone().requires_grad_(True)
         pix = m[groups]  # (H, W)

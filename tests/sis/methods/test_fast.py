@@ -13,13 +13,23 @@ from reference import TinyCNN, TwoClassLinear, reference_fast
 
 H, W = 6, 5  # P = 30
 
-#: settings that exercise every stage at P = 30: blocks, screened single steps, exact end
+#: settings that exercise every stage at P = 30: blocks (growing from the first ones, or not), screened
+#: single steps, exact end
 SETTINGS = [
-    dict(step_fraction=0.2, pool=2.0, screened=0.5, exact=0.1, width=3),
-    dict(step_fraction=0.5, pool=1.0, screened=0.3, exact=0.0, width=1),
-    dict(step_fraction=0.1, pool=3.0, screened=0.2, exact=0.2, width=2),
-    dict(step_fraction=0.2, pool=1.0, screened=0.6, exact=0.5, width=2, recall=3, exact_cap=4),
+    dict(step_fraction=0.2, pool=2.0, screened=0.5, exact=0.1, width=3, growth=0.0),
+    dict(step_fraction=0.5, pool=1.0, screened=0.3, exact=0.0, width=1, growth=0.0),
+    dict(step_fraction=0.1, pool=3.0, screened=0.2, exact=0.2, width=2, growth=0.0),
+    dict(step_fraction=0.2, pool=1.0, screened=0.6, exact=0.5, width=2, recall=3, exact_cap=4, growth=0.0),
+    dict(step_fraction=0.5, pool=2.0, screened=0.2, exact=0.1, width=3, growth=0.3, first_block=2),
+    dict(step_fraction=0.3, pool=1.0, screened=0.1, exact=0.0, width=2, growth=0.5, first_block=1, recall=2),
 ]
+
+
+def _ref_params(params: dict) -> dict:
+    """The settings as Fast fills them in (its defaults for what ``params`` leaves out)."""
+    f = Fast(**params)
+    keys = ("step_fraction", "pool", "screened", "exact", "width", "recall", "exact_cap", "growth", "first_block")
+    return {k: getattr(f, k) for k in keys}
 
 
 @pytest.fixture(scope="module")
@@ -37,18 +47,18 @@ def test_matches_the_plain_reference(model64, images64, params):
     trace = backselect(model64, images64, method=Fast(**params), batch_size=4, progress=False)
     base = torch.zeros(3, 1, 1, dtype=torch.float64)
     for i in range(len(images64)):
-        ref = reference_fast(model64, images64[i], int(trace.target[i]), base, **{"recall": Fast().recall, **params})
+        ref = reference_fast(model64, images64[i], int(trace.target[i]), base, **_ref_params(params))
         assert trace.order[i].tolist() == ref
 
 
 def test_matches_the_reference_on_patches(model64, images64):
     groups = patch_features(H, W, 2)  # 9 features, edge patches smaller
-    params = dict(step_fraction=0.4, pool=2.0, screened=0.5, exact=0.2, width=2)
+    params = dict(step_fraction=0.4, pool=2.0, screened=0.5, exact=0.2, width=2, growth=0.5, first_block=1)
     trace = backselect(model64, images64, method=Fast(**params), features=groups, batch_size=5, progress=False)
     base = torch.zeros(3, 1, 1, dtype=torch.float64)
     for i in range(len(images64)):
         assert trace.order[i].tolist() == reference_fast(
-            model64, images64[i], int(trace.target[i]), base, groups=groups, recall=Fast().recall, **params
+            model64, images64[i], int(trace.target[i]), base, groups=groups, **_ref_params(params)
         )
 
 
@@ -161,6 +171,10 @@ def test_cost_at_cifar_scale_is_under_one_percent_of_exact():
         (dict(recall=-2), "recall"),
         (dict(step_fraction=0.0), "step_fraction"),
         (dict(screened="all"), "screened must be a number"),
+        (dict(growth=-0.1), "growth"),
+        (dict(growth=True), "growth"),
+        (dict(first_block=0), "first_block"),
+        (dict(first_block=2.5), "first_block"),
     ],
 )
 def test_bad_parameters_are_refused_before_any_work(params, words):
@@ -180,7 +194,7 @@ def test_forward_only_model_is_refused_with_the_forward_only_methods():
 
 
 def test_stage_counts():
-    f = Fast(screened=0.15, exact=0.03, step_fraction=0.05)
+    f = Fast(screened=0.15, exact=0.03, step_fraction=0.05, growth=0.0)
     assert f.stage_counts(1024) == (math.ceil(0.15 * 1024), math.ceil(0.03 * 1024))
     assert Fast(screened=0.15, exact=0.1, exact_cap=32).stage_counts(1024) == (154, 32)
     sizes, rem = [], 1024
@@ -191,9 +205,43 @@ def test_stage_counts():
     assert sum(sizes) == 1024 and all(s == 1 for s in sizes[-154:]) and sizes[0] == 51
 
 
+def test_head_blocks_start_small_and_grow():
+    """The head's blocks at P = 1,024: the first ones ``first_block`` features, then
+    ``⌊growth·removed⌋`` until ``⌊step_fraction·remaining⌋`` is smaller. Wrong implementations
+    caught: growth ignored (a first block of 51), growth counted from the features *remaining*
+    (blocks of 102), the cap applied after the single-step boundary (blocks below ``T_s``)."""
+    f = Fast()  # growth 0.1, first block 4, step fraction 0.05, screened 0.06
+    sizes, rem = [], 1024
+    while rem > 0:
+        r = f.step_size(rem, 1024)
+        sizes.append(r)
+        rem -= r
+    assert sizes[:10] == [4] * 10  # 40 removed: 0.1 · 40 = 4
+    assert sizes[10:14] == [4, 4, 4, 5]  # 0.1 · 44 = 4, …, 0.1 · 52 = 5
+    removed = 0
+    for r in sizes[: len(sizes) - 62]:
+        assert r == max(1, min(int(0.05 * (1024 - removed)), max(4, int(0.1 * removed)), 1024 - 62 - removed))
+        removed += r
+    assert max(sizes) < 51 and all(s == 1 for s in sizes[-62:])
+
+
+def test_a_description_without_growth_means_no_growth():
+    """Traces and job folders written before ``growth`` existed describe Fast without it; rebuilt from
+    that description the method must run what they ran (growth 0), not today's default, or a resumed
+    job would mix two schedules. Wrong implementation caught: filling missing parameters with defaults."""
+    from overinterp.sis.methods import method_from_description
+
+    old = Fast(growth=0.0).describe()
+    for k in ("growth", "first_block"):
+        old["params"].pop(k)
+    assert method_from_description(old) == Fast(growth=0.0)
+    assert method_from_description(Fast().describe()) == Fast()
+
+
 def test_default_fits_the_one_percent_budget_at_32x32():
     """Issue target: ≤ 5,248 forward-equivalents per 32×32 image (1% of exact), a forward+backward
-    pass counted at up to 2.9 forward passes (measured 2.35–2.99 on the frontier's two models)."""
+    pass counted at up to 4.3 forward passes (measured 2.35–2.99 on ResNet20 and vgg_small, 3.7–4.3
+    on the frontier's tiny trained networks)."""
     cost = Fast().planned_cost(1024)
-    assert cost["forward"] + 2.9 * cost["forward_backward"] <= 5248
-    assert cost == {"forward": 4870, "forward_backward": 94}
+    assert cost["forward"] + 4.3 * cost["forward_backward"] <= 5248
+    assert cost == {"forward": 4560, "forward_backward": 106}

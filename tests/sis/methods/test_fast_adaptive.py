@@ -119,7 +119,7 @@ def test_matches_the_plain_reference(model64, images64, params):
             images64[i],
             int(trace.target[i]),
             base,
-            **{"recall": Fast().recall, **ref_params},
+            **{"recall": Fast().recall, "growth": Fast().growth, "first_block": Fast().first_block, **ref_params},
             diagnostics=diag,
         )
         assert trace.order[i].tolist() == ref

@@ -17,6 +17,7 @@ METHODS = [
     overinterp.BatchedGradient(1),
     overinterp.BatchedGradient(5),
     overinterp.Fast(recall=0),
+    overinterp.Fast(growth=0.0),
     overinterp.Fast(step_fraction=0.2, pool=3, screened=0.2, exact=0.1, width=4, recall=0),
     overinterp.Screened(rescore_top=3),
 ]
@@ -39,8 +40,7 @@ def test_with_recall_the_plan_is_an_upper_bound(size):
     screened in), so the plan bounds the passes from above, and from below by the plan without recall."""
     model = TinyCNN(num_classes=3, height=size, width=size, seed=1)
     x = torch.rand(3, 3, size, size, generator=torch.Generator().manual_seed(size))
-    method = overinterp.Fast()
-    assert method.recall > 0
+    method = overinterp.Fast(recall=4)
     trace = overinterp.backselect(model, x, method=method, progress=False)
     plan, without = method.planned_cost(size * size), overinterp.Fast(recall=0).planned_cost(size * size)
     assert 3 * without["forward"] <= trace.meta["evaluations"] <= 3 * plan["forward"]

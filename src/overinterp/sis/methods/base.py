@@ -42,6 +42,7 @@ def param(
     choices: tuple[Any, ...] | None = None,
     flag: str | None = None,
     cli: bool = True,
+    absent: Any = dataclasses.MISSING,
 ) -> Any:
     """Declare one method parameter (a dataclass field with its metadata).
 
@@ -52,8 +53,21 @@ def param(
         choices: the allowed values (for strings; ``Literal`` types give them too).
         flag: the command-line flag when not ``--`` + the name with ``-`` for ``_``.
         cli: ``False``: not offered on the command line (library-only settings).
+        absent: for a parameter added after traces and job folders were written: the value that
+            reproduces what those files ran (a description without the parameter means this value;
+            :func:`~overinterp.sis.methods.registry.method_from_description` fills it in). Default:
+            ``default``.
     """
-    meta = {"help": help, "low": low, "high": high, "low_open": low_open, "choices": choices, "flag": flag, "cli": cli}
+    meta = {
+        "help": help,
+        "low": low,
+        "high": high,
+        "low_open": low_open,
+        "choices": choices,
+        "flag": flag,
+        "cli": cli,
+        "absent": default if absent is dataclasses.MISSING else absent,
+    }
     return dataclasses.field(default=default, metadata={PARAM_KEY: meta})
 
 
@@ -75,6 +89,7 @@ class ParamSpec:
     choices: tuple[Any, ...] | None = None
     flag: str | None = None
     cli: bool = True
+    absent: Any = None  #: always set by :func:`param` (``default`` unless declared)
 
     @property
     def has_default(self) -> bool:
@@ -129,6 +144,7 @@ def _param_spec(f: dataclasses.Field, hint: Any) -> ParamSpec:
         choices = choices or typing.get_args(hint)
         hint = type(typing.get_args(hint)[0])
     default = f.default if f.default is not dataclasses.MISSING else dataclasses.MISSING
+    meta.setdefault("absent", default)
     return ParamSpec(
         name=f.name,
         type=hint if isinstance(hint, type) else str,

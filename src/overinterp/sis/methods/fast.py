@@ -10,10 +10,15 @@ exact scores, and the evaluations are spent where the order ends. Per image with
 exact_cap)``:
 
 1. **head** — while more than ``T_s`` features remain, blocks of
-   ``r = max(1, ⌊step_fraction·remaining⌋)``: one forward+backward pass ranks
-   the remaining features by the gradient of the target log-odds w.r.t. the
-   mask, the best ``max(width, ⌈pool·r⌉)`` are each scored *exactly* (one
-   forward pass each) and the ``r`` with the highest exact scores are masked;
+   ``r = max(1, min(⌊step_fraction·remaining⌋, max(first_block, ⌊growth·removed⌋)))``
+   (``removed``: features masked so far; so the first blocks are small and grow as
+   features go, up to a fraction of those left): one forward+backward pass ranks
+   the remaining features by the gradient of the target log-odds w.r.t. the mask,
+   the best ``max(width, ⌈pool·r⌉)`` are each scored *exactly* (one forward pass
+   each) and the ``r`` with the highest exact scores are masked. Exact selection's
+   first removals raise the log-odds steeply (it removes the evidence against the
+   class first); a first block of 5% of the features at once cannot follow it, and
+   the gap it opens is not closed later (``bench/results/frontier-split.md``, round 2);
 2. **screened single steps** — from ``T_s`` down to ``T_e``: the same with
    ``r = 1`` (``width`` candidates scored exactly, the best masked; ties: lowest
    feature id). The step equals exact's whenever exact's choice is among them;
@@ -25,7 +30,7 @@ evaluated too. ``Fast(screened=1, exact=1, exact_cap=P)`` is exact backward
 selection; ``width ≥ P`` makes the screened steps exact as well.
 
 Cost per image: one forward+backward pass per head block and per screened step
-(about ``ln(P/T_s)/step_fraction + T_s − T_e``), ``Σ min(R, max(width, ⌈pool·r⌉))``
+(about ``ln(P)/growth + ln(P/T_s)/step_fraction + T_s − T_e``), ``Σ min(R, max(width, ⌈pool·r⌉))``
 forward passes over the head's blocks and ``width`` per screened step, and
 ``T_e(T_e+1)/2`` at the end (a constant once the cap binds): linear in ``P``.
 :meth:`Fast.planned_cost` counts it exactly; ``bench/frontier.py --scaling``
@@ -64,8 +69,13 @@ class Fast(Method):
     """Gradient head, gradient-screened exact single steps, exact end.
 
     Args:
-        step_fraction: each head block masks this fraction of the features
+        step_fraction: each head block masks at most this fraction of the features
             that remain (at least one).
+        growth: head blocks also mask at most ``max(first_block, ⌊growth·removed⌋)``
+            features, ``removed`` being the features masked so far: small first blocks
+            that grow geometrically (``0``: off, blocks of ``step_fraction`` from the start,
+            the default before 0.5).
+        first_block: the size of the head's first blocks with ``growth`` (``≥ 1``).
         pool: a head block of ``r`` features chooses among the
             ``max(width, ⌈pool·r⌉)`` gradient-screened candidates it scores
             exactly (``≥ 1``, finite).
@@ -90,10 +100,14 @@ class Fast(Method):
         channels_last: build inputs channels-last (``None``: as :class:`Exact`).
     """
 
-    step_fraction: float = param(0.05, help="head step = this × remaining", low=0.0, high=1.0, low_open=True)
+    step_fraction: float = param(0.05, help="head step = at most this × remaining", low=0.0, high=1.0, low_open=True)
+    growth: float = param(
+        0.1, help="head step = at most max(first block, this × removed so far) (0: off)", low=0.0, absent=0.0
+    )
+    first_block: int = param(4, help="with growth: size of the head's first blocks", low=1)
     pool: float = param(2.0, help="candidates scored exactly per head block, × the block size", low=1.0)
     screened: float = param(
-        0.08, help="fraction of the features (the last removed) taken by single steps", low=0.0, high=1.0
+        0.06, help="fraction of the features (the last removed) taken by single steps", low=0.0, high=1.0
     )
     exact: float = param(
         0.05,
@@ -103,7 +117,7 @@ class Fast(Method):
         flag="--exact-end",
     )
     width: int = param(32, help="gradient-screened candidates scored exactly per single step", low=1)
-    recall: int = param(4, help="per step also score the best earlier-scored features the gradient missed", low=0)
+    recall: int = param(0, help="per step also score the best earlier-scored features the gradient missed", low=0)
     exact_cap: int = param(40, help="at most this many exact end steps", low=0)
     extend: int = param(
         0, help="per-image adaptation: screen doublings after steps whose best came from the screen's bottom", low=0
@@ -145,6 +159,15 @@ class Fast(Method):
                 f"Fast: pool (exactly scored candidates per head block, as a multiple of the block "
                 f"size) must be a number >= 1, got {self.pool!r}"
             )
+        g = self.growth
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not (0.0 <= float(g) < math.inf):
+            raise ValueError(
+                "Fast: growth (head blocks at most this × the features removed so far) must be a number >= 0, "
+                f"got {g!r}"
+            )
+        fb = self.first_block
+        if isinstance(fb, bool) or not isinstance(fb, int) or fb < 1:
+            raise ValueError(f"Fast: first_block (the head's first block size) must be an integer >= 1, got {fb!r}")
         if isinstance(self.recall, bool) or not isinstance(self.recall, int) or self.recall < 0:
             raise ValueError(f"Fast: recall must be an integer >= 0, got {self.recall!r}")
         if isinstance(self.exact_cap, bool) or not isinstance(self.exact_cap, int) or self.exact_cap < 0:
@@ -169,12 +192,16 @@ class Fast(Method):
 
     def step_size(self, remaining: int, total: int) -> int:
         """Features masked by the next step at ``remaining`` of ``total``: blocks of
-        ``max(1, ⌊step_fraction·remaining⌋)`` (so single steps already once fewer
-        than ``1/step_fraction`` remain) down to ``⌈screened·P⌉``, single steps after."""
+        ``max(1, min(⌊step_fraction·remaining⌋, max(first_block, ⌊growth·(total − remaining)⌋)))``
+        (so single steps already once fewer than ``1/step_fraction`` remain) down to
+        ``⌈screened·P⌉``, single steps after."""
         ts = self.stage_counts(total)[0]
         if remaining <= ts:
             return 1
-        return max(1, min(int(float(self.step_fraction) * remaining), remaining - ts))
+        r = int(float(self.step_fraction) * remaining)
+        if self.growth:
+            r = min(r, max(int(self.first_block), int(float(self.growth) * (total - remaining))))
+        return max(1, min(r, remaining - ts))
 
     def head_schedule(self) -> Schedule:
         """Head blocks and screened single steps, down to the exact end's ``T_e`` features

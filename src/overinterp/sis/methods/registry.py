@@ -77,9 +77,18 @@ def make_method(name: str, **params: Any) -> Method:
 
 
 def method_from_description(description: dict) -> Method:
-    """Rebuild a method from ``method.describe()`` (``{"name": …, "params": {…}}``)."""
+    """Rebuild a method from ``method.describe()`` (``{"name": …, "params": {…}}``).
+
+    A parameter the description lacks (one added after it was written) takes its declared
+    ``absent`` value, the one that reproduces what the file's run did, not today's default."""
     name = description.get("name") if isinstance(description, dict) else None
-    return make_method(str(name), **(description.get("params") or {}))
+    params = dict(description.get("params") or {}) if isinstance(description, dict) else {}
+    cls = _BY_NAME.get(str(name))
+    if cls is not None and params:
+        for spec in cls.param_specs():
+            if spec.name not in params and spec.absent != spec.default:
+                params[spec.name] = spec.absent
+    return make_method(str(name), **params)
 
 
 def method_names() -> list[str]:
