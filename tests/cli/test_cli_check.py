@@ -71,3 +71,19 @@ def test_bad_settings_refused_before_the_model_loads(files, capsys, monkeypatch,
     monkeypatch.setattr(ModelSpec, "load", lambda self: pytest.fail("model loaded before the settings were checked"))
     assert main(["check-method", str(ckpt), str(data), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_unlabelled_images_file_of_an_audit_is_checked_against_the_predictions(files, tmp_path, capsys):
+    """An audit of unlabelled images stores them with labels -1 (its own images file): check-method
+    on that file (the command the audit recommends) takes them as unlabelled. Wrong implementation
+    caught: -1 refused as "not a class of the model", so the recommended command fails."""
+    ckpt, _ = files
+    data = tmp_path / "unlabelled.npz"
+    rng = np.random.default_rng(1)
+    np.savez(data, images=rng.integers(0, 256, (3, 6, 6, 3), dtype=np.uint8), labels=np.full(3, -1))
+    assert main(["check-method", str(ckpt), str(data), "--images", "2", "--plan-only"]) == 0
+    assert "check-method:" in capsys.readouterr().out
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, images=rng.integers(0, 256, (3, 6, 6, 3), dtype=np.uint8), labels=np.array([0, -1, 1]))
+    assert main(["check-method", str(ckpt), str(bad), "--images", "3", "--plan-only"]) == 2
+    assert "label -1" in capsys.readouterr().err

@@ -71,3 +71,28 @@ def test_one_model_spec_class():
     from overinterp.jobs import ModelSpec as JobsModelSpec
 
     assert JobsModelSpec is ModelSpec
+
+
+def test_as_text_is_read_back_as_the_same_spec(tmp_path):
+    """``ModelSpec.as_text()`` is what a user would type for the spec (the audit prints it in the
+    check-method command it recommends): parsed again, it is the same spec. Wrong implementations
+    caught: ``str(spec)`` (drops the options, preprocessing, number of classes, baseline, label and
+    pretrained weights), a string option that looks like a number written bare (read back as a
+    number), a spec no string can carry returned anyway instead of ``None``."""
+    ckpt = write_model(tmp_path / "a@b.pt")
+    texts = [
+        "resnet20",
+        "resnet20@w.th?preprocessing=imagenet&num_classes=10",
+        'lab=import:pkg.mod:Net@c.pt?depth=28&baseline=cifar10&tag="7"',
+        "robustbench:Carmon2019Unlabeled?threat_model=Linf",
+        "resnet20?pretrained=true",
+        "smallcnn?baseline=[0.1,0.2,0.3]&width=16",
+        str(ckpt),
+        f"mine={write_model(tmp_path / 'c.pt')}?preprocessing=cifar10",
+    ]
+    for text in texts:
+        spec = parse_model_spec(text)
+        again = spec.as_text()
+        assert again is not None and parse_model_spec(again) == spec, (text, again)
+    assert parse_model_spec('lab=import:pkg.mod:Net?tag="7"').as_text() != "lab=import:pkg.mod:Net?tag=7"
+    assert ModelSpec("resnet20", "w?x=1.th").as_text() is None  # a '?' in the path starts the options

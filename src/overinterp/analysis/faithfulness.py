@@ -23,7 +23,17 @@ from torch import Tensor
 from overinterp.analysis.stats import MIN_VALUES, mean_ci
 from overinterp.analysis.subsets import subset_predictions
 
-__all__ = ["TAUS", "Paired", "trace_measures", "compare_measures", "screening_report", "TARGETS"]
+__all__ = [
+    "TAUS",
+    "Paired",
+    "trace_measures",
+    "compare_measures",
+    "screening_report",
+    "TARGETS",
+    "UNSURE_SHARE",
+    "UNSURE_RATIONALE",
+    "SCREENING_CAVEAT",
+]
 
 #: SIS thresholds of the frontier
 TAUS = (0.99, 0.9)
@@ -117,25 +127,53 @@ def compare_measures(method: Mapping[str, Tensor], exact: Mapping[str, Tensor], 
     return row
 
 
-def screening_report(trace: Any, flag_share: float = 0.25) -> dict[str, Any] | None:
+#: the share of an image's screened steps at or above which the gradient screen counts as unsure on it
+#: (:data:`UNSURE_RATIONALE` says why)
+UNSURE_SHARE = 0.25
+UNSURE_RATIONALE = (
+    "a screen that ranked the candidates at random would put exact's best in its bottom quarter on about a "
+    "quarter of the steps, so at a share of 0.25 or more the screen did no better than chance on that image"
+)
+
+#: what the share does not say (measured with ``bench/frontier.py``: bench/results/frontier-split.md)
+SCREENING_CAVEAT = (
+    "the share describes the gradient screen, not the damage: on two models the images with more "
+    "bottom-quarter picks lost less confidence against exact, not more (Spearman +0.27 and +0.67 between "
+    "the share and the change in p on own 5% subsets, 16 images each), so only a check against exact "
+    "measures faithfulness"
+)
+
+
+def screening_report(trace: Any, flag_share: float | None = None) -> dict[str, Any] | None:
     """The per-image screening diagnostic a gradient-screened method (``fast``) records in
     ``trace.meta["screening"]``, summarised for a report; ``None`` when the trace has none.
 
-    Per image: ``share``, the fraction of its screened steps whose choice came from the bottom
-    quarter of the gradient screen (0 when the gradient ranked exact's choice near the top
-    at every step; an uninformative gradient gives about 0.25 for single steps), and the
-    screen doublings it made. ``flagged``: images with ``share ≥ flag_share``, where the method
-    was unsure and ``overinterp check-method`` (exact on a sample) is worth its cost.
+    Per image: ``share``, the fraction of its screened steps whose exact best came from the
+    bottom quarter of the gradient screen or from outside it (0 when the gradient ranked exact's
+    choice near the top at every step; about 0.25 or more when it ranked no better than chance;
+    NaN for an image without screened steps), ``steps`` and ``bottom_quarter_steps``, and the
+    other per-image counts the method records (e.g. ``extensions``). ``mean_share`` and
+    ``max_share`` over the images with screened steps (NaN when none), ``flagged``: the images
+    with ``share ≥ flag_share`` (default :data:`UNSURE_SHARE`), where the screen was unsure. The share
+    does not say where the method went wrong (:data:`SCREENING_CAVEAT`); ``overinterp
+    check-method`` (exact on a sample) measures that.
     """
     scr = trace.meta.get("screening") if hasattr(trace, "meta") else None
     if not scr:
         return None
-    share = [b / s if s else 0.0 for b, s in zip(scr["bottom_quarter_steps"], scr["steps"])]
+    flag_share = UNSURE_SHARE if flag_share is None else float(flag_share)
+    steps, bottom = list(scr["steps"]), list(scr["bottom_quarter_steps"])
+    share = [b / s if s else math.nan for b, s in zip(bottom, steps)]
+    seen = [v for v in share if not math.isnan(v)]
     flagged = [i for i, v in enumerate(share) if v >= flag_share]
+    other = {k: list(v) for k, v in scr.items() if k not in ("steps", "bottom_quarter_steps")}
     return {
         "share": share,
-        "mean_share": sum(share) / len(share) if share else math.nan,
-        "extensions": list(scr.get("extensions", [])),
+        "steps": steps,
+        "bottom_quarter_steps": bottom,
+        **other,
+        "mean_share": sum(seen) / len(seen) if seen else math.nan,
+        "max_share": max(seen) if seen else math.nan,
         "flagged": flagged,
         "flag_share": flag_share,
     }

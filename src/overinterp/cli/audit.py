@@ -81,6 +81,9 @@ def _print(args: argparse.Namespace, record: dict) -> None:
         + ", ".join(f"{k} {v:.0f} s" for k, v in sec.items() if k != "total")
     )
     print(f"verdict: {record['verdict']} — {record['summary']}")
+    screening = record.get("screening") or {}
+    if screening.get("flagged"):
+        print(f"screening: {screening['recommendation']}")
     if record.get("report"):
         print(f"report: {record['report']}")
     print(f"record: {json.dumps(str(Path(args.out) / 'audit.json'))}")

@@ -38,14 +38,17 @@ def _cmd_check_method(args: argparse.Namespace) -> int:
     method = c.method_from_args(args, num_features)  # bad settings: refused before the model is loaded
     model = c.model_spec(args).load().to(device)
     num_classes = probe_model(model, tuple(images.shape[1:]), where=str(args.data))
-    check_labels(data.labels, num_classes, str(args.data))
+    given = data.labels
+    if given is not None and bool((given < 0).all()):
+        given = None  # -1 throughout: unlabelled (an audit's own images file of unlabelled images)
+    check_labels(given, num_classes, str(args.data))
     overinterp.sis.methods.check_model_supports(method, model)
     bs = args.batch_size or overinterp.DEFAULT_BATCH_SIZE
     plan = plan_check(model, images, method, features=features, batch_size=bs)
     if args.plan_only:
         print(f"check-method: {plan.describe()}")
         return 0
-    labels = None if data.labels is None else data.labels.to(device)
+    labels = None if given is None else given.to(device)
     result = check_method(
         model,
         images,

@@ -31,7 +31,9 @@
 
 Rerunning on the same folder resumes from the stored plan (the probe is not repeated, so the job
 keeps its identity); another model, data, method or image cap is refused with the differences.
-``DIR/audit.json`` records the plan, planned and finished images, budget and time spent.
+``DIR/audit.json`` records the plan, planned and finished images, budget and time spent, and for a
+gradient-screened method (``fast``) how sure its screen was on each image, with the ``check-method``
+command that measures the method against exact on this model (:func:`screening_summary`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ __all__ = [
     "UNFAITHFUL",
     "FAITHFULNESS",
     "REPORT_SECONDS",
+    "screening_summary",
+    "CHECK_METHOD_IMAGES",
 ]
 
 #: fewest images a budget should buy before a less faithful method is preferred (paired CIs need a few)
@@ -726,6 +730,99 @@ def evaluate_audit(
     return out
 
 
+#: images of the sample a recommended method check runs exact on (``check-method --images``)
+CHECK_METHOD_IMAGES = 8
+
+
+def screening_summary(
+    trace: Any, positions: Sequence[int], *, command: str | None = None, python: str | None = None
+) -> dict[str, Any] | None:
+    """The audit's record of how sure a gradient-screened method (``fast``) was, image by image
+    (:func:`~overinterp.analysis.faithfulness.screening_report` of ``trace``, whose images sit at
+    dataset ``positions``); ``None`` when the method does not screen.
+
+    ``per_image``: for each image in the trace's order, its ``position``, ``share`` (of its screened
+    steps, those whose exact best came from the screen's bottom quarter or from outside it;
+    ``None`` without screened steps), ``steps`` and ``bottom_quarter_steps``. Summary: ``images``
+    (with screened steps), ``mean_share``, ``max_share`` (``None`` when no image has screened steps),
+    ``flagged`` (images with a share of at least ``threshold``,
+    :data:`~overinterp.analysis.faithfulness.UNSURE_SHARE`) and its ``rationale``; the ``caveat`` (the
+    share does not say where the method went wrong); ``command``, the ``check-method`` command line
+    that measures it (or ``python``, the call, for a model living in a Python session) and the
+    ``recommendation`` in words. Strict JSON: no NaN.
+    """
+    from overinterp.analysis.faithfulness import SCREENING_CAVEAT, UNSURE_RATIONALE, screening_report
+
+    rep = screening_report(trace)
+    if rep is None:
+        return None
+    pos = [int(p) for p in positions]
+    if len(pos) != len(rep["share"]):
+        raise ValueError(f"{len(pos)} positions for a screening diagnostic of {len(rep['share'])} images")
+
+    def num(v: float) -> float | None:
+        return None if math.isnan(v) else float(v)
+
+    per = [
+        {"position": p, "share": num(s), "steps": int(n), "bottom_quarter_steps": int(b)}
+        for p, s, n, b in zip(pos, rep["share"], rep["steps"], rep["bottom_quarter_steps"])
+    ]
+    seen = sum(1 for r in per if r["share"] is not None)
+    flagged = len(rep["flagged"])
+    method = str(trace.method.get("name", "the method")) if isinstance(trace.method, Mapping) else "the method"
+    pct = f"{100 * rep['flag_share']:.0f}%"
+    how = f": {command}" if command is not None else f" in Python: {python}"
+    if flagged:
+        said = (
+            f"The gradient screen of {method} was unsure on {flagged} of {seen} images (exact's best came from the "
+            f"bottom quarter of the screen on {pct} of the steps or more). That does not say {method} went wrong "
+            "there"
+        )
+    else:
+        said = (
+            f"The gradient screen of {method} was sure on all {seen} images (exact's best came from the bottom "
+            f"quarter of the screen on fewer than {pct} of the steps). That does not prove {method} faithful here"
+        )
+    return {
+        "method": method,
+        "threshold": rep["flag_share"],
+        "rationale": UNSURE_RATIONALE,
+        "caveat": SCREENING_CAVEAT,
+        "images": seen,
+        "mean_share": num(rep["mean_share"]),
+        "max_share": num(rep["max_share"]),
+        "flagged": flagged,
+        "per_image": per,
+        "command": command,
+        "python": python if command is None else None,
+        "recommendation": f"{said}; to measure how far {method} stays from exact on this model, run{how}",
+    }
+
+
+def _check_commands(
+    spec_text: str | None, dataset: str, method: Mapping[str, Any], patch: int, device: str
+) -> tuple[str | None, str | None]:
+    """``(command, python)``: the ``check-method`` command line for a model with a spec string, else
+    the Python call that runs the same check on the model object."""
+    from overinterp.experiments.check_method import check_command
+
+    if spec_text is not None:
+        data = str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
+        return check_command(spec_text, data, method, images=CHECK_METHOD_IMAGES, patch=patch, device=device), None
+    params = {k: v for k, v in (method.get("params") or {}).items() if v is not None}
+    from overinterp.sis.methods import make_method
+
+    defaults = make_method(method["name"]).params() if method["name"] != "gradient" else {}
+    shown = "".join(f", {k}={v!r}" for k, v in params.items() if defaults.get(k, object()) != v)
+    call = (
+        f"overinterp.experiments.check_method.check_method(model, images[:{CHECK_METHOD_IMAGES}], "
+        f"overinterp.make_method({method['name']!r}{shown})"
+        + (f", features=overinterp.patch_features(images.shape[2], images.shape[3], {patch})" if patch != 1 else "")
+        + ")"
+    )
+    return None, call
+
+
 _STAT_KEYS = frozenset({"value", "low", "high"})
 
 
@@ -1146,6 +1243,10 @@ def audit(
     unit = "pixels" if p_size == 1 else f"{p_size}×{p_size}-pixel patches"
     word, paragraph = verdict(ev, model=spec.display_name, dataset=data_name, needed=needed, unit=unit)
     _write_results(out / "results.csv", ev, spec.display_name, model_fingerprint(module), data_name)
+    command, python = _check_commands(
+        None if in_memory else spec.as_text(), dataset, plan_dict["method"], p_size, str(device)
+    )
+    screening = screening_summary(job.trace, pos.tolist(), command=command, python=python)
     timings["evaluation"] = time.perf_counter() - t
     previous = read_record(out / "audit.json") if (out / "audit.json").is_file() else {}
     if summary.get("computed") == 0 and previous.get("seconds") and previous.get("finished_images") == len(pos):
@@ -1163,6 +1264,7 @@ def audit(
         "evaluation": ev,
         "verdict": word,
         "summary": paragraph,
+        "screening": screening,
         "positions": pos.tolist(),
         "seconds": timings,
         "estimated_seconds": plan_dict.get("total_seconds"),

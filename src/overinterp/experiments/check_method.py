@@ -14,9 +14,10 @@ holds the methods to (:data:`~overinterp.analysis.faithfulness.TARGETS`).
 from __future__ import annotations
 
 import math
+import shlex
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
@@ -27,7 +28,7 @@ from overinterp.sis import backselect
 from overinterp.sis.backselect import DEFAULT_BATCH_SIZE
 from overinterp.sis.methods import Exact, Method
 
-__all__ = ["CheckPlan", "MethodCheck", "plan_check", "check_method", "engine_seconds", "PROBE_SECONDS"]
+__all__ = ["CheckPlan", "MethodCheck", "plan_check", "check_method", "engine_seconds", "PROBE_SECONDS", "check_command"]
 
 #: seconds of the throughput probe behind the cost printed in advance
 PROBE_SECONDS = 1.0
@@ -293,3 +294,27 @@ def check_method(
         measures={k: {m: v.tolist() for m, v in d.items()} for k, d in measures.items()},
         traces=traces,
     )
+
+
+def check_command(
+    model: str, data: str, method: Mapping[str, Any], *, images: int = 8, patch: int = 1, device: str = "cpu"
+) -> str:
+    """The ``overinterp check-method`` command line, quoted for a POSIX shell, that runs exact beside
+    ``method`` (a method description, :meth:`~overinterp.sis.methods.Method.describe`) on the first
+    ``images`` images of ``data`` (a dataset spec) with ``model`` (a model spec string,
+    :meth:`~overinterp.models.ModelSpec.as_text`). The method's parameters that differ from their
+    defaults become its flags (as the method registry declares them), ``patch`` > 1 ``--patch`` and
+    a device other than the CPU ``--device``."""
+    from overinterp.sis.methods import method_classes
+
+    params = method.get("params") or {}
+    args = ["overinterp", "check-method", model, data, "--images", str(int(images)), "--method", method["name"]]
+    for spec in method_classes()[method["name"]].param_specs():
+        value = params.get(spec.name)
+        if spec.cli and value is not None and not (spec.has_default and value == spec.default):
+            args += [spec.option, str(value)]
+    if patch != 1:
+        args += ["--patch", str(int(patch))]
+    if device != "cpu":
+        args += ["--device", str(device)]
+    return shlex.join(args)

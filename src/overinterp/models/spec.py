@@ -225,6 +225,33 @@ class ModelSpec:
             raise UserInputError(f"model spec {dict(d)!r}: unknown fields {unknown}; known: {sorted(fields)}")
         return cls(**dict(d), trust_code=bool(trust_code))
 
+    def as_text(self) -> str | None:
+        """A spec string that :func:`parse_model_spec` reads back as this spec (what a user types
+        on the command line: ``LABEL=NAME@CKPT?key=value&…``), or ``None`` when no string does (a
+        path holding ``?`` or ``&``, a label the ``LABEL=`` form cannot carry)."""
+
+        def text(v: Any) -> str:
+            if isinstance(v, str) and _value(v) == v:
+                return v
+            return json.dumps(v, separators=(",", ":"))
+
+        head = (self.name or "") + (f"@{self.checkpoint}" if self.name and self.checkpoint else "")
+        options = dict(self.options)
+        for key in _LOAD_KEYS:
+            if getattr(self, key) is not None:
+                options[key] = getattr(self, key)
+        if self.pretrained:
+            options["pretrained"] = True
+        query = "&".join(f"{k}={text(v)}" for k, v in options.items())
+        spec = (
+            (f"{self.label}=" if self.label else "") + (head or str(self.checkpoint)) + (f"?{query}" if query else "")
+        )
+        try:
+            same = parse_model_spec(spec) == self
+        except (ValueError, OSError):
+            return None
+        return spec if same else None
+
     def __str__(self) -> str:
         parts = [self.name or str(self.checkpoint)]
         if self.name and self.checkpoint:

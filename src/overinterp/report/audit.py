@@ -1,13 +1,16 @@
 """The audit's own report, verdict first: ``DIR/report/index.html`` of an audit folder.
 
 Top: the verdict in plain words and one small table (model, data, method and its measured
-faithfulness, images audited of planned, budget and time spent; accuracy on full images, on
-the model's own 5% backward-selection subsets, on 5% random subsets and on the mask alone, each
-with its Wilson interval; the confidence drop; SIS size at τ = 0.9 and 0.99 with n). Then the
-pictures: the 5% subsets the model is most confident on (image, kept pixels, class and
-confidence), where the kept pixels lie (heatmap), SIS size against τ. Then the plan and the
-timing. Every interval lies inside its quantity's range (:mod:`overinterp.analysis.stats`);
-cells with fewer than five values say "too few images (n = 3)".
+faithfulness, images audited of planned, budget and time spent; accuracy on full images, on the
+model's own 5% backward-selection subsets, on 5% random subsets and on the mask alone, each with
+its Wilson interval; the confidence drop; SIS size at τ = 0.9 and 0.99 with n). For a gradient-
+screened method (``fast``), how sure its screen was on each image (``audit.json``'s
+``screening``: the shares sorted, the images with the highest, and the ``check-method`` command
+that measures the method against exact on this model). Then the pictures: the 5% subsets the
+model is most confident on (image, kept pixels, class and confidence), where the kept pixels lie
+(heatmap), SIS size against τ. Then the plan and the timing. Every interval lies inside its
+quantity's range (:mod:`overinterp.analysis.stats`); cells with fewer than five values say "too
+few images (n = 3)".
 
 :func:`audit` is :func:`overinterp.experiments.audit.audit` with this report (what
 ``overinterp.audit(...)`` and ``overinterp audit`` run).
@@ -24,7 +27,7 @@ import torch
 
 from overinterp._atomic import atomic_write_text
 
-__all__ = ["build_audit_report", "audit", "EXAMPLES"]
+__all__ = ["build_audit_report", "audit", "EXAMPLES", "SCREENING_ROWS"]
 
 #: most-confident 5% subsets shown
 EXAMPLES = 6
@@ -165,6 +168,73 @@ def _figures(out: Path, rec: dict[str, Any], fig_dir: Path) -> list[tuple[str, s
     return figs
 
 
+#: images listed by name in the screening section (those with the highest shares)
+SCREENING_ROWS = 8
+
+
+def _screening_section(scr: dict[str, Any], fig_dir: Path) -> str:
+    """The per-image screening diagnostic of a gradient-screened method (``audit.json``'s
+    ``screening``): the summary in words, the shares sorted (``screening.png``), the images with the
+    highest shares, and the check to run."""
+    from overinterp.analysis.style import pyplot
+
+    per = [r for r in scr["per_image"] if r["share"] is not None]
+    per.sort(key=lambda r: (-r["share"], r["position"]))
+    method, thr = html.escape(str(scr["method"])), float(scr["threshold"])
+    parts = ["<h2>How sure the method was, image by image</h2>"]
+    if not per:
+        parts.append(f"<p>{method} screened no step of the audited images by gradient: nothing to show.</p>")
+    else:
+        parts.append(
+            f"<p>At each screened step {method} ranks the candidates by gradient and scores only the top of that "
+            "list exactly. Per image, the share of those steps whose exact best came from the bottom quarter of "
+            f"the list (or from outside it): mean {100 * scr['mean_share']:.0f}%, highest "
+            f"{100 * scr['max_share']:.0f}% over {scr['images']} images; <strong>{scr['flagged']} of "
+            f"{scr['images']}</strong> at or above {100 * thr:.0f}% ({html.escape(scr['rationale'])}).</p>"
+        )
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(5.2, 2.6))
+        shares = [100 * r["share"] for r in per]
+        colours = ["#a61b1b" if r["share"] >= thr else "#1f4e79" for r in per]
+        ax.bar(range(1, len(per) + 1), shares, width=1.0 if len(per) > 60 else 0.8, color=colours, linewidth=0)
+        ax.axhline(100 * thr, color="#444", linestyle="--", linewidth=1, label=f"{100 * thr:.0f}%: a random screen")
+        ax.set_xlabel("audited images, sorted by share")
+        ax.set_ylabel("share of steps (%)")
+        ax.set_xlim(0.5, len(per) + 0.5)
+        ax.set_ylim(0, max(100 * thr, max(shares)) * 1.15)
+        ax.legend(fontsize=8, loc="upper right")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(fig_dir / "screening.png", dpi=110)
+        plt.close(fig)
+        parts.append(
+            '<figure><img src="screening.png" alt="screen shares per image"><figcaption>Each bar is one audited '
+            "image: the share of its screened steps whose exact best came from the bottom quarter of the gradient "
+            f"screen; red at or above {100 * thr:.0f}%.</figcaption></figure>"
+        )
+        rows = "".join(
+            f"<tr><td>{r['position']}</td><td>{100 * r['share']:.0f}%</td><td>{r['bottom_quarter_steps']} of "
+            f"{r['steps']}</td></tr>"
+            for r in per[:SCREENING_ROWS]
+        )
+        parts.append(
+            "<table><tr><th>image (dataset position)</th><th>share</th><th>steps from the bottom quarter</th></tr>"
+            f"{rows}</table>"
+        )
+    text, cmd = str(scr["recommendation"]), scr.get("command") or scr.get("python")
+    if cmd and text.endswith(f": {cmd}"):
+        text = text[: -len(str(cmd)) - 1]
+    parts.append(
+        f'<p class="check"><strong>Check it:</strong> {html.escape(text)}'
+        + (f"<br><code>{html.escape(str(cmd))}</code>" if cmd else "")
+        + "</p>"
+    )
+    parts.append(
+        f'<p style="font-size:.85rem;color:#555">Why not trust the share alone: {html.escape(scr["caveat"])}.</p>'
+    )
+    return "\n".join(parts)
+
+
 def build_audit_report(out_dir: str | os.PathLike[str], report_dir: str | os.PathLike[str] | None = None) -> Path:
     """Write the audit report of the audit folder ``out_dir`` (its ``audit.json``, job and images) to
     ``report_dir`` (default ``out_dir/report``); returns ``index.html``'s path."""
@@ -214,8 +284,15 @@ def build_audit_report(out_dir: str | os.PathLike[str], report_dir: str | os.Pat
         ("SIS size at τ = 0.9 (share of the image)", _fmt(sis.get("0.9"), digits=2)),
         ("SIS size at τ = 0.99 (share of the image)", _fmt(sis.get("0.99"), digits=2)),
     ]
+    scr = rec.get("screening")
+    if scr and scr.get("images"):
+        rows[2] = (
+            rows[2][0],
+            rows[2][1] + f"; its gradient screen was unsure on {scr['flagged']} of {scr['images']} images (below)",
+        )
     table = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     fig_dir = rdir
+    screening_html = _screening_section(scr, fig_dir) if scr else ""
     figs = _figures(out, rec, fig_dir)
     fig_html = "\n".join(
         f'<figure><h3>{html.escape(t)}</h3><img src="{f}" alt="{html.escape(t)}"><figcaption>{html.escape(c)}'
@@ -265,6 +342,8 @@ th, td {{ text-align: left; padding: .3rem .6rem; border-bottom: 1px solid #ddd;
 th {{ width: 38%; font-weight: 600; }}
 figure {{ margin: 1.5rem 0; }} figure img {{ max-width: 100%; }} figcaption {{ color: #444; font-size: .9rem; }}
 h2 {{ margin-top: 2rem; border-bottom: 1px solid #ccc; }}
+.check {{ border-left: 4px solid #1f4e79; background: #f3f6fa; padding: .6rem .9rem; }}
+code {{ font-size: .85rem; word-break: break-all; }}
 </style></head><body>
 <h1>Does {html.escape(str(rec["model"]))} overinterpret?</h1>
 <p class="verdict"><strong>{html.escape(word)}</strong> — {html.escape(rec["summary"])}</p>
@@ -272,6 +351,7 @@ h2 {{ margin-top: 2rem; border-bottom: 1px solid #ccc; }}
 <p style="font-size:.85rem;color:#555">Intervals: 95%, Wilson for shares of images, percentile bootstrap for means
 (always inside their range; none for fewer than 5 images). The 5% subsets keep the 5% of pixels (or patches) removed
 last by backward selection; the rest take the model's baseline value.</p>
+{screening_html}
 <h2>What the model looks at</h2>
 {fig_html}
 <h2>Plan and timing</h2>
