@@ -82,7 +82,7 @@ def test_a_fast_audit_records_each_images_diagnostic_across_shards(tmp_path, mon
     """``fast`` over 9 images in shards of 2: ``audit.json`` holds each image's share, position by
     position equal to the screen ranks that the shard files record (a plain count here), strict JSON
     read back unchanged; the report shows the section with its figure and the Python call that
-    checks a model living in this session. Wrong implementations caught: per-image values taken
+    checks a model living in this session, which runs as written. Wrong implementations caught: per-image values taken
     from another shard or image (misaligned after concatenation or the sample's shuffle), a
     recommendation missing for in-memory models, the section placed after the pictures."""
     from overinterp.jobs import JobSpec, load_job
@@ -91,7 +91,8 @@ def test_a_fast_audit_records_each_images_diagnostic_across_shards(tmp_path, mon
     monkeypatch.setattr(audit_mod, "probe_throughput", _slow_probe(overinterp.Fast(), 25.0))
     x, y = channel_images(9)
     out = tmp_path / "a"
-    r = overinterp.audit(Mixed().eval(), x, labels=y, method=overinterp.Fast(), out=out, progress=False)
+    model = Mixed().eval()
+    r = overinterp.audit(model, x, labels=y, method=overinterp.Fast(), out=out, progress=False)
     job = load_job(out / "job")
     assert len(job.shards) >= 4  # several shards, so that alignment is tested
     spec = JobSpec.from_dict(job.manifest["spec"])
@@ -111,6 +112,8 @@ def test_a_fast_audit_records_each_images_diagnostic_across_shards(tmp_path, mon
     assert (
         scr["command"] is None and "check_method(model, images[:8], overinterp.make_method('fast'))" in (scr["python"])
     )
+    check = eval(scr["python"], {"overinterp": overinterp, "model": model, "images": x})  # the call, pasted
+    assert check.plan.images == 8 and check.method == overinterp.Fast().describe()
     assert read_record(out / "audit.json")["screening"] == scr
     strict((out / "audit.json").read_text())
     page = r.report.read_text()

@@ -809,11 +809,14 @@ def _check_commands(
     if spec_text is not None:
         data = str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
         return check_command(spec_text, data, method, images=CHECK_METHOD_IMAGES, patch=patch, device=device), None
-    params = {k: v for k, v in (method.get("params") or {}).items() if v is not None}
-    from overinterp.sis.methods import make_method
+    from overinterp.sis.methods import method_classes
 
-    defaults = make_method(method["name"]).params() if method["name"] != "gradient" else {}
-    shown = "".join(f", {k}={v!r}" for k, v in params.items() if defaults.get(k, object()) != v)
+    params = method.get("params") or {}
+    shown = "".join(
+        f", {s.name}={params[s.name]!r}"
+        for s in method_classes()[method["name"]].param_specs()
+        if params.get(s.name) is not None and not (s.has_default and params[s.name] == s.default)
+    )
     call = (
         f"overinterp.experiments.check_method.check_method(model, images[:{CHECK_METHOD_IMAGES}], "
         f"overinterp.make_method({method['name']!r}{shown})"
