@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 #: held out first (frontier_models ROLES)
-PRIORITY = ("mixer", "adv_cnn", "resnet_gn", "resnet_wide", "adv_resnet", "cnn_nobn", "cnn_ls")
+PRIORITY = ("mixer", "adv_cnn", "resnet_gn", "resnet_wide", "adv_resnet_deep", "adv_resnet", "cnn_nobn", "cnn_ls")
 
 
 def job_spec(name: str, models: Path, data: Path, n: int, batch: int):
