@@ -158,7 +158,7 @@ def quality(trace, model, images: torch.Tensor, labels: torch.Tensor) -> dict[st
     return trace_measures(trace, model, images, labels)
 
 
-def screening_summary(trace, d_prob5: torch.Tensor, base_width: int) -> dict[str, Any]:
+def screening_summary(trace, d_prob5: torch.Tensor, base_width: int, adaptive: bool = True) -> dict[str, Any]:
     """The per-image screening diagnostic of one method's traces: per image the share of screened
     steps whose exact best came from the bottom quarter of the gradient screen (or from outside
     it), the steps screened wider than ``base_width``, and how the share ranks against the
@@ -168,7 +168,7 @@ def screening_summary(trace, d_prob5: torch.Tensor, base_width: int) -> dict[str
 
     scr = trace.meta["screening"]
     share = [b / s if s else float("nan") for b, s in zip(scr["bottom_quarter_steps"], scr["steps"])]
-    wide = (trace.screen_width > base_width).sum(1).tolist() if trace.screen_width is not None else []
+    wide = (trace.screen_width > base_width).sum(1).tolist() if trace.screen_width is not None and adaptive else []
     d = d_prob5.tolist()
     rho = float(spearmanr(share, d).statistic) if len(set(share)) > 1 and len(set(d)) > 1 else float("nan")
     return {
@@ -266,7 +266,9 @@ def run_model(
             "method": method.describe(),
         }
         if "screening" in trace.meta:
-            row["screening"] = screening_summary(trace, q["prob5"] - ref["prob5"], int(params.get("width", 32)))
+            row["screening"] = screening_summary(
+                trace, q["prob5"] - ref["prob5"], int(getattr(method, "width", 32)), bool(getattr(method, "extend", 0))
+            )
         rows[name] = row
         log(
             f"[{label}] {name}: {row['cost']['forward_equivalents']:.0f} fe/image ({wall:.2f} s), "
@@ -346,31 +348,7 @@ def precompute(label: str, job_dir: str, methods: list[str], limit: int | None, 
 
 
 def _select(trace, keep: list[int]):
-    from dataclasses import replace
-
-    idx = torch.tensor(keep)
-    return replace(
-        trace,
-        order_padded=trace.order_padded[idx],
-        logodds_padded=trace.logodds_padded[idx],
-        evaluated=trace.evaluated[idx],
-        num_features=trace.num_features[idx],
-        target=trace.target[idx],
-        full_logodds=trace.full_logodds[idx],
-        # a shared (H, W) grouping stays as it is; per-image groupings are selected with the images
-        features=trace.features if trace.features is None or trace.features.dim() == 2 else trace.features[idx],
-        labels=None if trace.labels is None else trace.labels[idx],
-        screen_rank=None if trace.screen_rank is None else trace.screen_rank[idx],
-        screen_width=None if trace.screen_width is None else trace.screen_width[idx],
-        meta={
-            **trace.meta,
-            **(
-                {"screening": {k: [v[i] for i in keep] for k, v in trace.meta["screening"].items()}}
-                if "screening" in trace.meta
-                else {}
-            ),
-        },
-    )
+    return trace.select(keep)
 
 
 def _autocast_forward_s(model, batch: int) -> float:
@@ -531,6 +509,11 @@ def _first_features(fmap, n: int):
     return FeatureMap(fmap.groups[:n], fmap.num_features[:n], fmap.shared, fmap.is_pixels)
 
 
+def _num(v: float, fmt: str) -> str:
+    """``v`` formatted, or ``–`` when it is NaN (not measured)."""
+    return "–" if v != v else format(v, fmt)
+
+
 def _ci(d: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
     if not d or d.get("n", 0) == 0 or math.isnan(d["mean"]):
         return "–"
@@ -623,7 +606,7 @@ def markdown(result: dict[str, Any], headline_methods: tuple[str, ...] = ("fast"
                 + (
                     f"{row['screening']['mean_bottom_quarter_share']:.2f} / "
                     f"{row['screening']['max_bottom_quarter_share']:.2f}, "
-                    f"{row['screening']['widened_steps_per_image']:.1f}, "
+                    f"{_num(row['screening']['widened_steps_per_image'], '.1f')}, "
                     f"{row['screening']['spearman_share_vs_d_prob5']:+.2f} |"
                     if "screening" in row
                     else "– |"

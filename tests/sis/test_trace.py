@@ -258,3 +258,25 @@ def test_threshold_validation(trace):
             trace.find_sis(bad)
     with pytest.raises(TypeError):
         trace.find_sis("high")
+
+
+def test_select_takes_every_per_image_entry_alike(model, images):
+    """``trace.select(rows)`` equals the trace of those images computed alone, the screening
+    diagnostic's per-image lists included. Wrong implementations caught: ``meta`` copied whole
+    (image 2's screening counts reported for image 0), ``screen_rank`` or per-image feature maps
+    left unselected, rows taken in sorted rather than the given order."""
+    from overinterp import Fast
+
+    method = Fast(step_fraction=0.2, screened=0.5, exact=0.1, width=3)
+    whole = backselect(model, images, method=method, batch_size=64, progress=False)
+    part = whole.select([2, 0])
+    for j, i in enumerate((2, 0)):
+        alone = backselect(model, images[i : i + 1], method=method, batch_size=64, progress=False)
+        assert torch.equal(part.order[j], alone.order[0])
+        assert torch.equal(part.screen_rank[j], alone.screen_rank[0])
+        for k, v in alone.meta["screening"].items():
+            assert part.meta["screening"][k][j] == v[0]
+    assert len(part) == 2 and part.meta["screening"]["steps"] == [
+        whole.meta["screening"]["steps"][2],
+        whole.meta["screening"]["steps"][0],
+    ]

@@ -39,30 +39,6 @@ def relative_thresholds(trace: BackselectTrace, ratio: float) -> Tensor:
     return r * torch.sigmoid(trace.full_logodds.double())
 
 
-def _row(trace: BackselectTrace, i: int) -> BackselectTrace:
-    """A one-image trace holding row ``i``."""
-    sel = slice(i, i + 1)
-    feats = trace.features
-    if feats is not None and feats.dim() == 3:
-        feats = feats[sel]
-    return BackselectTrace(
-        order_padded=trace.order_padded[sel],
-        logodds_padded=trace.logodds_padded[sel],
-        evaluated=trace.evaluated[sel],
-        num_features=trace.num_features[sel],
-        target=trace.target[sel],
-        full_logodds=trace.full_logodds[sel],
-        method=trace.method,
-        image_shape=trace.image_shape,
-        baseline=trace.baseline,
-        features=feats,
-        labels=None if trace.labels is None else trace.labels[sel],
-        meta=trace.meta,
-        screen_rank=None if trace.screen_rank is None else trace.screen_rank[sel],
-        screen_width=None if trace.screen_width is None else trace.screen_width[sel],
-    )
-
-
 def find_sis_relative(
     trace: BackselectTrace,
     ratio: float,
@@ -89,7 +65,7 @@ def find_sis_relative(
         tau = float(taus[i])
         # a float64 τ just under f(x) may round above it in log-odds: never ask more than f(x)
         tau = min(tau, float(torch.sigmoid(trace.full_logodds[i].double())))
-        sub = _row(trace, i)
+        sub = trace.select([i])
         res = sub.find_sis(tau) if model is None else sub.find_sis(tau, model, images[i : i + 1], batch_size=batch_size)
         sis.append(res[0])
         logodds[i] = res.logodds[0]

@@ -25,6 +25,7 @@ Files: one ``torch.save`` dict, written atomically, read back with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
@@ -377,6 +378,31 @@ class BackselectTrace:
     def to_cpu(self) -> "BackselectTrace":
         d = self.to_dict()
         return BackselectTrace.from_dict(d)
+
+    def select(self, rows: Sequence[int]) -> "BackselectTrace":
+        """The trace of images ``rows`` (in that order): every per-image tensor and per-image
+        ``meta`` entry (``screening``'s lists) selected alike; a shared ``(H, W)`` feature map stays."""
+        idx = torch.as_tensor(list(rows), dtype=torch.int64)
+        feats = self.features
+        if feats is not None and feats.dim() == 3:
+            feats = feats[idx]
+        meta = dict(self.meta)
+        if isinstance(meta.get("screening"), dict):
+            meta["screening"] = {k: [v[int(i)] for i in idx] for k, v in meta["screening"].items()}
+        return dataclasses.replace(
+            self,
+            order_padded=self.order_padded[idx],
+            logodds_padded=self.logodds_padded[idx],
+            evaluated=self.evaluated[idx],
+            num_features=self.num_features[idx],
+            target=self.target[idx],
+            full_logodds=self.full_logodds[idx],
+            features=feats,
+            labels=None if self.labels is None else self.labels[idx],
+            meta=meta,
+            screen_rank=None if self.screen_rank is None else self.screen_rank[idx],
+            screen_width=None if self.screen_width is None else self.screen_width[idx],
+        )
 
 
 def concat_traces(traces: Sequence[BackselectTrace], meta: dict[str, Any] | None = None) -> BackselectTrace:
