@@ -109,8 +109,10 @@ def test_a_fast_audit_records_each_images_diagnostic_across_shards(tmp_path, mon
     for e in scr["per_image"]:
         assert e["share"] == pytest.approx(e["bottom_quarter_steps"] / e["steps"])
     assert scr["max_share"] == max(e["share"] for e in scr["per_image"])
-    assert (
-        scr["command"] is None and "check_method(model, images[:8], overinterp.make_method('fast'))" in (scr["python"])
+    least = sorted(scr["per_image"], key=lambda e: (-e["share"], r.record["positions"].index(e["position"])))[:8]
+    assert scr["checked"] == [e["position"] for e in least]  # the 8 least sure images, least sure first
+    assert scr["command"] is None and (
+        f"check_method(model, images[{scr['checked']}], overinterp.make_method('fast'))" in scr["python"]
     )
     check = eval(scr["python"], {"overinterp": overinterp, "model": model, "images": x})  # the call, pasted
     assert check.plan.images == 8 and check.method == overinterp.Fast().describe()
@@ -119,7 +121,7 @@ def test_a_fast_audit_records_each_images_diagnostic_across_shards(tmp_path, mon
     page = r.report.read_text()
     assert page.index('class="verdict"') < page.index("How sure the method was") < page.index("What the model")
     assert 'src="screening.png"' in page and (out / "report" / "screening.png").is_file()
-    assert "check_method(model, images[:8]" in page and "not the damage" in page
+    assert "check_method(model, images[[" in page and "not the damage" in page
 
 
 def test_an_exact_audit_has_no_screening_diagnostic(tmp_path):
@@ -183,16 +185,38 @@ def test_the_cli_prints_the_check_of_the_audits_own_model_and_data_and_it_runs(t
     cmd = record["screening"]["command"]
     assert record["screening"]["flagged"] >= 1 and lines[0].endswith(cmd)
     argv = shlex.split(cmd)
+    check_file = out / "inputs" / "check-images.npz"
     assert argv == [
         "overinterp",
         "check-method",
         f"torchscript:{model.resolve()}",
-        str(data.resolve()),
+        str(check_file.resolve()),
         "--images",
         "8",
         "--method",
         "fast",
     ]
+    # the file holds the audit's 8 least sure images, in the order the record lists them, with their labels
+    checked = record["screening"]["checked"]
+    with np.load(check_file) as f:
+        assert np.array_equal(f["images"], np.load(data)["images"][checked])
+        assert f["labels"].tolist() == y[checked].tolist()
     assert main([*argv[1:], "--images", "2", *common]) == 0  # two images keep the test short
     text = capsys.readouterr().out
     assert "fast vs exact on 2 images" in text and "verdict:" in text
+
+
+def test_the_check_of_a_plan_recorded_before_growth_checks_the_schedule_it_ran():
+    """An audit folder written before ``Fast`` had ``growth`` records ``fast`` without it; the
+    recommended check must run that schedule (``--growth 0.0``), not today's default. Wrong
+    implementation caught: flags chosen by comparing the raw description with today's defaults (the
+    missing ``growth`` is then simply left out, and the check runs ``growth=0.1``)."""
+    from overinterp.cli import build_parser
+    from overinterp.cli._common import method_from_args
+
+    ran = overinterp.Fast(growth=0.0, recall=4, screened=0.08)
+    old = ran.describe()
+    for k in ("growth", "first_block"):
+        old["params"].pop(k)
+    args = build_parser().parse_args(shlex.split(check_command("m.pt", "d.npz", old))[1:])
+    assert method_from_args(args) == ran

@@ -112,3 +112,48 @@ def test_one_wording_for_every_difference(tmp_path):
         "images 5, this run's images is 6"
     ]
     assert describe_differences({"x": list(range(10))}, {"x": []}) == ["x [0, 1, 2, … 10 items], this job's x is []"]
+
+
+def _drop_new_fast_params(d):
+    """A method description as written before ``Fast``'s ``growth``/``first_block`` existed."""
+    if isinstance(d, dict):
+        if d.get("name") == "fast" and isinstance(d.get("params"), dict):
+            d["params"] = {k: v for k, v in d["params"].items() if k not in ("growth", "first_block")}
+        for v in d.values():
+            _drop_new_fast_params(v)
+    elif isinstance(d, list):
+        for v in d:
+            _drop_new_fast_params(v)
+    return d
+
+
+def test_a_folder_written_before_a_new_method_parameter_resumes_with_its_settings(tmp_path):
+    """A job folder whose manifest, commit records and payloads describe ``fast`` without ``growth``
+    (as before 0.5) resumes when given the settings it ran (``growth=0``), and is refused, naming the
+    method, under today's default schedule. Wrong implementations caught: comparing descriptions as
+    written (no setting could ever match the old folder, as today's descriptions always hold ``growth``),
+    or filling the missing parameter with today's default (the old folder would then pass for the new
+    schedule and mix two schedules in one job)."""
+    model, path = write_model(tmp_path / "m.pt"), write_dataset(tmp_path / "d.npz")
+    old_fast = overinterp.Fast(growth=0.0, recall=4, screened=0.08, width=4)
+    spec = make_spec(model, path, method=old_fast, shard_size=6)
+    out = tmp_path / "job"
+    run_job(spec, out, progress=False, log=lambda _: None)
+    manifest = out / "manifest.json"
+    manifest.write_text(json.dumps(_drop_new_fast_params(json.loads(manifest.read_text()))))
+    for s in range(2):
+        pt, rec = shard_paths(out, s)
+        rec.write_text(json.dumps(_drop_new_fast_params(json.loads(rec.read_text()))))
+        trace = overinterp.BackselectTrace.load(pt)
+        _drop_new_fast_params(trace.meta)
+        trace.method = _drop_new_fast_params(dict(trace.method))
+        trace.save(pt)
+    assert "growth" not in manifest.read_text()
+    run_job(spec, out, progress=False, log=lambda _: None)  # the same settings: resumes (nothing left to do)
+    with pytest.raises(JobMismatchError, match="method"):
+        run_job(
+            make_spec(model, path, method=overinterp.Fast(width=4), shard_size=6),
+            out,
+            progress=False,
+            log=lambda _: None,
+        )

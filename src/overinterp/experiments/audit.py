@@ -735,7 +735,12 @@ CHECK_METHOD_IMAGES = 8
 
 
 def screening_summary(
-    trace: Any, positions: Sequence[int], *, command: str | None = None, python: str | None = None
+    trace: Any,
+    positions: Sequence[int],
+    *,
+    command: str | None = None,
+    python: str | None = None,
+    checked: Sequence[int] | None = None,
 ) -> dict[str, Any] | None:
     """The audit's record of how sure a gradient-screened method (``fast``) was, image by image
     (:func:`~overinterp.analysis.faithfulness.screening_report` of ``trace``, whose images sit at
@@ -749,7 +754,8 @@ def screening_summary(
     :data:`~overinterp.analysis.faithfulness.UNSURE_SHARE`) and its ``rationale``; the ``caveat`` (the
     share does not say where the method went wrong); ``command``, the ``check-method`` command line
     that measures it (or ``python``, the call, for a model living in a Python session) and the
-    ``recommendation`` in words. Strict JSON: no NaN.
+    ``recommendation`` in words; ``checked``: the dataset positions the command checks (the images
+    whose screens were least sure, :func:`least_sure`). Strict JSON: no NaN.
     """
     from overinterp.analysis.faithfulness import SCREENING_CAVEAT, UNSURE_RATIONALE, screening_report
 
@@ -795,21 +801,75 @@ def screening_summary(
         "per_image": per,
         "command": command,
         "python": python if command is None else None,
-        "recommendation": f"{said}; to measure how far {method} stays from exact on this model, run{how}",
+        "checked": None if checked is None else [int(p) for p in checked],
+        "recommendation": f"{said}; to measure how far {method} stays from exact on this model"
+        + (
+            f", on the {len(checked)} audited images whose screens were least sure (positions "
+            f"{', '.join(str(int(p)) for p in checked)})"
+            if checked
+            else ""
+        )
+        + f", run{how}",
     }
 
 
-def _check_commands(
-    spec_text: str | None, dataset: str, method: Mapping[str, Any], patch: int, device: str
-) -> tuple[str | None, str | None]:
-    """``(command, python)``: the ``check-method`` command line for a model with a spec string, else
-    the Python call that runs the same check on the model object."""
-    from overinterp.experiments.check_method import check_command
+#: the images ``check-method`` is recommended on, written into the audit folder's ``inputs/``
+CHECK_FILE = "check-images.npz"
 
+
+def least_sure(trace: Any, count: int = CHECK_METHOD_IMAGES) -> list[int]:
+    """Rows of ``trace`` (at most ``count``) whose gradient screen was least sure, the highest share of
+    bottom-quarter picks first (ties: trace order); ``[]`` when the method screens nothing."""
+    from overinterp.analysis.faithfulness import screening_report
+
+    rep = screening_report(trace)
+    if rep is None:
+        return []
+    shares = [-1.0 if math.isnan(v) else v for v in rep["share"]]
+    return sorted(range(len(shares)), key=lambda i: (-shares[i], i))[:count]
+
+
+def _write_check_images(images: Any, labels: Any, data: Any, path: Path) -> str:
+    """The images to check (NCHW uint8 or float in [0, 1]) as ``path`` (``images`` NHWC uint8,
+    ``labels``: -1 when unlabelled, ``classes``), replaced atomically; its path."""
+    import io
+
+    import numpy as np
+
+    from overinterp._atomic import atomic_write_bytes
+
+    x = images if images.dtype == torch.uint8 else (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
+    y = labels.long() if labels is not None else torch.full((len(x),), -1, dtype=torch.long)
+    arrays = {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "labels": y.numpy()}
+    if getattr(data, "classes", None):
+        arrays["classes"] = np.array(list(data.classes))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+    return str(path)
+
+
+def _check_commands(
+    spec_text: str | None,
+    dataset: str,
+    method: Mapping[str, Any],
+    patch: int,
+    device: str,
+    positions: Sequence[int] | None = None,
+) -> tuple[str | None, str | None]:
+    """``(command, python)``: the ``check-method`` command line for a model with a spec string (on
+    ``dataset``, all its images when ``positions`` are given: the audit's file of the images to
+    check), else the Python call that runs the same check on the model object (on ``images`` at
+    ``positions``, or its first images)."""
+    from overinterp.experiments.check_method import check_command
+    from overinterp.sis.methods import method_classes, method_from_description
+
+    method = method_from_description(method).describe()  # parameters a recorded plan lacks: as it ran
+    n = len(positions) if positions else CHECK_METHOD_IMAGES
     if spec_text is not None:
         data = str(Path(dataset).resolve()) if Path(dataset).exists() else dataset
-        return check_command(spec_text, data, method, images=CHECK_METHOD_IMAGES, patch=patch, device=device), None
-    from overinterp.sis.methods import method_classes
+        return check_command(spec_text, data, method, images=n, patch=patch, device=device), None
 
     params = method.get("params") or {}
     shown = "".join(
@@ -817,8 +877,9 @@ def _check_commands(
         for s in method_classes()[method["name"]].param_specs()
         if params.get(s.name) is not None and not (s.has_default and params[s.name] == s.default)
     )
+    rows = f"[{list(positions)}]" if positions else f"[:{CHECK_METHOD_IMAGES}]"
     call = (
-        f"overinterp.experiments.check_method.check_method(model, images[:{CHECK_METHOD_IMAGES}], "
+        f"overinterp.experiments.check_method.check_method(model, images{rows}, "
         f"overinterp.make_method({method['name']!r}{shown})"
         + (f", features=overinterp.patch_features(images.shape[2], images.shape[3], {patch})" if patch != 1 else "")
         + ")"
@@ -1246,10 +1307,18 @@ def audit(
     unit = "pixels" if p_size == 1 else f"{p_size}×{p_size}-pixel patches"
     word, paragraph = verdict(ev, model=spec.display_name, dataset=data_name, needed=needed, unit=unit)
     _write_results(out / "results.csv", ev, spec.display_name, model_fingerprint(module), data_name)
+    rows = least_sure(job.trace)  # the images whose screens were least sure: the check runs exact on them
+    check_data, checked = dataset, None
+    if rows:
+        checked = pos[rows].tolist()
+        if not in_memory:
+            check_data = _write_check_images(
+                ds.images[pos[rows]], ds.labels[pos[rows]] if labelled else None, ds, out / "inputs" / CHECK_FILE
+            )
     command, python = _check_commands(
-        None if in_memory else spec.as_text(), dataset, plan_dict["method"], p_size, str(device)
+        None if in_memory else spec.as_text(), check_data, plan_dict["method"], p_size, str(device), checked
     )
-    screening = screening_summary(job.trace, pos.tolist(), command=command, python=python)
+    screening = screening_summary(job.trace, pos.tolist(), command=command, python=python, checked=checked)
     timings["evaluation"] = time.perf_counter() - t
     previous = read_record(out / "audit.json") if (out / "audit.json").is_file() else {}
     if summary.get("computed") == 0 and previous.get("seconds") and previous.get("finished_images") == len(pos):

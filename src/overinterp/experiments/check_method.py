@@ -305,8 +305,9 @@ def check_command(
     :meth:`~overinterp.models.ModelSpec.as_text`). The method's parameters that differ from their
     defaults become its flags (as the method registry declares them), ``patch`` > 1 ``--patch`` and
     a device other than the CPU ``--device``."""
-    from overinterp.sis.methods import method_classes
+    from overinterp.sis.methods import method_classes, method_from_description
 
+    method = method_from_description(method).describe()  # parameters a recorded description lacks: as it ran
     params = method.get("params") or {}
     args = ["overinterp", "check-method", model, data, "--images", str(int(images)), "--method", method["name"]]
     for spec in method_classes()[method["name"]].param_specs():

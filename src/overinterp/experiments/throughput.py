@@ -102,7 +102,7 @@ def probe_throughput(
     def forward_backward() -> None:
         xi = x.detach().requires_grad_(True)
         out = model(xi)
-        out[:, 0].sum().backward()
+        torch.log_softmax(out.float(), 1)[:, 0].sum().backward()  # as the target log-odds' gradient
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 

@@ -180,6 +180,20 @@ def _show(v: Any) -> str:
     return json.dumps(v, sort_keys=True) if isinstance(v, (dict, list)) else str(v)
 
 
+def _method_value(v: Any) -> Any:
+    """A recorded method description as today's code reads it: a parameter added after the file was
+    written takes the value its absence means (``method_from_description``), so a folder written
+    before it compares equal to the same settings given today, and unequal to today's defaults."""
+    if not (isinstance(v, dict) and isinstance(v.get("name"), str)):
+        return v
+    from overinterp.sis.methods import method_from_description
+
+    try:
+        return plain(method_from_description(v).describe())
+    except Exception:  # noqa: BLE001  (an unknown method or bad parameters: compared as written)
+        return v
+
+
 def differences(
     found: dict[str, Any],
     expected: dict[str, Any],
@@ -197,6 +211,10 @@ def differences(
         alternatives: per key, more values ``found`` may hold and still match.
     """
     f, e = _flat(plain(found)), _flat(plain(expected))
+    for flat in (f, e):
+        for k in flat:
+            if k == "method" or k.endswith(".method"):
+                flat[k] = _method_value(flat[k])
     keys = [k for k in e if k in f] if common_only else sorted(set(f) | set(e))
     order = list(NAMES)
 

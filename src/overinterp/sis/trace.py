@@ -380,8 +380,9 @@ class BackselectTrace:
         return BackselectTrace.from_dict(d)
 
     def select(self, rows: Sequence[int]) -> "BackselectTrace":
-        """The trace of images ``rows`` (in that order): every per-image tensor and per-image
-        ``meta`` entry (``screening``'s lists) selected alike; a shared ``(H, W)`` feature map stays."""
+        """The trace of images ``rows`` (in that order): every per-image tensor and the screening
+        diagnostic's per-image lists (``meta["screening"]``) selected alike; a shared ``(H, W)``
+        feature map stays, and the rest of ``meta`` is copied as it is."""
         idx = torch.as_tensor(list(rows), dtype=torch.int64)
         feats = self.features
         if feats is not None and feats.dim() == 3:

@@ -30,7 +30,9 @@ evaluated too. ``Fast(screened=1, exact=1, exact_cap=P)`` is exact backward
 selection; ``width ≥ P`` makes the screened steps exact as well.
 
 Cost per image: one forward+backward pass per head block and per screened step
-(about ``ln(P)/growth + ln(P/T_s)/step_fraction + T_s − T_e``), ``Σ min(R, max(width, ⌈pool·r⌉))``
+(about ``first_block/growth`` blocks of ``first_block``, then ``ln(step_fraction·P/first_block)/ln(1+growth)``
+growing ones, ``ln(P/T_s)/step_fraction`` of a fraction of what remains, and ``T_s − T_e`` single steps: 106
+at P = 1,024), ``Σ min(R, max(width, ⌈pool·r⌉))``
 forward passes over the head's blocks and ``width`` per screened step, and
 ``T_e(T_e+1)/2`` at the end (a constant once the cap binds): linear in ``P``.
 :meth:`Fast.planned_cost` counts it exactly; ``bench/frontier.py --scaling``
