@@ -648,49 +648,71 @@ def markdown(result: dict[str, Any], headline_methods: tuple[str, ...] = ("fast"
 
 
 def figure(result: dict[str, Any], path: Path) -> None:
+    """Left: per model (tuning above, held out below) the headline methods' Δ mean p on their own 5%
+    subsets with paired 95% intervals against the target; right: cost against that difference for
+    every method measured (log cost; dotted: 1% of exact)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [
-        ("d_acc5", "Δ accuracy on 5% subsets (fraction; vs exact)", -0.01),
-        ("d_prob5", "Δ mean p(full-image class) on 5% subsets", -0.02),
-        ("sis99_ratio", "mean SIS size at τ=0.99 / exact's", 1.25),
-        ("sis90_ratio", "mean SIS size at τ=0.9 / exact's", 1.25),
-    ]
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.8))
-    names = sorted({m for r in result["models"].values() for m in r["methods"]})
-    markers = dict(zip(names, "o^sDvP*XhH<>p8"))
-    palette = [f"tab:{c}" for c in ("blue", "orange", "green", "purple", "brown", "pink", "olive", "cyan", "grey")]
-    colors = dict(zip(result["models"], palette))
-    for ax, (key, title, target) in zip(axes, panels):
-        for lab, r in result["models"].items():
-            exact_fe = r["P"] * (r["P"] + 1) / 2
-            ax.axvline(0.01 * exact_fe, color=colors[lab], ls=":", lw=1)
-            for m, row in r["methods"].items():
-                if "skipped" in row:
-                    continue
-                x = row["cost"]["forward_equivalents"]
-                val = row[key]
-                y = val["mean"] if isinstance(val, dict) else val
-                if y is None or (isinstance(y, float) and math.isnan(y)):
-                    continue
-                err = [[y - val["lo"]], [val["hi"] - y]] if isinstance(val, dict) else None
-                ax.errorbar(x, y, yerr=err, marker=markers[m], color=colors[lab], ms=7, capsize=2, ls="none")
-                if m.startswith("fast") or m in ("exact", "adaptive", "adaptive-gradient", "gradient-k8"):
-                    ax.annotate(m, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7, color=colors[lab])
-        ax.set_xscale("log")
-        ax.axhline(1.0 if "ratio" in key else 0.0, color="grey", lw=0.8)
-        ax.axhline(target, color="tab:red", ls="--", lw=0.8)
-        ax.set_xlabel("forward-equivalents per image (log; dotted: 1% of exact)")
-        ax.set_title(title, fontsize=10)
-    handles = [
-        plt.Line2D([], [], color=c, marker="o", ls="none", label=f"{lab} ({result['models'][lab].get('role', '?')})")
-        for lab, c in colors.items()
-    ]
-    axes[0].legend(handles=handles, loc="lower right", fontsize=8)
-    fig.suptitle("Backward-selection methods vs exact (paired 95% intervals; red dashed: the faithfulness targets)")
+    heads = list(result.get("headline", ["fast"]))
+    given = list(result["models"])
+    models = sorted(
+        given, key=lambda lab: (str(result["models"][lab].get("role", "")).startswith("held"), given.index(lab))
+    )
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(15, 0.42 * len(models) * max(1, len(heads)) + 2.2))
+    cmap = plt.get_cmap("tab10")
+    offsets = {m: (k - (len(heads) - 1) / 2) * 0.28 for k, m in enumerate(heads)}
+    labels = []
+    for y, lab in enumerate(models):
+        r = result["models"][lab]
+        labels.append(f"{lab} ({r.get('role', '?')})")
+        for k, m in enumerate(heads):
+            row = r["methods"].get(m)
+            if row is None or "skipped" in row:
+                continue
+            d = row["d_prob5"]
+            lo, hi = d.get("lo", math.nan), d.get("hi", math.nan)
+            err = None if math.isnan(lo) else [[d["mean"] - lo], [hi - d["mean"]]]
+            ax.errorbar(
+                d["mean"],
+                y + offsets[m],
+                xerr=err,
+                marker="os^D"[k % 4],
+                color=cmap(k),
+                ms=6,
+                capsize=3,
+                ls="none",
+                label=m if y == 0 or m not in ax.get_legend_handles_labels()[1] else None,
+            )
+    ax.axvline(TARGETS["d_prob5"], color="tab:red", ls="--", lw=1, label="target (−0.02)")
+    ax.axvline(0.0, color="grey", lw=0.8)
+    ax.set_yticks(range(len(models)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("Δ mean p(full-image class) on own 5% subsets, method − exact (paired 95% interval)")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(axis="x", alpha=0.3)
+    names = [m for m in dict.fromkeys(m for r in result["models"].values() for m in r["methods"]) if m != "exact"]
+    names = [m for m in heads if m in names] + [m for m in names if m not in heads]
+    tab = plt.get_cmap("tab20")
+    for j, m in enumerate(names):
+        pts = [
+            (row["cost"]["forward_equivalents"] / (r["P"] * (r["P"] + 1) / 2), row["d_prob5"]["mean"])
+            for r in result["models"].values()
+            if (row := r["methods"].get(m)) is not None and "skipped" not in row and row["d_prob5"]["mean"] is not None
+        ]
+        if pts:
+            xs, ys = zip(*pts)
+            ax2.plot(xs, ys, marker="os^Dv<>P*Xhp"[j % 12], color=tab(j % 20), ls="none", ms=6, label=m)
+    ax2.set_xscale("log")
+    ax2.axvline(0.01, color="grey", ls=":", lw=1)
+    ax2.axhline(TARGETS["d_prob5"], color="tab:red", ls="--", lw=1)
+    ax2.axhline(0.0, color="grey", lw=0.8)
+    ax2.set_xlabel("cost, fraction of exact's (log; dotted: 1%)")
+    ax2.set_ylabel("Δ mean p on own 5% subsets")
+    ax2.legend(fontsize=7, loc="lower right", ncol=2, title="method (one point per model)", title_fontsize=7)
+    fig.suptitle("fast against exact per pixel, 32×32 images (bench/frontier.py)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")

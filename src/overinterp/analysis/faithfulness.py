@@ -137,9 +137,9 @@ UNSURE_RATIONALE = (
 
 #: what the share does not say (measured with ``bench/frontier.py``: bench/results/frontier-split.md)
 SCREENING_CAVEAT = (
-    "the share describes the gradient screen, not the damage: on two models the images with more "
-    "bottom-quarter picks lost less confidence against exact, not more (Spearman +0.27 and +0.67 between "
-    "the share and the change in p on own 5% subsets, 16 images each), so only a check against exact "
+    "the share describes the gradient screen, not the damage: over the frontier's 8 models, how an image's "
+    "share ranks against its loss of confidence against exact on its own 5% subset ranged from Spearman "
+    "-0.38 to +0.45 (16 images each, bench/results/frontier-round2.md), so only a check against exact "
     "measures faithfulness"
 )
 
