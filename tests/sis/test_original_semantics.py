@@ -413,20 +413,7 @@ def test_transfer_by_hand(hand_jobs):
 
 
 def _subset(job: HandJob, index: list[int], positions: list[int]) -> HandJob:
-    t = job.trace
-    sel = torch.tensor(index)
-    trace = BackselectTrace(
-        order_padded=t.order_padded[sel],
-        logodds_padded=t.logodds_padded[sel],
-        evaluated=t.evaluated[sel],
-        num_features=t.num_features[sel],
-        target=t.target[sel],
-        full_logodds=t.full_logodds[sel],
-        method=t.method,
-        image_shape=t.image_shape,
-        baseline=t.baseline,
-        labels=t.labels[sel],
-    )
+    trace = job.trace.select(index)
     return HandJob(
         out_dir=job.out_dir.with_name(job.out_dir.name + "-few"),
         manifest=job.manifest,
@@ -434,7 +421,7 @@ def _subset(job: HandJob, index: list[int], positions: list[int]) -> HandJob:
         trace=trace,
         positions=torch.tensor(positions),
         shards=[0],
-        images=job.images[sel],
+        images=job.images[torch.tensor(index)],
         model=job.model,
     )
 
