@@ -12,6 +12,7 @@ all read it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from overinterp.sis.methods.base import GradientsUnavailableError, Method, ParamSpec
@@ -76,13 +77,13 @@ def make_method(name: str, **params: Any) -> Method:
     return cls(**params)
 
 
-def method_from_description(description: dict) -> Method:
+def method_from_description(description: Mapping[str, Any]) -> Method:
     """Rebuild a method from ``method.describe()`` (``{"name": …, "params": {…}}``).
 
     A parameter the description lacks (one added after it was written) takes its declared
     ``absent`` value, the one that reproduces what the file's run did, not today's default."""
-    name = description.get("name") if isinstance(description, dict) else None
-    params = dict(description.get("params") or {}) if isinstance(description, dict) else {}
+    name = description.get("name") if isinstance(description, Mapping) else None
+    params = dict(description.get("params") or {}) if isinstance(description, Mapping) else {}
     cls = _BY_NAME.get(str(name))
     if cls is not None and params:
         for spec in cls.param_specs():
