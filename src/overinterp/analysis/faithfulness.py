@@ -137,7 +137,7 @@ UNSURE_RATIONALE = (
 
 #: what the share does not say (measured with ``bench/frontier.py``: bench/results/frontier-split.md)
 SCREENING_CAVEAT = (
-    "the share describes the gradient screen, not the damage: over the frontier's 8 models, how an image's "
+    "the share describes the gradient screen, not the damage: over the frontier's 9 models, how an image's "
     "share ranks against its loss of confidence against exact on its own 5% subset ranged from Spearman "
     "-0.38 to +0.45 (16 images each, bench/results/frontier-round2.md), so only a check against exact "
     "measures faithfulness"
