@@ -194,12 +194,29 @@ def summarize(q: dict[str, torch.Tensor], ref: dict[str, torch.Tensor]) -> dict[
 
 
 def load_anchor(spec: str) -> tuple[Any, Any, torch.Tensor, torch.Tensor, torch.Tensor | None, list[int], str]:
-    """``DIR`` (an exact dataset job) or ``TRACE.pt@DIR:PATCH`` (an exact trace over the first
-    images of job ``DIR``'s dataset with ``PATCH``×``PATCH`` features; the model is the job's).
-    Returns (job, anchor trace, images, labels, features, positions, source)."""
+    """``DIR`` (an exact dataset job), ``DIR+DIR…`` (jobs of one model over other positions of one
+    dataset, e.g. an extension with ``--offset``: their images in turn) or ``TRACE.pt@DIR:PATCH``
+    (an exact trace over the first images of job ``DIR``'s dataset with ``PATCH``×``PATCH``
+    features; the model is the job's). Returns (job, anchor trace, images, labels, features,
+    positions, source); with several jobs, the first one's job."""
     from overinterp.data.specs import open_dataset
-    from overinterp.sis import BackselectTrace, patch_features
+    from overinterp.sis import BackselectTrace, concat_traces, patch_features
 
+    if "@" not in spec and "+" in spec:
+        parts = [load_anchor(d) for d in spec.split("+")]
+        jobs = [p[0] for p in parts]
+        ids = {(j.manifest["identity"]["model_fingerprint"], j.spec.dataset) for j in jobs}
+        if len(ids) != 1:
+            raise SystemExit(f"{spec}: the jobs are not of one model and one dataset")
+        return (
+            jobs[0],
+            concat_traces([p[1] for p in parts]),
+            torch.cat([p[2] for p in parts]),
+            torch.cat([torch.as_tensor(p[3]) for p in parts]),
+            parts[0][4],
+            [q for p in parts for q in p[5]],
+            f"jobs {spec}",
+        )
     if "@" not in spec:
         job = load_job(spec, allow_partial=True)
         images = job.load_images()
