@@ -137,7 +137,7 @@ class Fast(Method):
     needs_gradients: ClassVar[bool] = True
     faithfulness: ClassVar[str] = (
         "near exact at about 1% of its cost (32×32): on 9 models (5 held out from its tuning) own-5%-subset "
-        "accuracy as exact's, mean confidence -0.020 to +0.031 from exact's, SIS sizes 0.94-1.32× exact's "
+        "accuracy as exact's, mean confidence -0.020 to +0.031 from exact's, SIS sizes 0.94-1.27× exact's "
         "(bench/results/frontier-round2.md); measure yours beside exact with check_method"
     )
     ladder: ClassVar = (1, {})
