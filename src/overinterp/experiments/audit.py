@@ -610,18 +610,28 @@ def _as_images(data: Any, labels: Any) -> Any:
     return LabeledImages(x.contiguous(), y, None, "tensor", "memory", meta)
 
 
-def _write_images(data: Any, path: Path) -> str:
-    """``data`` as ``path`` (``images`` NHWC uint8, ``labels``), written once; the dataset spec."""
+def _images_npz(images: Any, labels: Any, classes: Any) -> tuple[dict[str, Any], bytes]:
+    """The audit's images file format: ``images`` NHWC in their own dtype (uint8, or floats in [0, 1]
+    kept exactly), ``labels`` (-1 when ``None``: unlabelled), ``classes`` when known; its arrays and bytes."""
     import io
 
     import numpy as np
 
+    x = images
+    y = labels if labels is not None else torch.full((len(x),), -1, dtype=torch.long)
+    arrays = {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "labels": y.numpy()}
+    if classes:
+        arrays["classes"] = np.array(list(classes))
     buf = io.BytesIO()
-    arrays = {"images": data.images.permute(0, 2, 3, 1).contiguous().numpy(), "labels": data.labels.numpy()}
-    if data.classes:
-        arrays["classes"] = np.array(list(data.classes))
     np.savez(buf, **arrays)
-    blob = buf.getvalue()
+    return arrays, buf.getvalue()
+
+
+def _write_images(data: Any, path: Path) -> str:
+    """``data`` as ``path`` (:func:`_images_npz`), written once; the dataset spec."""
+    import numpy as np
+
+    arrays, blob = _images_npz(data.images, data.labels, data.classes)
     if path.is_file():
         old = np.load(path)
         same = np.array_equal(old["images"], arrays["images"]) and np.array_equal(old["labels"], arrays["labels"])
@@ -830,23 +840,13 @@ def least_sure(trace: Any, count: int = CHECK_METHOD_IMAGES) -> list[int]:
 
 
 def _write_check_images(images: Any, labels: Any, data: Any, path: Path) -> str:
-    """The images to check (NCHW uint8 or float in [0, 1]) as ``path`` (``images`` NHWC uint8,
-    ``labels``: -1 when unlabelled, ``classes``), replaced atomically; its path."""
-    import io
-
-    import numpy as np
-
+    """The images to check as ``path`` (:func:`_images_npz`), replaced atomically; its path."""
     from overinterp._atomic import atomic_write_bytes
 
-    x = images if images.dtype == torch.uint8 else (images.float() * 255).round().clamp(0, 255).to(torch.uint8)
-    y = labels.long() if labels is not None else torch.full((len(x),), -1, dtype=torch.long)
-    arrays = {"images": x.permute(0, 2, 3, 1).contiguous().numpy(), "labels": y.numpy()}
-    if getattr(data, "classes", None):
-        arrays["classes"] = np.array(list(data.classes))
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(
+        path, _images_npz(images, None if labels is None else labels.long(), getattr(data, "classes", None))[1]
+    )
     return str(path)
 
 
